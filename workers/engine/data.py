@@ -1,0 +1,159 @@
+"""Reading and checking datasets.
+
+Torch-free on purpose: the gRPC server validates uploads with these functions before it queues a
+job, and it never imports torch. Archives are read with ``allow_pickle=False``: an object array
+inside an upload is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.engine.errors import InvalidData
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: np.ndarray
+    """Inputs, float32, shape (N, ...)."""
+    y: np.ndarray
+    """Integer labels, int64, shape (N,)."""
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return Dataset(self.x[index], self.y[index])
+
+
+def load_npz(path: Path) -> Dataset:
+    """Read ``x`` and ``y`` from an ``.npz`` archive and check them (see :func:`check_arrays`)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x", "y"} - set(archive.files)
+            if missing:
+                raise InvalidData(
+                    f"the .npz archive must hold arrays 'x' and 'y'; missing {sorted(missing)}"
+                    f" (found {sorted(archive.files)})"
+                )
+            x, y = archive["x"], archive["y"]
+    except InvalidData:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InvalidData(
+                "the .npz archive holds an object array; only numeric arrays are accepted"
+                " (object arrays would need unpickling, which we never do)"
+            ) from exc
+        raise InvalidData(f"the .npz archive cannot be read: {exc}") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InvalidData(f"the file is not a readable .npz archive: {exc}") from exc
+    return check_arrays(x, y)
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
+    """Validate raw arrays and return them as float32 inputs and int64 labels.
+
+    ``uint8`` inputs are taken as 8-bit images and scaled to [0, 1].
+    """
+    if x.dtype == object or y.dtype == object:
+        raise InvalidData("object arrays are not accepted; use numeric dtypes for x and y")
+    if x.ndim < 2:
+        raise InvalidData(f"x must have shape (N, ...) with at least 2 dimensions, got {x.shape}")
+    if y.ndim != 1:
+        raise InvalidData(f"y must be a 1-D array of labels, got shape {y.shape}")
+    if x.shape[0] == 0:
+        raise InvalidData("the dataset is empty")
+    if x.shape[0] != y.shape[0]:
+        raise InvalidData(
+            f"x holds {x.shape[0]} samples but y holds {y.shape[0]} labels; they must match"
+        )
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32)
+    else:
+        raise InvalidData(f"x must be float32 or uint8, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)))
+        raise InvalidData(f"x contains NaN or infinite values in {bad} samples")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            raise InvalidData("y must hold integer class labels")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise InvalidData(f"y must hold integer class labels, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise InvalidData(f"labels must be >= 0, found {int(y.min())}")
+    return Dataset(np.ascontiguousarray(x), y)
+
+
+def check_fits(dataset: Dataset, input_shape: tuple[int | None, ...], num_classes: int) -> None:
+    """Check that the data fits a model's per-sample input shape and its number of classes.
+
+    ``input_shape`` excludes the batch dimension; ``None`` entries are free dimensions.
+    """
+    shape = dataset.sample_shape
+    if len(shape) != len(input_shape) or any(
+        want is not None and want != got for want, got in zip(input_shape, shape, strict=False)
+    ):
+        wanted = "(N, " + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+        raise InvalidData(
+            f"the model expects inputs shaped {wanted} but the data is shaped (N, "
+            + ", ".join(str(d) for d in shape)
+            + ")"
+        )
+    top = int(dataset.y.max())
+    if top >= num_classes:
+        raise InvalidData(
+            f"labels go up to {top} but the model has {num_classes} outputs;"
+            f" labels must lie in [0, {num_classes - 1}]"
+        )
+
+
+def check_bounds(dataset: Dataset, lower: tuple[float, ...], upper: tuple[float, ...]) -> None:
+    """Check that every input lies in the declared domain (one pair, or one per channel)."""
+    lo, hi = bounds_arrays(lower, upper, dataset.sample_shape)
+    tolerance = 1e-6
+    if (dataset.x < lo - tolerance).any() or (dataset.x > hi + tolerance).any():
+        raise InvalidData(
+            f"inputs range over [{float(dataset.x.min()):.4g}, {float(dataset.x.max()):.4g}],"
+            f" outside the declared input bounds; pass the bounds of your model's input domain"
+        )
+
+
+def bounds_arrays(
+    lower: tuple[float, ...], upper: tuple[float, ...], sample_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds shaped to broadcast against a batch ``(N, *sample_shape)``.
+
+    One pair applies everywhere; k pairs apply per channel (axis 1) for images and per
+    feature for flat inputs, so k must equal ``sample_shape[0]``.
+    """
+    if len(lower) == 1:
+        return np.full((1,), lower[0], np.float32), np.full((1,), upper[0], np.float32)
+    if len(lower) != sample_shape[0]:
+        raise InvalidData(
+            f"{len(lower)} bound pairs given but inputs have {sample_shape[0]} channels/features;"
+            " give one pair, or one per channel"
+        )
+    shape = (1, len(lower)) + (1,) * (len(sample_shape) - 1)
+    return (
+        np.asarray(lower, np.float32).reshape(shape),
+        np.asarray(upper, np.float32).reshape(shape),
+    )
+
+
+def split_holdout(dataset: Dataset, holdout: int, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded, stratification-free split: ``holdout`` samples out, the rest in."""
+    holdout = min(holdout, len(dataset) // 2)
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    return dataset.subset(np.sort(order[holdout:])), dataset.subset(np.sort(order[:holdout]))

@@ -1,0 +1,149 @@
+"""Write the hardened model as ONNX and prove it computes what the PyTorch model computes.
+
+ONNX uploads keep their own graph: the trained tensors are written back into it (see
+docs/onnx-conversion.md). Other formats go through ``torch.onnx.export``: the dynamo exporter
+first, the TorchScript-based one for modules it cannot trace (TorchScript uploads). Either way
+the file must pass ``onnx.checker``, have a dynamic batch dimension, and match the PyTorch
+model's outputs under onnxruntime within ``PARITY_TOLERANCE``; a failed check fails the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from workers.engine.errors import ExportCheckFailed
+from workers.engine.models.loading import LoadedModel
+from workers.engine.models.onnx_graph import OnnxClassifier, write_trained_onnx
+
+PARITY_TOLERANCE = 1e-4
+EXPORT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+log = logging.getLogger(__name__)
+
+
+class _WithFinalActivation(nn.Module):
+    """Re-attaches the Softmax the user's model ended with, so the artifact keeps its contract."""
+
+    def __init__(self, model: nn.Module, activation: str | None) -> None:
+        super().__init__()
+        self.model = model
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        if self.activation == "Softmax":
+            return torch.softmax(logits, dim=1)
+        if self.activation == "LogSoftmax":
+            return torch.log_softmax(logits, dim=1)
+        return logits
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    max_abs_diff: float
+    samples: int
+    passed: bool
+
+
+def export_onnx(loaded: LoadedModel, model: nn.Module, path: Path, sample: Tensor) -> int:
+    """Write ``model`` (the hardened version of ``loaded``) to ``path``; returns the opset."""
+    model = model.cpu().eval()
+    if isinstance(model, OnnxClassifier):
+        write_trained_onnx(model, path)
+        return model.opset
+    wrapped = _WithFinalActivation(model, loaded.final_activation).eval()
+    example = sample[:2].cpu()
+    try:
+        _export_dynamo(wrapped, example, path)
+    except Exception as exc:  # the dynamo exporter fails in many ways on scripted modules
+        log.info("dynamo export failed (%s); using the TorchScript-based exporter", exc)
+        _export_legacy(wrapped, example, path)
+    onnx.checker.check_model(str(path))
+    return _opset(onnx.load(str(path), load_external_data=False))
+
+
+def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=EXPORT_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
+        )
+    assert program is not None
+    program.save(str(path), external_data=False)
+
+
+def _export_legacy(model: nn.Module, example: Tensor, path: Path) -> None:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    path.write_bytes(buffer.getvalue())
+
+
+def check_parity(
+    path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tensor
+) -> ParityResult:
+    """Compare onnxruntime's outputs with the PyTorch model's on held-out inputs."""
+    model = model.cpu().eval()
+    reference_model = _WithFinalActivation(model, loaded.final_activation).eval()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    with torch.no_grad():
+        expected = reference_model(inputs.cpu()).numpy()
+    actual = session.run(None, {input_name: inputs.cpu().numpy().astype(np.float32)})[0]
+    if actual.shape != expected.shape:
+        raise ExportCheckFailed(
+            f"the ONNX artifact returns shape {actual.shape}, PyTorch {expected.shape}"
+        )
+    diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    return ParityResult(diff, int(inputs.shape[0]), diff <= PARITY_TOLERANCE)
+
+
+def add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Store key/value strings in the model's ``metadata_props`` (replacing same keys)."""
+    model = onnx.load(str(path), load_external_data=False)
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0

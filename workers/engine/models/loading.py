@@ -1,0 +1,217 @@
+"""Load an uploaded classifier into a trainable module that returns logits.
+
+Formats, in order of trust:
+
+- ONNX: data, not a program. Interpreted by :mod:`workers.engine.models.onnx_graph`.
+- safetensors weights for a built-in architecture: data, read without pickle.
+- TorchScript (``.pt``) and torch.export (``.pt2``): programs. PyTorch's own security policy
+  says loading them runs the author's code, and ``torch.export.load`` may fall back to full
+  unpickling, so they are refused unless the operator switched trusted formats on, and they are
+  only ever loaded here, in the worker's job process.
+
+A plain ``torch.save`` pickle is refused in every case, before anything reads it as a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workers.engine.errors import InvalidModel, UntrustedFormat
+from workers.engine.models import registry
+from workers.engine.models.onnx_graph import OnnxClassifier, load_onnx_classifier
+from workers.engine.spec import ModelFormat, ModelSource
+
+PICKLE_REFUSAL = (
+    "the file is a Python pickle (torch.save output); pickles can run arbitrary code when"
+    " loaded, so we never load them. Export the model to ONNX, or save the weights with"
+    " safetensors and name a built-in architecture"
+)
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    """Maps a batch to logits. For a model whose last operation is Softmax, the logits before it."""
+    input_shape: tuple[int | None, ...]
+    """Per-sample input shape (batch dimension excluded); None where the model leaves it free."""
+    num_classes: int
+    format: ModelFormat
+    final_activation: str | None = None
+    """'Softmax' or 'LogSoftmax' when the uploaded model ends in one; the artifact keeps it."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def onnx_source(self) -> OnnxClassifier | None:
+        return self.module if isinstance(self.module, OnnxClassifier) else None
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    allow_trusted_formats: bool = False,
+    sample_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Load ``source``. ``sample_shape`` and ``num_classes`` (from the data) are needed for
+    formats that do not carry them: safetensors weights and the program formats."""
+    kind = sniff_format(source.path)
+    if kind == "pickle":
+        raise InvalidModel(PICKLE_REFUSAL)
+    if kind != source.format.value:
+        raise InvalidModel(
+            f"the upload was declared as {source.format.value} but its bytes are"
+            f" {'not a model file we recognise' if kind == 'unknown' else kind}"
+        )
+    if source.format.is_program and not allow_trusted_formats:
+        raise UntrustedFormat(
+            f"{source.format.value} files are programs, not data: loading one runs code of the"
+            " uploader's choosing. This service accepts them only where the operator has switched"
+            " trusted formats on (TEMPERING_ALLOW_TRUSTED_FORMATS=1); upload ONNX instead"
+        )
+    if source.format is ModelFormat.ONNX:
+        return _from_onnx(source.path)
+    if sample_shape is None or num_classes is None:
+        raise InvalidModel(f"{source.format.value} models need the data's shape and classes")
+    if source.format is ModelFormat.SAFETENSORS:
+        return _from_safetensors(source, sample_shape, num_classes or source.num_classes)
+    if source.format is ModelFormat.TORCHSCRIPT:
+        return _from_torchscript(source.path, sample_shape, num_classes)
+    return _from_torch_export(source.path, sample_shape, num_classes)
+
+
+def sniff_format(path: Path) -> str:
+    """What the bytes are, whatever the file is called: 'onnx', 'safetensors', 'torchscript',
+    'torch_export', 'pickle' or 'unknown'. Reads headers and zip listings only."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if not head:
+        return "unknown"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head[:4] == b"PK\x03\x04":
+        return _sniff_zip(path)
+    if len(head) >= 9 and _looks_like_safetensors(path, head):
+        return "safetensors"
+    if head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x22", b"\x3a", b"\x42", b"\x52"):
+        return "onnx"
+    return "unknown"
+
+
+def _sniff_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "unknown"
+    parts = [name.split("/", 1)[-1] for name in names]
+    if any(p.startswith("code/") for p in parts) and any(p == "constants.pkl" for p in parts):
+        return "torchscript"
+    if any(p in ("archive_format", ".data/version") or p.startswith("models/") for p in parts):
+        return "torch_export"
+    if any(p == "data.pkl" for p in parts):
+        return "pickle"
+    return "unknown"
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    (header_size,) = struct.unpack("<Q", head[:8])
+    if header_size <= 0 or header_size > 100_000_000 or head[8:9] != b"{":
+        return False
+    with path.open("rb") as handle:
+        handle.seek(8)
+        try:
+            json.loads(handle.read(header_size))
+        except (ValueError, UnicodeDecodeError):
+            return False
+    return True
+
+
+def _from_onnx(path: Path) -> LoadedModel:
+    module = load_onnx_classifier(path)
+    return LoadedModel(
+        module=module,
+        input_shape=module.input_shape,
+        num_classes=module.num_classes,
+        format=ModelFormat.ONNX,
+        final_activation=module.final_activation,
+        notes=list(module.notes),
+    )
+
+
+def _from_safetensors(
+    source: ModelSource, sample_shape: tuple[int, ...], num_classes: int
+) -> LoadedModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not source.architecture:
+        raise InvalidModel(
+            "safetensors uploads carry weights only: name the built-in architecture they"
+            f" belong to (one of {sorted(registry.ARCHITECTURES)})"
+        )
+    module = registry.build(source.architecture, sample_shape, num_classes)
+    try:
+        state = load_file(str(source.path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidModel(f"the safetensors file cannot be read: {exc}") from exc
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InvalidModel(
+            f"the weights do not fit architecture {source.architecture!r} for inputs"
+            f" {sample_shape} and {num_classes} classes: {str(exc).splitlines()[0]}"
+        ) from exc
+    return LoadedModel(module, tuple(sample_shape), num_classes, ModelFormat.SAFETENSORS)
+
+
+def _from_torchscript(path: Path, sample_shape: tuple[int, ...], num_classes: int) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise InvalidModel(f"the TorchScript file cannot be loaded: {exc}") from exc
+    _check_outputs(module, sample_shape, num_classes)
+    return LoadedModel(
+        module,
+        tuple(sample_shape),
+        num_classes,
+        ModelFormat.TORCHSCRIPT,
+        notes=["TorchScript module: BatchNorm and Dropout keep their train/eval behaviour"],
+    )
+
+
+def _from_torch_export(path: Path, sample_shape: tuple[int, ...], num_classes: int) -> LoadedModel:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch.export.load raises many unrelated types on bad archives
+        raise InvalidModel(f"the torch.export archive cannot be loaded: {exc}") from exc
+    module = program.module()
+    _check_outputs(module, sample_shape, num_classes)
+    return LoadedModel(
+        module,
+        tuple(sample_shape),
+        num_classes,
+        ModelFormat.TORCH_EXPORT,
+        notes=["torch.export program: trained as exported (its train/eval mode is fixed)"],
+    )
+
+
+def _check_outputs(module: nn.Module, sample_shape: tuple[int, ...], num_classes: int) -> None:
+    probe = torch.zeros((2, *sample_shape))
+    try:
+        with torch.no_grad():
+            out = module(probe)
+    except Exception as exc:  # a user's program can raise anything
+        raise InvalidModel(f"the model fails on inputs shaped {(2, *sample_shape)}: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or not out.is_floating_point():
+        raise InvalidModel("the model must return one float tensor shaped (batch, classes)")
+    if out.shape[1] < num_classes:
+        raise InvalidModel(
+            f"the model has {out.shape[1]} outputs but the labels need {num_classes} classes"
+        )

@@ -1,0 +1,238 @@
+"""One hardening job from files to artifacts: load, check, harden, score both models, export.
+
+This is the engine's single entry point; the CLI's ``--local`` mode and the Celery task both call
+:func:`harden`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+
+from workers.engine import data as datasets
+from workers.engine.attacks.perturb import Domain
+from workers.engine.device import Device, pick_device, seed_everything
+from workers.engine.errors import ExportCheckFailed, InvalidData
+from workers.engine.evaluation.suite import EvaluationTarget, ModelScores, evaluate
+from workers.engine.evaluation.types import Box
+from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
+from workers.engine.models.loading import LoadedModel, load_model
+from workers.engine.progress import ProgressEvent, Reporter
+from workers.engine.report import (
+    ExportCheck,
+    RobustnessReport,
+    TrainingSummary,
+    model_card,
+    plot_curve,
+)
+from workers.engine.spec import HardeningRequest
+from workers.engine.training.methods import TrainingData, train
+
+ENGINE_VERSION = "0.1.0"
+PARITY_SAMPLES = 256
+MODEL_FILE = "hardened.onnx"
+REPORT_FILE = "report.json"
+CARD_FILE = "model_card.md"
+PLOT_FILE = "robustness_curve.png"
+
+
+@dataclass(frozen=True)
+class HardeningResult:
+    model_path: Path
+    report_path: Path
+    card_path: Path
+    plot_path: Path
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    evaluation: datasets.Dataset
+    eval_source: str
+
+
+def harden(
+    request: HardeningRequest,
+    output_dir: Path,
+    reporter: Reporter | None = None,
+    *,
+    device: Device | None = None,
+) -> HardeningResult:
+    request.validate()
+    reporter = reporter or Reporter(time_limit_seconds=request.time_limit_seconds)
+    device = device or pick_device()
+    generator = seed_everything(request.seed)
+    reporter.emit(ProgressEvent(stage="loading", message="reading model and data"))
+
+    train_set = datasets.load_npz(request.train_data)
+    loaded = load_model(
+        request.model,
+        allow_trusted_formats=request.allow_trusted_formats,
+        sample_shape=train_set.sample_shape,
+        num_classes=request.model.num_classes or int(train_set.y.max()) + 1,
+    )
+    prepared = prepare_data(request, loaded, train_set)
+    domain = _domain(request, prepared.train.sample_shape)
+    reporter.check()
+
+    outcome = train(
+        loaded.module,
+        TrainingData(
+            torch.from_numpy(prepared.train.x),
+            torch.from_numpy(prepared.train.y),
+            torch.from_numpy(prepared.validation.x),
+            torch.from_numpy(prepared.validation.y),
+        ),
+        threat=request.threat,
+        domain=domain,
+        config=request.training,
+        device=device,
+        reporter=reporter,
+        generator=generator,
+    )
+
+    target = _evaluation_target(request, prepared.evaluation, domain, loaded.num_classes)
+    original_scores = evaluate(loaded.module.to(device.torch_device), target, reporter, "original")
+    hardened_scores = evaluate(outcome.model, target, reporter, "hardened")
+
+    reporter.emit(ProgressEvent(stage="exporting", message="writing and checking the ONNX file"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model_path = output_dir / MODEL_FILE
+    opset = export_onnx(loaded, outcome.model, model_path, target.x)
+    parity = check_parity(model_path, loaded, outcome.model, target.x[:PARITY_SAMPLES])
+    if not parity.passed:
+        raise ExportCheckFailed(
+            f"the exported ONNX model differs from the PyTorch model by {parity.max_abs_diff:.3g}"
+            f" (tolerance {PARITY_TOLERANCE:g}) on held-out inputs"
+        )
+
+    report = RobustnessReport(
+        request=request.to_dict(),
+        inputs=_inputs(request, prepared, loaded),
+        model_notes=loaded.notes,
+        original=original_scores,
+        hardened=hardened_scores,
+        training=TrainingSummary(
+            method=request.training.method.value,
+            epochs=request.training.epochs,
+            selected_epoch=outcome.selected_epoch,
+            selection=outcome.selection,
+            history=outcome.history,
+            notes=outcome.notes,
+        ),
+        export=ExportCheck(
+            parity.max_abs_diff, PARITY_TOLERANCE, parity.samples, opset, parity.passed
+        ),
+        environment={
+            "engine": ENGINE_VERSION,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "device": device.name,
+        },
+    )
+    return _write_outputs(output_dir, model_path, report, reporter)
+
+
+def prepare_data(
+    request: HardeningRequest, loaded: LoadedModel, train_set: datasets.Dataset
+) -> PreparedData:
+    """Check the data against the model and the bounds, then split it: an evaluation set (the
+    uploaded one, or a seeded hold-out) and a validation set for checkpoint selection."""
+    datasets.check_fits(train_set, loaded.input_shape, loaded.num_classes)
+    datasets.check_bounds(train_set, request.threat.lower, request.threat.upper)
+    if request.eval_data is not None:
+        eval_set = datasets.load_npz(request.eval_data)
+        datasets.check_fits(eval_set, loaded.input_shape, loaded.num_classes)
+        datasets.check_bounds(eval_set, request.threat.lower, request.threat.upper)
+        eval_source = "eval_data"
+    else:
+        train_set, eval_set = datasets.split_holdout(
+            train_set, request.evaluation.samples, request.seed
+        )
+        eval_source = "holdout_split"
+    train_set, validation = datasets.split_holdout(
+        train_set, request.training.validation_size, request.seed + 1
+    )
+    if len(train_set) == 0:
+        raise InvalidData("too few samples left for training after the hold-out splits")
+    order = np.random.default_rng(request.seed).permutation(len(eval_set))
+    eval_set = eval_set.subset(np.sort(order[: request.evaluation.samples]))
+    return PreparedData(train_set, validation, eval_set, eval_source)
+
+
+def _domain(request: HardeningRequest, sample_shape: tuple[int, ...]) -> Domain:
+    lower, upper = datasets.bounds_arrays(request.threat.lower, request.threat.upper, sample_shape)
+    return Domain(torch.from_numpy(lower), torch.from_numpy(upper))
+
+
+def _evaluation_target(
+    request: HardeningRequest, evaluation: datasets.Dataset, domain: Domain, num_classes: int
+) -> EvaluationTarget:
+    return EvaluationTarget(
+        x=torch.from_numpy(evaluation.x),
+        y=torch.from_numpy(evaluation.y),
+        norm=request.threat.norm.value,  # type: ignore[arg-type]
+        eps=request.threat.eps,
+        box=Box(domain.lower, domain.upper),
+        suite=request.evaluation.suite,
+        curve_points=request.evaluation.curve_points,
+        batch_size=request.evaluation.batch_size,
+        seed=request.seed,
+        num_classes=num_classes,
+    )
+
+
+def _inputs(
+    request: HardeningRequest, prepared: PreparedData, loaded: LoadedModel
+) -> dict[str, Any]:
+    return {
+        "model_sha256": sha256_file(request.model.path),
+        "model_format": request.model.format.value,
+        "train_data_sha256": sha256_file(request.train_data),
+        "eval_data_sha256": sha256_file(request.eval_data) if request.eval_data else None,
+        "eval_source": prepared.eval_source,
+        "train_samples": len(prepared.train),
+        "validation_samples": len(prepared.validation),
+        "num_classes": loaded.num_classes,
+        "input_shape": list(prepared.train.sample_shape),
+    }
+
+
+def _write_outputs(
+    output_dir: Path, model_path: Path, report: RobustnessReport, reporter: Reporter
+) -> HardeningResult:
+    as_dict = report.to_dict()
+    add_metadata(
+        model_path,
+        {
+            "tempering.report": report.to_json(),
+            "tempering.model_sha256": as_dict["inputs"]["model_sha256"],
+            "tempering.train_data_sha256": as_dict["inputs"]["train_data_sha256"],
+            "tempering.eval_data_sha256": as_dict["inputs"]["eval_data_sha256"] or "",
+            "tempering.report_schema": as_dict["schema_version"],
+        },
+    )
+    report_path = output_dir / REPORT_FILE
+    report_path.write_text(report.to_json())
+    plot_path = output_dir / PLOT_FILE
+    plot_curve(as_dict, plot_path)
+    card_path = output_dir / CARD_FILE
+    card_path.write_text(model_card(as_dict, PLOT_FILE))
+    reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
+    return HardeningResult(model_path, report_path, card_path, plot_path, as_dict)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,71 @@
+"""Progress reporting and cooperative cancellation.
+
+Every long-running engine function takes one :class:`Reporter`. It forwards
+:class:`ProgressEvent` values to a callback (the CLI's progress bar, the Celery task that
+publishes them to the service) and asks a ``should_stop`` predicate between steps, raising
+:class:`~workers.engine.errors.Cancelled` so that training stops within one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from workers.engine.errors import Cancelled, TimeLimitExceeded
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str
+    """One of: loading, teacher, training, evaluating, exporting, done."""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    clean_accuracy: float | None = None
+    robust_accuracy: float | None = None
+    eta_seconds: float | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+StopPredicate = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(_: ProgressEvent) -> None:
+    return None
+
+
+@dataclass
+class Reporter:
+    callback: ProgressCallback = _ignore
+    should_stop: StopPredicate = _never
+    time_limit_seconds: float = 0.0
+    min_interval_seconds: float = 0.0
+    """Throttle for step-level events; stage changes and epoch ends always pass."""
+    _started: float = field(default_factory=time.monotonic)
+    _last_emit: float = 0.0
+
+    def emit(self, event: ProgressEvent, *, force: bool = True) -> None:
+        now = time.monotonic()
+        if force or now - self._last_emit >= self.min_interval_seconds:
+            self._last_emit = now
+            self.callback(event)
+
+    def check(self) -> None:
+        """Raise if the job was cancelled or ran over its time budget."""
+        if self.time_limit_seconds and self.elapsed() > self.time_limit_seconds:
+            raise TimeLimitExceeded(
+                f"the job ran over its time limit of {self.time_limit_seconds:.0f} s"
+            )
+        if self.should_stop():
+            raise Cancelled("the job was cancelled")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started

@@ -1,0 +1,224 @@
+"""The robustness report: one typed value, one JSON schema (``report.schema.json``), a Markdown
+model card with a robustness-versus-epsilon plot.
+
+The report holds nothing that varies between runs with the same inputs and seed on the same
+machine (no timestamps, no durations), so two such runs give byte-identical JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workers.engine.evaluation.suite import ModelScores
+from workers.engine.training.methods import EpochRecord
+
+SCHEMA_VERSION = "1.0"
+KIND = "tempering.robustness_report"
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    max_abs_diff: float
+    tolerance: float
+    samples: int
+    opset: int
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    method: str
+    epochs: int
+    selected_epoch: int
+    selection: str
+    history: list[EpochRecord]
+    notes: list[str] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class RobustnessReport:
+    request: dict[str, Any]
+    inputs: dict[str, Any]
+    model_notes: list[str]
+    original: ModelScores
+    hardened: ModelScores
+    training: TrainingSummary
+    export: ExportCheck
+    environment: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "request": self.request,
+            "inputs": self.inputs,
+            "threat_model": self.request["threat"],
+            "evaluation": {
+                **self.request["evaluation"],
+                "seed": self.request["seed"],
+                "attacks": [a.name for a in self.original.attacks],
+                "headline": "per-sample worst case over all attacks",
+                "interval": "95% Wilson score",
+            },
+            "model_notes": self.model_notes,
+            "original": _scores_dict(self.original),
+            "hardened": _scores_dict(self.hardened),
+            "training": {
+                "method": self.training.method,
+                "epochs": self.training.epochs,
+                "selected_epoch": self.training.selected_epoch,
+                "selection": self.training.selection,
+                "resumed_from_epoch": self.training.resumed_from_epoch,
+                "notes": self.training.notes,
+                "history": [_epoch_dict(r) for r in self.training.history],
+            },
+            "export": {
+                "format": "onnx",
+                "opset": self.export.opset,
+                "max_abs_diff": self.export.max_abs_diff,
+                "tolerance": self.export.tolerance,
+                "samples": self.export.samples,
+                "passed": self.export.passed,
+            },
+            "environment": self.environment,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _scores_dict(scores: ModelScores) -> dict[str, Any]:
+    return {
+        "clean_accuracy": scores.clean.to_dict(),
+        "robust_accuracy": scores.robust.to_dict(),
+        "attacks": [
+            {
+                "name": a.name,
+                "description": a.description,
+                "white_box": a.white_box,
+                "robust_accuracy": a.robust.to_dict(),
+            }
+            for a in scores.attacks
+        ],
+        "curve": [{"eps": p.eps, "robust_accuracy": p.robust.to_dict()} for p in scores.curve],
+        "masking": [check.to_dict() for check in scores.masking],
+        "gradient_masking_suspected": scores.masking_suspected,
+    }
+
+
+def _epoch_dict(record: EpochRecord) -> dict[str, Any]:
+    return {
+        "stage": record.stage,
+        "epoch": record.epoch,
+        "loss": round(record.loss, 6),
+        "train_accuracy": round(record.train_accuracy, 6),
+        "val_clean_accuracy": round(record.val_clean_accuracy, 6),
+        "val_robust_accuracy": (
+            None if record.val_robust_accuracy is None else round(record.val_robust_accuracy, 6)
+        ),
+    }
+
+
+def json_schema() -> dict[str, Any]:
+    text = resources.files("workers.engine").joinpath("report.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve.png") -> str:
+    """A short Markdown card: what was done, the before/after table, the per-attack table,
+    the masking verdict and the curve."""
+    threat = report["threat_model"]
+    original, hardened = report["original"], report["hardened"]
+    lines = [
+        "# Model card: hardened classifier",
+        "",
+        f"Method: **{report['training']['method']}**, threat model: {threat['norm']} ball of "
+        f"radius {threat['eps']:g}, evaluation suite: {report['evaluation']['suite']} "
+        f"on {original['clean_accuracy']['total']} held-out samples (seed "
+        f"{report['evaluation']['seed']}).",
+        "",
+        "| | clean accuracy | robust accuracy (worst case over all attacks) |",
+        "|---|---|---|",
+        f"| original | {_pct(original['clean_accuracy'])} | {_pct(original['robust_accuracy'])} |",
+        f"| hardened | {_pct(hardened['clean_accuracy'])} | {_pct(hardened['robust_accuracy'])} |",
+        "",
+        "Intervals are 95% Wilson intervals. A sample counts as robust only if no attack in the"
+        " suite changed its prediction.",
+        "",
+        "## Per attack (robust accuracy)",
+        "",
+        "| attack | original | hardened |",
+        "|---|---|---|",
+    ]
+    for before, after in zip(original["attacks"], hardened["attacks"], strict=True):
+        lines.append(
+            f"| {before['name']} | {_pct(before['robust_accuracy'])} |"
+            f" {_pct(after['robust_accuracy'])} |"
+        )
+    lines += ["", "## Gradient masking", ""]
+    for label, scores in (("original", original), ("hardened", hardened)):
+        fired = [c for c in scores["masking"] if c["fired"]]
+        if not fired:
+            lines.append(f"- {label}: no sign of gradient masking in the checks we run.")
+        for check in fired:
+            lines.append(
+                f"- **{label}: {check['check']}** ({check['detail']}). {check['explanation']}"
+            )
+    if report["training"]["notes"] or report["model_notes"]:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {note}" for note in report["model_notes"] + report["training"]["notes"]]
+    if plot_name:
+        lines += ["", "## Robustness versus epsilon", "", f"![robustness curve]({plot_name})"]
+    lines += ["", "| eps | original | hardened |", "|---|---|---|"]
+    for before, after in zip(original["curve"], hardened["curve"], strict=True):
+        lines.append(
+            f"| {before['eps']:.4g} | {_pct(before['robust_accuracy'])} |"
+            f" {_pct(after['robust_accuracy'])} |"
+        )
+    lines += [
+        "",
+        f"Export check: onnxruntime matches PyTorch within {report['export']['max_abs_diff']:.2e}"
+        f" (tolerance {report['export']['tolerance']:g}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_curve(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for label, style in (("original", "o--"), ("hardened", "s-")):
+        curve = report[label]["curve"]
+        eps = [p["eps"] for p in curve]
+        axes.plot(eps, [p["robust_accuracy"]["value"] for p in curve], style, label=label)
+        axes.fill_between(
+            eps,
+            [p["robust_accuracy"]["low"] for p in curve],
+            [p["robust_accuracy"]["high"] for p in curve],
+            alpha=0.2,
+        )
+    axes.axvline(report["threat_model"]["eps"], color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel(f"epsilon ({report['threat_model']['norm']})")
+    axes.set_ylabel("robust accuracy")
+    axes.set_ylim(0, 1)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, metadata={"Software": None})
+    plt.close(figure)
+
+
+def _pct(accuracy: dict[str, Any]) -> str:
+    return (
+        f"{accuracy['value']:.1%} [{accuracy['low']:.1%}, {accuracy['high']:.1%}]".replace("%", "")
+        + " %"
+    )

@@ -1,0 +1,215 @@
+"""Typed description of one hardening job: what to load, how to harden it, how to score it.
+
+These are plain frozen dataclasses so that the CLI, the service and the Celery task can build
+them without knowing anything about torch. ``validate()`` checks every range up front and raises
+:class:`~workers.engine.errors.InvalidParameter` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from workers.engine.errors import InvalidParameter
+
+
+class Method(StrEnum):
+    DISTILLATION = "distillation"
+    PGD = "pgd"
+    FGSM = "fgsm"
+    TRADES = "trades"
+
+
+class Norm(StrEnum):
+    LINF = "linf"
+    L2 = "l2"
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    SAFETENSORS = "safetensors"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch_export"
+
+    @property
+    def is_program(self) -> bool:
+        """TorchScript and torch.export archives run code of the uploader's choosing when loaded."""
+        return self in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT)
+
+
+class EvaluationSuite(StrEnum):
+    """``standard`` is the full suite of docs/evaluation.md; ``fast`` keeps every attack family
+    but with fewer iterations and restarts, for smoke tests and previews. Reports say which ran."""
+
+    STANDARD = "standard"
+    FAST = "fast"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidParameter(message)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The attacker's budget: a norm ball of radius ``eps`` around each input, clipped to the
+    input domain ``[lower, upper]`` (one pair, or one value per channel or feature)."""
+
+    norm: Norm = Norm.LINF
+    eps: float = 0.3
+    lower: tuple[float, ...] = (0.0,)
+    upper: tuple[float, ...] = (1.0,)
+
+    def validate(self) -> None:
+        _require(_finite(self.eps) and self.eps > 0, f"eps must be a positive number, got {self.eps}")
+        _require(
+            len(self.lower) == len(self.upper) and len(self.lower) >= 1,
+            "input bounds need as many lower as upper values (one pair, or one per channel)",
+        )
+        for lo, hi in zip(self.lower, self.upper, strict=True):
+            _require(_finite(lo) and _finite(hi), "input bounds must be finite numbers")
+            _require(lo < hi, f"each lower bound must be below its upper bound, got {lo} >= {hi}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    method: Method = Method.PGD
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.0
+    """Peak learning rate; 0 picks the method's default (see training.methods)."""
+    from_scratch: bool = False
+    """Train from freshly initialised weights instead of fine-tuning the upload."""
+    # adversarial training
+    attack_steps: int = 10
+    """PGD steps per batch for PGD-AT and TRADES (FGSM always takes one)."""
+    step_size: float = 0.0
+    """Attack step size in input units; 0 picks 2.5 * eps / steps (PGD) or 1.25 * eps (FGSM)."""
+    eps_warmup_epochs: float = 0.0
+    """Epochs over which epsilon ramps linearly from 0 to its full value."""
+    trades_beta: float = 6.0
+    # defensive distillation
+    temperature: float = 100.0
+    hard_label_weight: float = 0.0
+    """Weight of the hard-label cross-entropy mixed into the student's soft-label loss."""
+    teacher_epochs: int = 0
+    """Epochs to fine-tune the teacher at temperature T; 0 uses the same number as ``epochs``."""
+    # checkpoint selection
+    select_best_robust: bool = True
+    """Keep the epoch with the best robust accuracy on held-out data (Rice et al. 2020)."""
+    validation_size: int = 500
+
+    def validate(self) -> None:
+        _require(isinstance(self.method, Method), f"unknown method {self.method!r}")
+        _require(1 <= self.epochs <= 1000, f"epochs must be between 1 and 1000, got {self.epochs}")
+        _require(
+            1 <= self.batch_size <= 8192, f"batch_size must be between 1 and 8192, got {self.batch_size}"
+        )
+        _require(
+            _finite(self.learning_rate) and 0 <= self.learning_rate <= 10,
+            f"learning_rate must be in [0, 10] (0 = method default), got {self.learning_rate}",
+        )
+        _require(
+            1 <= self.attack_steps <= 1000,
+            f"attack_steps must be between 1 and 1000, got {self.attack_steps}",
+        )
+        _require(
+            _finite(self.step_size) and self.step_size >= 0,
+            f"step_size must be >= 0 (0 = default), got {self.step_size}",
+        )
+        _require(
+            _finite(self.eps_warmup_epochs) and 0 <= self.eps_warmup_epochs <= self.epochs,
+            "eps_warmup_epochs must be between 0 and the number of epochs",
+        )
+        _require(
+            _finite(self.trades_beta) and self.trades_beta > 0,
+            f"trades_beta must be positive, got {self.trades_beta}",
+        )
+        _require(
+            _finite(self.temperature) and self.temperature >= 1,
+            f"temperature must be at least 1, got {self.temperature}",
+        )
+        _require(
+            _finite(self.hard_label_weight) and 0 <= self.hard_label_weight <= 1,
+            f"hard_label_weight must be in [0, 1], got {self.hard_label_weight}",
+        )
+        _require(
+            0 <= self.teacher_epochs <= 1000, "teacher_epochs must be between 0 and 1000"
+        )
+        _require(
+            0 <= self.validation_size <= 100_000, "validation_size must be between 0 and 100000"
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    suite: EvaluationSuite = EvaluationSuite.STANDARD
+    samples: int = 1000
+    """Held-out samples scored for both models (the same ones, in the same order)."""
+    batch_size: int = 500
+    curve_points: int = 6
+    """Epsilons of the robustness curve, evenly spaced from 0 to 2x the requested epsilon."""
+
+    def validate(self) -> None:
+        _require(isinstance(self.suite, EvaluationSuite), f"unknown suite {self.suite!r}")
+        _require(1 <= self.samples <= 100_000, "evaluation samples must be between 1 and 100000")
+        _require(1 <= self.batch_size <= 8192, "evaluation batch_size must be between 1 and 8192")
+        _require(2 <= self.curve_points <= 20, "curve_points must be between 2 and 20")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: Path
+    format: ModelFormat
+    architecture: str = ""
+    """Name of a built-in architecture; required for safetensors weights."""
+    num_classes: int = 0
+    """Classes of a built-in architecture; 0 infers it from the labels."""
+
+
+@dataclass(frozen=True)
+class HardeningRequest:
+    model: ModelSource
+    train_data: Path
+    eval_data: Path | None = None
+    threat: ThreatModel = field(default_factory=ThreatModel)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    seed: int = 0
+    allow_trusted_formats: bool = False
+    """Operator switch: accept TorchScript and torch.export uploads (they are programs)."""
+    time_limit_seconds: float = 0.0
+    """Stop with TimeLimitExceeded after this long; 0 means no limit."""
+
+    def validate(self) -> None:
+        self.threat.validate()
+        self.training.validate()
+        self.evaluation.validate()
+        _require(0 <= self.seed < 2**63, "seed must be a non-negative 64-bit integer")
+        _require(
+            _finite(self.time_limit_seconds) and self.time_limit_seconds >= 0,
+            "time_limit_seconds must be >= 0",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (enums as strings, paths as strings), recorded in the report."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
