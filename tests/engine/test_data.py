@@ -19,8 +19,10 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 
 def _good(n: int = 8) -> dict[str, np.ndarray]:
-    return {"x": np.random.default_rng(0).random((n, 1, 4, 4), dtype=np.float32),
-            "y": np.arange(n) % 3}  # fmt: skip
+    return {
+        "x": np.random.default_rng(0).random((n, 1, 4, 4), dtype=np.float32),
+        "y": np.arange(n) % 3,
+    }
 
 
 def test_load_npz_returns_float32_inputs_and_int64_labels(tmp_path: Path) -> None:

@@ -26,8 +26,15 @@ def test_accuracy_serialises_value_interval_and_counts() -> None:
 
 
 def _attacks(**robust: int) -> dict[str, Accuracy]:
-    base = {"fgsm": 60, "pgd-ce": 50, "pgd-cw": 50, "apgd-ce": 48, "apgd-t": 47,
-            "fab-t": 49, "square": 55}  # fmt: skip
+    base = {
+        "fgsm": 60,
+        "pgd-ce": 50,
+        "pgd-cw": 50,
+        "apgd-ce": 48,
+        "apgd-t": 47,
+        "fab-t": 49,
+        "square": 55,
+    }
     base.update(robust)
     return {name: Accuracy(correct, 100) for name, correct in base.items()}
 

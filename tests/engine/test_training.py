@@ -44,9 +44,16 @@ def test_perturbation_stays_inside_the_ball_and_the_domain(
     x = domain.clamp(x)
     ball = LinfBall() if norm == "linf" else L2Ball()
     x_adv = perturb(
-        model, x, lambda z: F.cross_entropy(z, y), ball=ball, eps=eps, alpha=eps / 2,
-        steps=steps, domain=domain, generator=generator,
-    )  # fmt: skip
+        model,
+        x,
+        lambda z: F.cross_entropy(z, y),
+        ball=ball,
+        eps=eps,
+        alpha=eps / 2,
+        steps=steps,
+        domain=domain,
+        generator=generator,
+    )
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert bool((size <= eps + 1e-5).all())
@@ -59,9 +66,16 @@ def test_perturbation_increases_the_loss() -> None:
     y = torch.randint(0, 3, (32,), generator=generator)
     model = _linear()
     x_adv = perturb(
-        model, x, lambda z: F.cross_entropy(z, y), ball=LinfBall(), eps=0.1, alpha=0.025,
-        steps=10, domain=Domain(torch.tensor(-10.0), torch.tensor(10.0)), generator=generator,
-    )  # fmt: skip
+        model,
+        x,
+        lambda z: F.cross_entropy(z, y),
+        ball=LinfBall(),
+        eps=0.1,
+        alpha=0.025,
+        steps=10,
+        domain=Domain(torch.tensor(-10.0), torch.tensor(10.0)),
+        generator=generator,
+    )
     with torch.no_grad():
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
 
@@ -70,9 +84,15 @@ def test_perturbation_leaves_model_gradients_untouched() -> None:
     model = _linear()
     x, y = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
     perturb(
-        model, x, lambda z: F.cross_entropy(z, y), ball=LinfBall(), eps=0.1, alpha=0.05,
-        steps=2, domain=Domain(torch.tensor(0.0), torch.tensor(1.0)),
-    )  # fmt: skip
+        model,
+        x,
+        lambda z: F.cross_entropy(z, y),
+        ball=LinfBall(),
+        eps=0.1,
+        alpha=0.05,
+        steps=2,
+        domain=Domain(torch.tensor(0.0), torch.tensor(1.0)),
+    )
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -102,7 +122,9 @@ def test_hard_label_weight_mixes_in_cross_entropy_on_labels() -> None:
     soft_only, _ = DistillationStep(teacher, 4.0, 0.0)(student, x, y, 0.0)
     hard_only, _ = DistillationStep(teacher, 4.0, 1.0)(student, x, y, 0.0)
     mixed, _ = DistillationStep(teacher, 4.0, 0.25)(student, x, y, 0.0)
-    assert mixed.item() == pytest.approx(0.75 * soft_only.item() + 0.25 * hard_only.item(), rel=1e-5)
+    assert mixed.item() == pytest.approx(
+        0.75 * soft_only.item() + 0.25 * hard_only.item(), rel=1e-5
+    )
 
 
 def test_teacher_step_divides_logits_by_temperature() -> None:
@@ -129,9 +151,16 @@ def test_training_stops_within_one_batch_when_cancelled() -> None:
     reporter = Reporter(should_stop=lambda: len(calls) >= 2)
     with pytest.raises(Cancelled):
         train_epoch(
-            model, _batches(), step, torch.optim.SGD(model.parameters(), lr=0.1), epoch=0,
-            epochs=1, lr=lambda t: 0.1, eps=lambda t: 0.0, reporter=reporter,
-        )  # fmt: skip
+            model,
+            _batches(),
+            step,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            epoch=0,
+            epochs=1,
+            lr=lambda t: 0.1,
+            eps=lambda t: 0.0,
+            reporter=reporter,
+        )
     assert len(calls) == 2
 
 
@@ -144,9 +173,16 @@ def test_nan_loss_fails_the_job_with_a_reason() -> None:
 
     with pytest.raises(TrainingDiverged, match="loss became nan"):
         train_epoch(
-            model, _batches(), step, torch.optim.SGD(model.parameters(), lr=0.1), epoch=0,
-            epochs=1, lr=lambda t: 0.1, eps=lambda t: 0.0, reporter=Reporter(),
-        )  # fmt: skip
+            model,
+            _batches(),
+            step,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            epoch=0,
+            epochs=1,
+            lr=lambda t: 0.1,
+            eps=lambda t: 0.0,
+            reporter=Reporter(),
+        )
 
 
 def test_loop_reports_progress_with_an_eta() -> None:
@@ -158,9 +194,16 @@ def test_loop_reports_progress_with_an_eta() -> None:
         return F.cross_entropy(logits, y), logits
 
     train_epoch(
-        model, _batches(), step, torch.optim.SGD(model.parameters(), lr=0.1), epoch=0,
-        epochs=2, lr=lambda t: 0.1, eps=lambda t: 0.0, reporter=Reporter(callback=events.append),
-    )  # fmt: skip
+        model,
+        _batches(),
+        step,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        epoch=0,
+        epochs=2,
+        lr=lambda t: 0.1,
+        eps=lambda t: 0.0,
+        reporter=Reporter(callback=events.append),
+    )
     assert [e.step for e in events] == [1, 2, 3, 4, 5]
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in events)
 

@@ -19,7 +19,7 @@ class UnsupportedModel(InvalidModel):
 
 
 class UntrustedFormat(TemperingError):
-    """A model format that is a program (TorchScript, torch.export) while trusted formats are off."""
+    """A program format (TorchScript, torch.export) uploaded while trusted formats are off."""
 
 
 class InvalidData(TemperingError):

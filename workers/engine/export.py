@@ -95,25 +95,21 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
 
 
 def _export_legacy(model: nn.Module, example: Tensor, path: Path) -> None:
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            str(path),
             dynamo=False,
             opset_version=17,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
-    path.write_bytes(buffer.getvalue())
 
 
-def check_parity(
-    path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tensor
-) -> ParityResult:
+def check_parity(path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tensor) -> ParityResult:
     """Compare onnxruntime's outputs with the PyTorch model's on held-out inputs."""
     model = model.cpu().eval()
     reference_model = _WithFinalActivation(model, loaded.final_activation).eval()

@@ -19,7 +19,7 @@ from workers.engine import data as datasets
 from workers.engine.attacks.perturb import Domain
 from workers.engine.device import Device, pick_device, seed_everything
 from workers.engine.errors import ExportCheckFailed, InvalidData
-from workers.engine.evaluation.suite import EvaluationTarget, ModelScores, evaluate
+from workers.engine.evaluation.suite import EvaluationTarget, evaluate
 from workers.engine.evaluation.types import Box
 from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
 from workers.engine.models.loading import LoadedModel, load_model
@@ -179,7 +179,7 @@ def _evaluation_target(
     return EvaluationTarget(
         x=torch.from_numpy(evaluation.x),
         y=torch.from_numpy(evaluation.y),
-        norm=request.threat.norm.value,  # type: ignore[arg-type]
+        norm=request.threat.norm.value,
         eps=request.threat.eps,
         box=Box(domain.lower, domain.upper),
         suite=request.evaluation.suite,

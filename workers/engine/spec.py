@@ -68,7 +68,9 @@ class ThreatModel:
     upper: tuple[float, ...] = (1.0,)
 
     def validate(self) -> None:
-        _require(_finite(self.eps) and self.eps > 0, f"eps must be a positive number, got {self.eps}")
+        _require(
+            _finite(self.eps) and self.eps > 0, f"eps must be a positive number, got {self.eps}"
+        )
         _require(
             len(self.lower) == len(self.upper) and len(self.lower) >= 1,
             "input bounds need as many lower as upper values (one pair, or one per channel)",
@@ -110,7 +112,8 @@ class TrainingConfig:
         _require(isinstance(self.method, Method), f"unknown method {self.method!r}")
         _require(1 <= self.epochs <= 1000, f"epochs must be between 1 and 1000, got {self.epochs}")
         _require(
-            1 <= self.batch_size <= 8192, f"batch_size must be between 1 and 8192, got {self.batch_size}"
+            1 <= self.batch_size <= 8192,
+            f"batch_size must be between 1 and 8192, got {self.batch_size}",
         )
         _require(
             _finite(self.learning_rate) and 0 <= self.learning_rate <= 10,
@@ -140,9 +143,7 @@ class TrainingConfig:
             _finite(self.hard_label_weight) and 0 <= self.hard_label_weight <= 1,
             f"hard_label_weight must be in [0, 1], got {self.hard_label_weight}",
         )
-        _require(
-            0 <= self.teacher_epochs <= 1000, "teacher_epochs must be between 0 and 1000"
-        )
+        _require(0 <= self.teacher_epochs <= 1000, "teacher_epochs must be between 0 and 1000")
         _require(
             0 <= self.validation_size <= 100_000, "validation_size must be between 0 and 100000"
         )

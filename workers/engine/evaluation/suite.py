@@ -50,16 +50,18 @@ def attacks_for(suite: EvaluationSuite) -> list[Attack]:
         Attack("fgsm", gradient_attacks.fgsm, description="one signed-gradient step on CE"),
         Attack(
             "pgd-ce",
-            partial(gradient_attacks.pgd, loss="ce", steps=50 if full else 10,
-                    restarts=3 if full else 1),
+            partial(
+                gradient_attacks.pgd, loss="ce", steps=50 if full else 10, restarts=3 if full else 1
+            ),
             description="PGD on cross-entropy with random restarts",
-        ),  # fmt: skip
+        ),
         Attack(
             "pgd-cw",
-            partial(gradient_attacks.pgd, loss="cw", steps=50 if full else 10,
-                    restarts=3 if full else 1),
+            partial(
+                gradient_attacks.pgd, loss="cw", steps=50 if full else 10, restarts=3 if full else 1
+            ),
             description="PGD on the logit margin (Carlini-Wagner loss)",
-        ),  # fmt: skip
+        ),
         Attack(
             "apgd-ce",
             partial(apgd.apgd, loss="ce", steps=steps, restarts=pgd_restarts),
@@ -170,9 +172,11 @@ def evaluate(
     total = len(target.y)
     clean = Accuracy(int(clean_correct.sum()), total)
     per_attack = [
-        AttackScore(a.name, a.description, a.white_box, Accuracy(int(attack_masks[a.name].sum()), total))
+        AttackScore(
+            a.name, a.description, a.white_box, Accuracy(int(attack_masks[a.name].sum()), total)
+        )
         for a in suite
-    ]  # fmt: skip
+    ]
     masking = diagnose(
         {a.name: a.robust for a in per_attack},
         clean,
@@ -254,7 +258,11 @@ LARGE_EPS_SAMPLES = 200
 
 
 def _large_eps_accuracy(
-    model: nn.Module, target: EvaluationTarget, box: Box, clean_correct: Tensor, device: torch.device
+    model: nn.Module,
+    target: EvaluationTarget,
+    box: Box,
+    clean_correct: Tensor,
+    device: torch.device,
 ) -> Accuracy:
     """Robust accuracy when the ball covers the whole input domain, where any working attack
     must reach (near) zero: any input can be turned into any other."""
@@ -263,9 +271,17 @@ def _large_eps_accuracy(
     eps = span if target.norm == "linf" else span * dims**0.5
     n = min(LARGE_EPS_SAMPLES, len(target.y))
     sub = EvaluationTarget(
-        target.x[:n], target.y[:n], target.norm, eps, target.box, target.suite,
-        target.curve_points, target.batch_size, target.seed, target.num_classes,
-    )  # fmt: skip
+        target.x[:n],
+        target.y[:n],
+        target.norm,
+        eps,
+        target.box,
+        target.suite,
+        target.curve_points,
+        target.batch_size,
+        target.seed,
+        target.num_classes,
+    )
     robust = clean_correct[:n].clone()
     for attack in curve_attacks(target.suite):
         robust &= _survives(model, attack, sub, eps, box, clean_correct[:n], device)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -135,9 +137,17 @@ def _fit(
     best_score, best_epoch, best_state = -math.inf, 0, _snapshot(model)
     for epoch in range(epochs):
         stats = train_epoch(
-            model, batches, step, optimizer,
-            epoch=epoch, epochs=epochs, lr=lr, eps=eps, reporter=reporter, stage=stage,
-        )  # fmt: skip
+            model,
+            batches,
+            step,
+            optimizer,
+            epoch=epoch,
+            epochs=epochs,
+            lr=lr,
+            eps=eps,
+            reporter=reporter,
+            stage=stage,
+        )
         clean, robust = validate(model, data.val_x, data.val_y, threat.eps, setting, select_robust)
         record = EpochRecord(stage, epoch + 1, stats.loss, stats.train_accuracy, clean, robust)
         history.append(record)
@@ -187,25 +197,29 @@ def _distill(
     teacher = copy.deepcopy(student)
     peak_lr = config.learning_rate or (5e-3 if config.from_scratch else 1e-3)
     teacher_epochs = config.teacher_epochs or config.epochs
-    common = dict(
-        threat=threat, config=config, device=device, reporter=reporter, generator=generator,
-        setting=setting, peak_lr=peak_lr, select_robust=False,
-    )  # fmt: skip
-    teacher_run = _fit(
+    fit = partial(
+        _fit,
+        threat=threat,
+        config=config,
+        device=device,
+        reporter=reporter,
+        generator=generator,
+        setting=setting,
+        peak_lr=peak_lr,
+        select_robust=False,
+    )
+    teacher_run = fit(
         teacher,
         TemperatureStep(config.temperature, device.training_autocast()),
         data,
         notes=[],
         stage="teacher",
         epochs=teacher_epochs,
-        **common,  # type: ignore[arg-type]
     )
     step = DistillationStep(
         teacher_run.model, config.temperature, config.hard_label_weight, device.training_autocast()
     )
-    outcome = _fit(
-        student, step, data, notes=notes, stage="training", epochs=config.epochs, **common  # type: ignore[arg-type]
-    )
+    outcome = fit(student, step, data, notes=notes, stage="training", epochs=config.epochs)
     outcome.history[:0] = teacher_run.history
     outcome.notes.append(
         f"teacher trained {teacher_epochs} epochs at T={config.temperature:g}; the student"
@@ -239,7 +253,7 @@ def validate(
             x_adv = perturb(
                 model,
                 xb,
-                lambda logits, yb=yb: F.cross_entropy(logits.float(), yb),
+                partial(_cross_entropy, labels=yb),
                 ball=setting.ball,
                 eps=eps,
                 alpha=2.5 * eps / VALIDATION_PGD_STEPS,
@@ -258,10 +272,14 @@ def reinitialize(model: nn.Module, generator: torch.Generator) -> str:
     elsewhere (graphs interpreted from ONNX) matrices and kernels get PyTorch's default Kaiming
     uniform draw and one-dimensional tensors (biases, norm scales) keep their uploaded values."""
     with torch.no_grad():
-        resettable = [m for m in model.modules() if hasattr(m, "reset_parameters")]
-        if resettable:
-            for module in resettable:
-                module.reset_parameters()
+        resets: list[Callable[[], None]] = [
+            reset
+            for m in model.modules()
+            if callable(reset := getattr(m, "reset_parameters", None))
+        ]
+        if resets:
+            for reset in resets:
+                reset()
             return "trained from scratch: weights re-initialised"
         for parameter in model.parameters():
             if parameter.dim() >= 2:
@@ -270,6 +288,10 @@ def reinitialize(model: nn.Module, generator: torch.Generator) -> str:
                 noise = torch.rand(parameter.shape, generator=generator) * 2 - 1
                 parameter.copy_(noise * bound)
     return "trained from scratch: weight matrices re-initialised, biases and scales kept"
+
+
+def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits.float(), labels)
 
 
 def _collapsed(robust: float, best: float) -> bool:
