@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,7 @@ def export_onnx(loaded: LoadedModel, model: nn.Module, path: Path, sample: Tenso
 
 def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with _quiet_exporter():
         program = torch.onnx.export(
             model,
             (example,),
@@ -90,8 +90,24 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
             external_data=False,
             verbose=False,
         )
-    assert program is not None
+    if program is None:
+        raise RuntimeError("the dynamo exporter returned no program")
     program.save(str(path), external_data=False)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter prints progress to stdout and warns about absent torchvision ops;
+    neither belongs in a job's log."""
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _export_legacy(model: nn.Module, example: Tensor, path: Path) -> None:
