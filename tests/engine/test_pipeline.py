@@ -182,3 +182,31 @@ def test_distilled_model_is_never_given_a_clean_bill_of_health(
 def test_adversarially_trained_model_raises_no_masking_flag(pgd_result: HardeningResult) -> None:
     fired = [c["check"] for c in pgd_result.report["hardened"]["masking"] if c["fired"]]
     assert fired == []
+
+
+def test_softmax_model_is_attacked_on_logits_and_keeps_its_probability_output(
+    digits_npz: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from tests.engine.conftest import train_digits_cnn
+
+    model = torch.nn.Sequential(train_digits_cnn(epochs=5), torch.nn.Softmax(dim=1)).eval()
+    path = tmp_path / "softmax.onnx"
+    torch.onnx.export(
+        model,
+        (torch.rand(2, 1, 8, 8),),
+        str(path),
+        dynamo=True,
+        opset_version=18,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+    )
+    result = harden(_request(path, digits_npz), tmp_path / "out")
+    session = ort.InferenceSession(str(result.model_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    probabilities = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    checks = {c["check"]: c["fired"] for c in result.report["hardened"]["masking"]}
+    assert checks["zero-gradients"] is False
+    assert result.report["hardened"]["clean_accuracy"]["value"] > 0.8

@@ -562,7 +562,9 @@ def _load_checked_external_data(
     if not allowed:
         raise UnsupportedModel(
             f"the model stores {len(external)} tensor(s) in external data files (first: "
-            f"'{external[0].name}'); upload a single self-contained .onnx file"
+            f"'{external[0].name}'); upload a single self-contained .onnx file: export with"
+            " torch.onnx.export(..., external_data=False), or re-save with"
+            " onnx.save(onnx.load(path), path, save_as_external_data=False)"
         )
     base = folder.resolve()
     for tensor in external:
