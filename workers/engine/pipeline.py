@@ -67,7 +67,9 @@ def harden(
     device: Device | None = None,
 ) -> HardeningResult:
     request.validate()
-    reporter = reporter or Reporter(time_limit_seconds=request.time_limit_seconds)
+    reporter = reporter or Reporter()
+    if request.time_limit_seconds and not reporter.time_limit_seconds:
+        reporter.time_limit_seconds = request.time_limit_seconds
     device = device or pick_device()
     generator = seed_everything(request.seed)
     reporter.emit(ProgressEvent(stage="loading", message="reading model and data"))

@@ -1,0 +1,151 @@
+"""Content-addressed storage of uploads and results.
+
+Blobs are named by the SHA-256 of their bytes. A blob is written to a temporary file, hashed on
+the way, flushed to disk and then renamed into place, so a reader never sees half a blob. The
+:class:`ArtifactStore` protocol is what an S3-compatible store would implement: the engine needs
+local paths, so :meth:`ArtifactStore.local_path` may download to a temporary file there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from service.errors import ChecksumMismatch, NotFound
+
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size_bytes: int
+
+
+class BlobWriter(Protocol):
+    @property
+    def size_bytes(self) -> int: ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+        """Make the blob visible. Raises ChecksumMismatch (and keeps nothing) if the bytes do
+        not hash to ``expected_sha256``."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    def new_blob(self) -> contextlib.AbstractContextManager[BlobWriter]:
+        """A writer whose bytes are discarded unless ``commit`` is called inside the block."""
+        ...
+
+    def put_file(self, path: Path) -> StoredBlob: ...
+
+    def open(self, sha256: str) -> BinaryIO: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def local_path(self, sha256: str) -> contextlib.AbstractContextManager[Path]: ...
+
+
+class _LocalBlobWriter:
+    def __init__(self, store: LocalArtifactStore, file: BinaryIO, temp_path: Path) -> None:
+        self._store = store
+        self._file = file
+        self._temp_path = temp_path
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.committed: StoredBlob | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+        digest = self._hash.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            raise ChecksumMismatch(
+                f"the {self._size} bytes received hash to SHA-256 {digest}, not"
+                f" {expected_sha256} as declared; the data changed on the way or the client"
+                " hashed other bytes. Upload again"
+            )
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._store.blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._temp_path, 0o444)
+        os.replace(self._temp_path, final)
+        self.committed = StoredBlob(digest, self._size)
+        return self.committed
+
+    def discard(self) -> None:
+        if self.committed is None:
+            self._file.close()
+            self._temp_path.unlink(missing_ok=True)
+
+
+class LocalArtifactStore:
+    """Blobs under ``root/blobs/<aa>/<bb>/<sha256>``; partial writes live in ``root/tmp``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise NotFound(f"{sha256!r} is not a SHA-256 of a stored blob")
+        return self._blobs / sha256[:2] / sha256[2:4] / sha256
+
+    @contextlib.contextmanager
+    def new_blob(self) -> Iterator[BlobWriter]:
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="blob-", suffix=".part")
+        temp_path = Path(name)
+        writer = _LocalBlobWriter(self, os.fdopen(fd, "wb"), temp_path)
+        try:
+            yield writer
+        finally:
+            writer.discard()
+
+    def put_file(self, path: Path) -> StoredBlob:
+        with self.new_blob() as blob, path.open("rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                blob.write(chunk)
+            return blob.commit()
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return self.blob_path(sha256).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {sha256} is not in the artifact store") from None
+
+    def exists(self, sha256: str) -> bool:
+        return self.blob_path(sha256).is_file()
+
+    @contextlib.contextmanager
+    def local_path(self, sha256: str) -> Iterator[Path]:
+        path = self.blob_path(sha256)
+        if not path.is_file():
+            raise NotFound(f"blob {sha256} is not in the artifact store")
+        yield path
+
+
+def read_chunks(file: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield a file's bytes in chunks and close it at the end (or when the consumer stops)."""
+    with file:
+        while chunk := file.read(chunk_bytes):
+            yield chunk

@@ -1,0 +1,464 @@
+"""Protobuf messages to domain types and back. The only module besides the servicer that sees
+protobuf; missing or malformed fields become :class:`~service.errors.InvalidRequest`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from tempering.v1 import hardening_pb2 as pb
+
+from service.domain import (
+    DatasetFormat,
+    Download,
+    Interval,
+    Job,
+    JobEvent,
+    JobPage,
+    JobQuery,
+    JobSpec,
+    JobState,
+    NewJob,
+    OutputFile,
+    OutputKind,
+    Progress,
+    ResultSummary,
+    Scores,
+    UploadHeader,
+    UploadKind,
+    UploadResult,
+)
+from service.errors import InvalidRequest
+from workers.engine.spec import (
+    EvaluationConfig,
+    EvaluationSuite,
+    Method,
+    ModelFormat,
+    Norm,
+    ThreatModel,
+    TrainingConfig,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+_MODEL_FORMATS = {
+    pb.MODEL_FORMAT_ONNX: ModelFormat.ONNX,
+    pb.MODEL_FORMAT_SAFETENSORS: ModelFormat.SAFETENSORS,
+    pb.MODEL_FORMAT_TORCHSCRIPT: ModelFormat.TORCHSCRIPT,
+    pb.MODEL_FORMAT_TORCH_EXPORT: ModelFormat.TORCH_EXPORT,
+}
+_DATASET_FORMATS = {pb.DATASET_FORMAT_NPZ: DatasetFormat.NPZ}
+_NORMS = {pb.NORM_UNSPECIFIED: Norm.LINF, pb.NORM_LINF: Norm.LINF, pb.NORM_L2: Norm.L2}
+_SUITES = {
+    pb.EVALUATION_SUITE_UNSPECIFIED: EvaluationSuite.STANDARD,
+    pb.EVALUATION_SUITE_STANDARD: EvaluationSuite.STANDARD,
+    pb.EVALUATION_SUITE_FAST: EvaluationSuite.FAST,
+}
+_STATES = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+_KINDS = {
+    OutputKind.HARDENED_MODEL: pb.ARTIFACT_KIND_HARDENED_MODEL,
+    OutputKind.REPORT: pb.ARTIFACT_KIND_REPORT,
+    OutputKind.MODEL_CARD: pb.ARTIFACT_KIND_MODEL_CARD,
+}
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _invert(table: Mapping[K, V]) -> dict[V, K]:
+    """Later entries win, so the explicit value beats UNSPECIFIED for the same default."""
+    return {v: k for k, v in table.items()}
+
+
+_NORMS_TO_PB = _invert(_NORMS)
+_SUITES_TO_PB = _invert(_SUITES)
+_STATES_FROM_PB: dict[int, JobState] = _invert(_STATES)
+_KINDS_FROM_PB: dict[int, OutputKind] = _invert(_KINDS)
+
+
+def _lookup(table: Mapping[K, V], key: K, field: str, choices: str) -> V:
+    try:
+        return table[key]
+    except KeyError:
+        raise InvalidRequest(f"{field} must be one of {choices}") from None
+
+
+def required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidRequest(f"{field} is required")
+    return value
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+def model_upload(
+    requests: Iterator[pb.UploadModelRequest],
+) -> tuple[UploadHeader, Iterator[bytes]]:
+    first = _first_header(requests)
+    fmt = _lookup(
+        _MODEL_FORMATS,
+        first.header.format,
+        "header.format",
+        "onnx, safetensors, torchscript or torch_export",
+    )
+    return _header(UploadKind.MODEL, fmt.value, first.header), _chunks(requests)
+
+
+def dataset_upload(
+    requests: Iterator[pb.UploadDatasetRequest],
+) -> tuple[UploadHeader, Iterator[bytes]]:
+    first = _first_header(requests)
+    fmt = _lookup(_DATASET_FORMATS, first.header.format, "header.format", "npz")
+    return _header(UploadKind.DATASET, fmt.value, first.header), _chunks(requests)
+
+
+def _first_header(requests: Iterator[Any]) -> Any:
+    first = next(requests, None)
+    if first is None or first.WhichOneof("payload") != "header":
+        raise InvalidRequest("an upload stream must start with a header message, then chunks")
+    return first
+
+
+def _header(kind: UploadKind, fmt: str, header: Any) -> UploadHeader:
+    return UploadHeader(
+        kind=kind,
+        format=fmt,
+        size_bytes=header.size_bytes,
+        sha256=header.sha256.strip().lower(),
+        name=header.name,
+    )
+
+
+def _chunks(requests: Iterable[Any]) -> Iterator[bytes]:
+    for request in requests:
+        if request.WhichOneof("payload") != "chunk":
+            raise InvalidRequest("an upload stream carries one header, then only chunks")
+        yield request.chunk
+
+
+def upload_response(result: UploadResult) -> pb.UploadResponse:
+    artifact = result.artifact
+    return pb.UploadResponse(
+        artifact_id=artifact.id,
+        sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes,
+        already_present=result.already_present,
+    )
+
+
+# --- job specs --------------------------------------------------------------------------------
+
+
+def new_job(request: pb.SubmitJobRequest) -> NewJob:
+    if not request.HasField("spec"):
+        raise InvalidRequest("spec is required")
+    return NewJob(
+        spec=job_spec(request.spec),
+        labels=dict(request.labels),
+        idempotency_key=request.idempotency_key or None,
+    )
+
+
+def job_spec(spec: pb.JobSpec) -> JobSpec:
+    return JobSpec(
+        model_id=required(spec.model_id, "spec.model_id"),
+        train_dataset_id=required(spec.train_dataset_id, "spec.train_dataset_id"),
+        eval_dataset_id=spec.eval_dataset_id or None,
+        training=_training(spec.training),
+        threat=_threat(spec.threat_model),
+        evaluation=_evaluation(spec.evaluation),
+        seed=spec.seed,
+        time_limit_seconds=spec.time_limit_seconds,
+        architecture=spec.architecture,
+        num_classes=spec.num_classes,
+    )
+
+
+def _training(training: pb.Training) -> TrainingConfig:
+    method = training.WhichOneof("method")
+    if method is None:
+        raise InvalidRequest(
+            "spec.training needs a method: set one of distillation, pgd, fgsm or trades"
+        )
+    default = TrainingConfig()
+    values: dict[str, Any] = {
+        "method": Method(method),
+        "epochs": training.epochs or default.epochs,
+        "batch_size": training.batch_size or default.batch_size,
+        "learning_rate": training.learning_rate,
+        "from_scratch": training.from_scratch,
+        "select_best_robust": (
+            training.select_best_robust
+            if training.HasField("select_best_robust")
+            else default.select_best_robust
+        ),
+        "validation_size": (
+            training.validation_size
+            if training.HasField("validation_size")
+            else default.validation_size
+        ),
+    }
+    if method == "distillation":
+        d = training.distillation
+        values |= {
+            "temperature": d.temperature or default.temperature,
+            "hard_label_weight": d.hard_label_weight,
+            "teacher_epochs": d.teacher_epochs,
+        }
+    elif method == "trades":
+        t = training.trades
+        values |= {
+            "attack_steps": t.attack_steps or default.attack_steps,
+            "step_size": t.step_size,
+            "eps_warmup_epochs": t.eps_warmup_epochs,
+            "trades_beta": t.beta or default.trades_beta,
+        }
+    elif method == "pgd":
+        p = training.pgd
+        values |= {
+            "attack_steps": p.attack_steps or default.attack_steps,
+            "step_size": p.step_size,
+            "eps_warmup_epochs": p.eps_warmup_epochs,
+        }
+    else:
+        f = training.fgsm
+        values |= {"step_size": f.step_size, "eps_warmup_epochs": f.eps_warmup_epochs}
+    return TrainingConfig(**values)
+
+
+def _threat(threat: pb.ThreatModel) -> ThreatModel:
+    if threat.epsilon <= 0:
+        raise InvalidRequest(
+            "spec.threat_model.epsilon is required: the attacker's budget in input units (> 0)"
+        )
+    return ThreatModel(
+        norm=_lookup(_NORMS, threat.norm, "spec.threat_model.norm", "linf or l2"),
+        eps=threat.epsilon,
+        lower=tuple(threat.lower) or (0.0,),
+        upper=tuple(threat.upper) or (1.0,),
+    )
+
+
+def _evaluation(evaluation: pb.Evaluation) -> EvaluationConfig:
+    default = EvaluationConfig()
+    return EvaluationConfig(
+        suite=_lookup(_SUITES, evaluation.suite, "spec.evaluation.suite", "standard or fast"),
+        samples=evaluation.samples or default.samples,
+    )
+
+
+def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
+    return pb.JobSpec(
+        model_id=spec.model_id,
+        train_dataset_id=spec.train_dataset_id,
+        eval_dataset_id=spec.eval_dataset_id or "",
+        training=_training_to_pb(spec.training),
+        threat_model=pb.ThreatModel(
+            norm=_NORMS_TO_PB[spec.threat.norm],
+            epsilon=spec.threat.eps,
+            lower=spec.threat.lower,
+            upper=spec.threat.upper,
+        ),
+        evaluation=pb.Evaluation(
+            suite=_SUITES_TO_PB[spec.evaluation.suite],
+            samples=spec.evaluation.samples,
+        ),
+        seed=spec.seed,
+        time_limit_seconds=spec.time_limit_seconds,
+        architecture=spec.architecture,
+        num_classes=spec.num_classes,
+    )
+
+
+def _training_to_pb(training: TrainingConfig) -> pb.Training:
+    message = pb.Training(
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        from_scratch=training.from_scratch,
+        select_best_robust=training.select_best_robust,
+        validation_size=training.validation_size,
+    )
+    method = training.method
+    if method is Method.DISTILLATION:
+        message.distillation.CopyFrom(
+            pb.Distillation(
+                temperature=training.temperature,
+                hard_label_weight=training.hard_label_weight,
+                teacher_epochs=training.teacher_epochs,
+            )
+        )
+    elif method is Method.TRADES:
+        message.trades.CopyFrom(
+            pb.Trades(
+                attack_steps=training.attack_steps,
+                step_size=training.step_size,
+                eps_warmup_epochs=training.eps_warmup_epochs,
+                beta=training.trades_beta,
+            )
+        )
+    elif method is Method.PGD:
+        message.pgd.CopyFrom(
+            pb.Pgd(
+                attack_steps=training.attack_steps,
+                step_size=training.step_size,
+                eps_warmup_epochs=training.eps_warmup_epochs,
+            )
+        )
+    else:
+        message.fgsm.CopyFrom(
+            pb.Fgsm(step_size=training.step_size, eps_warmup_epochs=training.eps_warmup_epochs)
+        )
+    return message
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    message = pb.Job(
+        id=job.id,
+        state=_STATES[job.state],
+        spec=job_spec_to_pb(job.spec),
+        labels=dict(job.labels),
+        idempotency_key=job.idempotency_key or "",
+        create_time=_timestamp(job.created_at),
+        start_time=_timestamp(job.started_at),
+        end_time=_timestamp(job.finished_at),
+        update_time=_timestamp(job.updated_at),
+        reason=job.reason,
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+        outputs=[output_to_pb(o) for o in job.outputs],
+    )
+    if job.progress is not None:
+        message.progress.CopyFrom(progress_to_pb(job.progress))
+    if job.result is not None:
+        message.result.CopyFrom(_result_to_pb(job.result))
+    return message
+
+
+def progress_to_pb(progress: Progress) -> pb.Progress:
+    message = pb.Progress(
+        stage=progress.stage,
+        epoch=progress.epoch,
+        epochs=progress.epochs,
+        step=progress.step,
+        steps=progress.steps,
+        message=progress.message,
+        update_time=_timestamp(progress.updated_at),
+    )
+    for name in ("loss", "clean_accuracy", "robust_accuracy", "eta_seconds"):
+        if (value := getattr(progress, name)) is not None:
+            setattr(message, name, value)
+    return message
+
+
+def output_to_pb(output: OutputFile) -> pb.OutputArtifact:
+    return pb.OutputArtifact(
+        kind=_KINDS[output.kind],
+        filename=output.filename,
+        size_bytes=output.size_bytes,
+        sha256=output.sha256,
+        media_type=output.media_type,
+    )
+
+
+def _result_to_pb(result: ResultSummary) -> pb.ResultSummary:
+    return pb.ResultSummary(
+        original=_scores_to_pb(result.original), hardened=_scores_to_pb(result.hardened)
+    )
+
+
+def _scores_to_pb(scores: Scores) -> pb.Scores:
+    return pb.Scores(
+        clean_accuracy=_interval_to_pb(scores.clean_accuracy),
+        robust_accuracy=_interval_to_pb(scores.robust_accuracy),
+    )
+
+
+def _interval_to_pb(interval: Interval) -> pb.Accuracy:
+    return pb.Accuracy(value=interval.value, low=interval.low, high=interval.high)
+
+
+def job_query(request: pb.ListJobsRequest) -> JobQuery:
+    return JobQuery(
+        page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        after_seq=decode_page_token(request.page_token) if request.page_token else None,
+        states=frozenset(
+            _lookup(_STATES_FROM_PB, s, "states", "QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED")
+            for s in request.states
+        ),
+        labels=dict(request.labels),
+    )
+
+
+def list_response(page: JobPage) -> pb.ListJobsResponse:
+    token = encode_page_token(page.next_after_seq) if page.next_after_seq is not None else ""
+    return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in page.jobs], next_page_token=token)
+
+
+def encode_page_token(after_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{after_seq}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    try:
+        version, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if version != "v1":
+            raise ValueError(version)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest(
+            "page_token is not one this server issued; pass next_page_token unchanged"
+        ) from None
+
+
+def job_event_to_pb(event: JobEvent) -> pb.JobEvent:
+    job = event.job
+    if event.progress is not None:
+        return pb.JobEvent(
+            job_id=job.id,
+            time=_timestamp(event.progress.updated_at or job.updated_at),
+            state=_STATES[job.state],
+            progress=progress_to_pb(event.progress),
+        )
+    return pb.JobEvent(
+        job_id=job.id,
+        time=_timestamp(job.updated_at),
+        state=_STATES[job.state],
+        state_changed=job_to_pb(job),
+    )
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+
+def output_kind(kind: int) -> OutputKind:
+    return _lookup(_KINDS_FROM_PB, kind, "kind", "HARDENED_MODEL, REPORT or MODEL_CARD")
+
+
+def download_messages(download: Download) -> Iterator[pb.DownloadArtifactResponse]:
+    yield pb.DownloadArtifactResponse(header=output_to_pb(download.output))
+    for chunk in download.chunks:
+        yield pb.DownloadArtifactResponse(chunk=chunk)

@@ -1,0 +1,333 @@
+"""Domain types of the service: what the application layer, the stores and the worker task share.
+
+Nothing here knows about protobuf or gRPC; :mod:`service.convert` translates at the edge. The
+hardening parameters reuse the engine's own frozen dataclasses (:mod:`workers.engine.spec`),
+which are torch-free, so a job's spec is validated by the same code that will run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from workers.engine.errors import InvalidParameter
+from workers.engine.spec import (
+    EvaluationConfig,
+    EvaluationSuite,
+    Method,
+    Norm,
+    ThreatModel,
+    TrainingConfig,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class UploadKind(StrEnum):
+    MODEL = "model"
+    DATASET = "dataset"
+
+
+class DatasetFormat(StrEnum):
+    NPZ = "npz"
+
+
+class OutputKind(StrEnum):
+    HARDENED_MODEL = "hardened_model"
+    REPORT = "report"
+    MODEL_CARD = "model_card"
+
+    @property
+    def filename(self) -> str:
+        return _OUTPUT_FILES[self][0]
+
+    @property
+    def media_type(self) -> str:
+        return _OUTPUT_FILES[self][1]
+
+
+_OUTPUT_FILES = {
+    OutputKind.HARDENED_MODEL: ("hardened.onnx", "application/onnx"),
+    OutputKind.REPORT: ("report.json", "application/json"),
+    OutputKind.MODEL_CARD: ("model_card.md", "text/markdown"),
+}
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """What the client declares before it streams the bytes."""
+
+    kind: UploadKind
+    format: str
+    """A :class:`ModelFormat` or :class:`DatasetFormat` value."""
+    size_bytes: int
+    sha256: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class UploadedArtifact:
+    id: str
+    kind: UploadKind
+    format: str
+    sha256: str
+    size_bytes: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    artifact: UploadedArtifact
+    already_present: bool
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the user asked for. Artifacts are referenced by id; the worker resolves paths."""
+
+    model_id: str
+    train_dataset_id: str
+    eval_dataset_id: str | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    threat: ThreatModel = field(default_factory=ThreatModel)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    seed: int = 0
+    time_limit_seconds: float = 0.0
+    architecture: str = ""
+    num_classes: int = 0
+
+    def validate(self) -> None:
+        """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
+        self.threat.validate()
+        self.training.validate()
+        self.evaluation.validate()
+        if not 0 <= self.seed < 2**63:
+            raise InvalidParameter("seed must be a non-negative 64-bit integer below 2**63")
+        if not (math.isfinite(self.time_limit_seconds) and self.time_limit_seconds >= 0):
+            raise InvalidParameter("time_limit_seconds must be >= 0 (0 = the server's limit)")
+        if self.num_classes < 0:
+            raise InvalidParameter("num_classes must be >= 0 (0 = infer from the labels)")
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
+        training = dict(data["training"])
+        training["method"] = Method(training["method"])
+        threat = dict(data["threat"])
+        threat["norm"] = Norm(threat["norm"])
+        threat["lower"] = tuple(threat["lower"])
+        threat["upper"] = tuple(threat["upper"])
+        evaluation = dict(data["evaluation"])
+        evaluation["suite"] = EvaluationSuite(evaluation["suite"])
+        return cls(
+            model_id=data["model_id"],
+            train_dataset_id=data["train_dataset_id"],
+            eval_dataset_id=data.get("eval_dataset_id"),
+            training=TrainingConfig(**_known(TrainingConfig, training)),
+            threat=ThreatModel(**_known(ThreatModel, threat)),
+            evaluation=EvaluationConfig(**_known(EvaluationConfig, evaluation)),
+            seed=int(data.get("seed", 0)),
+            time_limit_seconds=float(data.get("time_limit_seconds", 0.0)),
+            architecture=data.get("architecture", ""),
+            num_classes=int(data.get("num_classes", 0)),
+        )
+
+
+def _known(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop keys a newer or older spec version may hold that this dataclass does not."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    clean_accuracy: float | None = None
+    robust_accuracy: float | None = None
+    eta_seconds: float | None = None
+    message: str = ""
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Progress | None:
+        if not data:
+            return None
+        values = _known(cls, data)
+        stamp = values.get("updated_at")
+        values["updated_at"] = datetime.fromisoformat(stamp) if stamp else None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    kind: OutputKind
+    sha256: str
+    size_bytes: int
+
+    @property
+    def filename(self) -> str:
+        return self.kind.filename
+
+    @property
+    def media_type(self) -> str:
+        return self.kind.media_type
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    clean_accuracy: Interval
+    robust_accuracy: Interval
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    original: Scores
+    hardened: Scores
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ResultSummary | None:
+        if not data:
+            return None
+        return cls(original=_scores(data["original"]), hardened=_scores(data["hardened"]))
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> ResultSummary | None:
+        """The headline numbers of an engine report, or None if the report lacks them."""
+        try:
+            return cls.from_json(report)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _scores(data: Mapping[str, Any]) -> Scores:
+    return Scores(
+        clean_accuracy=_interval(data["clean_accuracy"]),
+        robust_accuracy=_interval(data["robust_accuracy"]),
+    )
+
+
+def _interval(data: Mapping[str, Any]) -> Interval:
+    return Interval(float(data["value"]), float(data["low"]), float(data["high"]))
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job about to be recorded."""
+
+    spec: JobSpec
+    labels: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    spec: JobSpec
+    labels: Mapping[str, str]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    """Grows on every change of the record; watchers compare it to notice changes."""
+    idempotency_key: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    reason: str = ""
+    cancel_requested: bool = False
+    attempts: int = 0
+    outputs: tuple[OutputFile, ...] = ()
+    result: ResultSummary | None = None
+
+    def output(self, kind: OutputKind) -> OutputFile | None:
+        return next((o for o in self.outputs if o.kind is kind), None)
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    page_size: int = 50
+    after_seq: int | None = None
+    """Keyset cursor: only jobs recorded before the one with this sequence number."""
+    states: frozenset[JobState] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    next_after_seq: int | None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One message of a watch stream: a state change (with the whole job) or progress."""
+
+    job: Job
+    progress: Progress | None = None
+
+    @property
+    def is_state_change(self) -> bool:
+        return self.progress is None
+
+
+@dataclass(frozen=True)
+class Download:
+    """An output of a job, ready to stream."""
+
+    output: OutputFile
+    chunks: Iterator[bytes]

@@ -1,0 +1,123 @@
+"""The one place where errors become gRPC status codes.
+
+Domain errors carry messages written for users and pass through as the status details.
+Anything else is a bug: the client gets INTERNAL with a reference, the log gets the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+
+from service.errors import (
+    AlreadyExists,
+    ChecksumMismatch,
+    FailedPrecondition,
+    IncompleteUpload,
+    InvalidRequest,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from workers.engine.errors import (
+    InvalidData,
+    InvalidModel,
+    InvalidParameter,
+    UntrustedFormat,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidModel, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidData, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidParameter, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (ChecksumMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    (IncompleteUpload, grpc.StatusCode.INVALID_ARGUMENT),
+    (UntrustedFormat, grpc.StatusCode.FAILED_PRECONDITION),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(error: BaseException) -> grpc.StatusCode | None:
+    """The status code of a domain error, or None for an unexpected exception."""
+    for error_type, code in STATUS_OF:
+        if isinstance(error, error_type):
+            return code
+    return None
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_unary(handler.unary_unary, method), **codecs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _guard_unary(handler.stream_unary, method), **codecs
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_stream(handler.unary_stream, method), **codecs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _guard_stream(handler.stream_stream, method), **codecs
+        )
+
+
+def _guard_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except Exception as exc:
+            _abort(exc, context, method)
+
+    return guarded
+
+
+def _guard_stream(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+    def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behavior(request, context)
+        except Exception as exc:
+            _abort(exc, context, method)
+
+    return guarded
+
+
+def _abort(error: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
+    if isinstance(error, grpc.RpcError) or not context.is_active() or context.code() is not None:
+        raise error
+    code = status_for(error)
+    if code is None:
+        reference = uuid.uuid4().hex[:12]
+        log.error("%s failed unexpectedly (ref %s)", method, reference, exc_info=error)
+        code = grpc.StatusCode.INTERNAL
+        message = f"internal error (ref {reference}); the server's log has the details"
+    else:
+        log.info("%s -> %s: %s", method, code.name, error)
+        message = str(error)
+    context.abort(code, message)
+    raise error  # abort() raises already; this line is for the type checker

@@ -1,0 +1,209 @@
+"""The job use cases: submit, look up, list, cancel, watch and download.
+
+This layer decides; the gRPC servicer only converts messages and the Celery task only runs
+:class:`service.runner.JobRunner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from service.artifacts import ArtifactStore, read_chunks
+from service.catalog import UploadCatalog
+from service.domain import (
+    Download,
+    Job,
+    JobEvent,
+    JobPage,
+    JobQuery,
+    JobSpec,
+    JobState,
+    NewJob,
+    OutputKind,
+    UploadKind,
+)
+from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from service.jobstore import JobStore
+from service.validation import check_job_inputs
+from workers.engine.errors import InvalidParameter, UntrustedFormat
+from workers.engine.spec import ModelFormat
+
+log = logging.getLogger(__name__)
+
+MAX_LABELS = 32
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+MAX_LABEL_VALUE_CHARS = 256
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+class JobQueue(Protocol):
+    """Where queued jobs go for a worker to pick up."""
+
+    def enqueue(self, job_id: str) -> None:
+        """Raise Unavailable when the broker cannot take the job."""
+        ...
+
+    def revoke(self, job_id: str) -> None:
+        """Best effort: drop the job's message if no worker has taken it yet."""
+        ...
+
+
+class Jobs:
+    def __init__(
+        self,
+        store: JobStore,
+        catalog: UploadCatalog,
+        artifacts: ArtifactStore,
+        queue: JobQueue,
+        *,
+        job_time_limit: float,
+        allow_trusted_formats: bool,
+        watch_poll_seconds: float = 0.25,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._artifacts = artifacts
+        self._queue = queue
+        self._job_time_limit = job_time_limit
+        self._allow_trusted_formats = allow_trusted_formats
+        self._watch_poll_seconds = watch_poll_seconds
+
+    def submit(self, new: NewJob) -> Job:
+        """Check everything the server can check, record the job and queue it."""
+        _check_labels(new.labels)
+        if new.idempotency_key is not None and len(new.idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidRequest(
+                f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+            )
+        new = dataclasses.replace(new, spec=self._with_time_limit(new.spec))
+        if new.idempotency_key and (known := self._store.find_by_key(new.idempotency_key)):
+            return self._store.same_request(known, new)
+        new.spec.validate()
+        self._check_inputs(new.spec)
+        job, created = self._store.create(new)
+        if created:
+            try:
+                self._queue.enqueue(job.id)
+            except Unavailable:
+                self._store.delete(job.id)
+                raise
+        return job
+
+    def requeue_interrupted(self) -> int:
+        """Queue again every unfinished job. For a server that owns the only worker, at start-up,
+        when nothing can be running: a local broker may have lost the message of a job whose
+        worker was killed. Duplicates are harmless, a worker skips finished jobs."""
+        job_ids = self._store.requeue_interrupted()
+        for job_id in job_ids:
+            self._queue.enqueue(job_id)
+        return len(job_ids)
+
+    def get(self, job_id: str) -> Job:
+        return self._store.get(job_id)
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        return self._store.list_jobs(query)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self._store.request_cancel(job_id)
+        if job.state is JobState.CANCELLED:
+            self._queue.revoke(job_id)
+        return job
+
+    def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
+        """The job as it is now, then every state change and progress update until it ends.
+
+        Polls the job store (cheap: one indexed read per poll), which works the same for every
+        database and for workers on other machines."""
+        return self._follow(self._store.get(job_id), is_active)
+
+    def download(self, job_id: str, kind: OutputKind) -> Download:
+        job = self._store.get(job_id)
+        if job.state is not JobState.SUCCEEDED:
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.value}; its results can be downloaded once it has"
+                " SUCCEEDED"
+            )
+        output = job.output(kind)
+        if output is None:
+            raise NotFound(f"job {job_id} has no {kind.value} artifact")
+        return Download(output, read_chunks(self._artifacts.open(output.sha256)))
+
+    def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
+        yield JobEvent(job)
+        sent_state, sent_progress, seen_version = job.state, job.progress, job.version
+        while not sent_state.is_terminal and is_active():
+            time.sleep(self._watch_poll_seconds)
+            job = self._store.get(job.id)
+            if job.version == seen_version:
+                continue
+            seen_version = job.version
+            if job.progress is not None and job.progress != sent_progress:
+                sent_progress = job.progress
+                yield JobEvent(job, progress=job.progress)
+            if job.state is not sent_state:
+                if _started_between_polls(sent_state, job):
+                    yield JobEvent(_as_running(job))
+                sent_state = job.state
+                yield JobEvent(job)
+
+    def _with_time_limit(self, spec: JobSpec) -> JobSpec:
+        requested = spec.time_limit_seconds
+        limit = self._job_time_limit
+        effective = min(requested, limit) if requested > 0 else limit
+        return dataclasses.replace(spec, time_limit_seconds=float(effective))
+
+    def _check_inputs(self, spec: JobSpec) -> None:
+        model = self._catalog.get(spec.model_id, UploadKind.MODEL)
+        datasets = [self._catalog.get(spec.train_dataset_id, UploadKind.DATASET)]
+        if spec.eval_dataset_id:
+            datasets.append(self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET))
+        model_format = ModelFormat(model.format)
+        if model_format.is_program and not self._allow_trusted_formats:
+            raise UntrustedFormat(
+                f"model {model.id} is {model_format.value}, a program, and this server runs"
+                " programs only when its operator turns trusted formats on; upload ONNX instead"
+            )
+        if model_format is ModelFormat.SAFETENSORS and not spec.architecture:
+            raise InvalidParameter(
+                "safetensors holds weights only: set spec.architecture to the built-in"
+                " architecture they belong to"
+            )
+        with contextlib.ExitStack() as stack:
+            model_path = stack.enter_context(self._artifacts.local_path(model.sha256))
+            dataset_paths = [
+                stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
+            ]
+            check_job_inputs(model_format, model_path, dataset_paths, spec.threat)
+
+
+def _started_between_polls(sent_state: JobState, job: Job) -> bool:
+    """A job can start and finish between two polls; the watcher still gets its RUNNING."""
+    return sent_state is JobState.QUEUED and job.state.is_terminal and job.started_at is not None
+
+
+def _as_running(job: Job) -> Job:
+    return dataclasses.replace(
+        job, state=JobState.RUNNING, finished_at=None, reason="", outputs=(), result=None
+    )
+
+
+def _check_labels(labels: Mapping[str, str]) -> None:
+    if len(labels) > MAX_LABELS:
+        raise InvalidRequest(f"a job carries at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidRequest(
+                f"label key {key!r} must be 1-63 letters, digits or . _ / - and start with a"
+                " letter or digit"
+            )
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            raise InvalidRequest(
+                f"label {key!r} has a value longer than {MAX_LABEL_VALUE_CHARS} characters"
+            )

@@ -1,0 +1,267 @@
+"""Durable job records: the one place where a job's state lives.
+
+Every state transition is one conditional ``UPDATE ... WHERE state IN (...)``, so the server
+(cancelling) and a worker (starting, finishing) never overwrite each other's decision, on
+SQLite and PostgreSQL alike. Every change bumps ``version``, which watchers poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from service.db import Database, as_utc
+from service.domain import (
+    Job,
+    JobPage,
+    JobQuery,
+    JobSpec,
+    JobState,
+    NewJob,
+    OutputFile,
+    OutputKind,
+    Progress,
+    ResultSummary,
+    utcnow,
+)
+from service.errors import AlreadyExists, FailedPrecondition, NotFound
+
+_ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+class JobStore:
+    def __init__(self, database: Database) -> None:
+        self._engine = database.engine
+        self._jobs = database.tables.jobs
+        self._labels = database.tables.job_labels
+
+    def create(self, new: NewJob) -> tuple[Job, bool]:
+        """Record a QUEUED job. Returns the job and whether it is new: a known idempotency key
+        returns the job it created, and refuses different parameters."""
+        if new.idempotency_key and (known := self.find_by_key(new.idempotency_key)):
+            return self.same_request(known, new), False
+        job_id = uuid.uuid4().hex
+        now = utcnow()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    self._jobs.insert().values(
+                        id=job_id,
+                        state=JobState.QUEUED.value,
+                        spec=new.spec.to_json(),
+                        labels=dict(new.labels),
+                        idempotency_key=new.idempotency_key or None,
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                        reason="",
+                        cancel_requested=False,
+                        attempts=0,
+                        outputs=[],
+                    )
+                )
+                if new.labels:
+                    conn.execute(
+                        self._labels.insert(),
+                        [{"job_id": job_id, "key": k, "value": v} for k, v in new.labels.items()],
+                    )
+        except IntegrityError:
+            if new.idempotency_key and (known := self.find_by_key(new.idempotency_key)):
+                return self.same_request(known, new), False
+            raise
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> Job:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(self._jobs).where(self._jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}; ListJobs shows the jobs this server knows")
+        return _job_from_row(row)
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        jobs = self._jobs
+        stmt = sa.select(jobs).order_by(jobs.c.seq.desc()).limit(query.page_size + 1)
+        if query.after_seq is not None:
+            stmt = stmt.where(jobs.c.seq < query.after_seq)
+        if query.states:
+            stmt = stmt.where(jobs.c.state.in_(sorted(s.value for s in query.states)))
+        for key, value in query.labels.items():
+            tagged = sa.select(self._labels.c.job_id).where(
+                self._labels.c.key == key, self._labels.c.value == value
+            )
+            stmt = stmt.where(jobs.c.id.in_(tagged))
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        page = rows[: query.page_size]
+        more = len(rows) > query.page_size
+        return JobPage(
+            jobs=tuple(_job_from_row(r) for r in page),
+            next_after_seq=page[-1].seq if more else None,
+        )
+
+    def delete(self, job_id: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._labels.delete().where(self._labels.c.job_id == job_id))
+            conn.execute(self._jobs.delete().where(self._jobs.c.id == job_id))
+
+    def claim(self, job_id: str, max_attempts: int) -> Job | None:
+        """Move a QUEUED job (or a RUNNING one whose worker was lost) to RUNNING and count the
+        attempt. None when the job is finished, being cancelled, or out of attempts."""
+        jobs = self._jobs
+        now = utcnow()
+        changed = self._update(
+            sa.and_(
+                jobs.c.id == job_id,
+                jobs.c.state.in_(_ACTIVE),
+                jobs.c.attempts < max_attempts,
+                sa.not_(jobs.c.cancel_requested),
+            ),
+            state=JobState.RUNNING.value,
+            attempts=jobs.c.attempts + 1,
+            started_at=sa.func.coalesce(jobs.c.started_at, now),
+            updated_at=now,
+        )
+        return self.get(job_id) if changed else None
+
+    def record_progress(self, job_id: str, progress: Progress) -> bool:
+        now = utcnow()
+        stamped = dataclasses.replace(progress, updated_at=now)
+        return self._update(
+            sa.and_(self._jobs.c.id == job_id, self._jobs.c.state == JobState.RUNNING.value),
+            progress=stamped.to_json(),
+            updated_at=now,
+        )
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Cancel a QUEUED job at once; flag a RUNNING one for its worker to stop."""
+        jobs = self._jobs
+        now = utcnow()
+        cancelled = self._update(
+            sa.and_(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value),
+            state=JobState.CANCELLED.value,
+            reason="cancelled before it started",
+            cancel_requested=True,
+            finished_at=now,
+            updated_at=now,
+        )
+        if not cancelled:
+            self._update(
+                sa.and_(
+                    jobs.c.id == job_id,
+                    jobs.c.state == JobState.RUNNING.value,
+                    sa.not_(jobs.c.cancel_requested),
+                ),
+                cancel_requested=True,
+                updated_at=now,
+            )
+        job = self.get(job_id)
+        if job.state in (JobState.SUCCEEDED, JobState.FAILED):
+            raise FailedPrecondition(
+                f"job {job_id} already {job.state.value}; only queued or running jobs can be"
+                " cancelled"
+            )
+        return job
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with self._engine.connect() as conn:
+            flag = conn.execute(
+                sa.select(self._jobs.c.cancel_requested).where(self._jobs.c.id == job_id)
+            ).scalar()
+        return bool(flag)
+
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str = "",
+        outputs: Iterable[OutputFile] = (),
+        result: ResultSummary | None = None,
+    ) -> bool:
+        """Record a terminal state. False when the job had already finished."""
+        if not state.is_terminal:
+            raise ValueError(f"{state} is not a terminal state")
+        now = utcnow()
+        return self._update(
+            sa.and_(self._jobs.c.id == job_id, self._jobs.c.state.in_(_ACTIVE)),
+            state=state.value,
+            reason=reason,
+            outputs=[_output_to_json(o) for o in outputs],
+            result=result.to_json() if result else None,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    def requeue_interrupted(self) -> list[str]:
+        """Put RUNNING jobs back to QUEUED and return every unfinished job's id, oldest first.
+
+        Only for a server that owns the only worker and knows it is not running (the
+        single-machine default at start-up)."""
+        jobs = self._jobs
+        self._update(jobs.c.state == JobState.RUNNING.value, state=JobState.QUEUED.value)
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.id).where(jobs.c.state.in_(_ACTIVE)).order_by(jobs.c.seq)
+            ).all()
+        return [r.id for r in rows]
+
+    def find_by_key(self, key: str) -> Job | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self._jobs).where(self._jobs.c.idempotency_key == key)
+            ).first()
+        return _job_from_row(row) if row else None
+
+    @staticmethod
+    def same_request(known: Job, new: NewJob) -> Job:
+        if known.spec != new.spec or dict(known.labels) != dict(new.labels):
+            raise AlreadyExists(
+                f"idempotency key {new.idempotency_key!r} was used for job {known.id} with"
+                " different parameters; use a new key for a different job"
+            )
+        return known
+
+    def _update(self, where: Any, **values: Any) -> bool:
+        values["version"] = self._jobs.c.version + 1
+        with self._engine.begin() as conn:
+            result = conn.execute(self._jobs.update().where(where).values(**values))
+        return result.rowcount > 0
+
+
+def _output_to_json(output: OutputFile) -> dict[str, Any]:
+    return {"kind": output.kind.value, "sha256": output.sha256, "size_bytes": output.size_bytes}
+
+
+def _output_from_json(data: Mapping[str, Any]) -> OutputFile:
+    return OutputFile(OutputKind(data["kind"]), data["sha256"], int(data["size_bytes"]))
+
+
+def _job_from_row(row: Row[Any]) -> Job:
+    created = as_utc(row.created_at)
+    updated = as_utc(row.updated_at)
+    assert created is not None
+    assert updated is not None
+    return Job(
+        id=row.id,
+        state=JobState(row.state),
+        spec=JobSpec.from_json(row.spec),
+        labels=dict(row.labels or {}),
+        created_at=created,
+        updated_at=updated,
+        version=row.version,
+        idempotency_key=row.idempotency_key,
+        started_at=as_utc(row.started_at),
+        finished_at=as_utc(row.finished_at),
+        progress=Progress.from_json(row.progress),
+        reason=row.reason or "",
+        cancel_requested=bool(row.cancel_requested),
+        attempts=row.attempts,
+        outputs=tuple(_output_from_json(o) for o in row.outputs or ()),
+        result=ResultSummary.from_json(row.result),
+    )

@@ -1,0 +1,301 @@
+"""Running one job in a worker: claim it, run the engine, report progress, store results.
+
+The Celery task calls :meth:`JobRunner.run` with a job id and nothing else. Progress goes to the
+job store (throttled), cancellation comes from it (polled), so the server and any number of
+workers only ever share the database and the artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.artifacts import ArtifactStore
+from service.catalog import UploadCatalog
+from service.domain import (
+    Job,
+    JobSpec,
+    JobState,
+    OutputFile,
+    OutputKind,
+    Progress,
+    ResultSummary,
+    UploadKind,
+)
+from service.jobstore import JobStore
+from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
+from workers.engine.progress import ProgressEvent, Reporter
+from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
+
+log = logging.getLogger(__name__)
+
+_MODEL_SUFFIX = {
+    ModelFormat.ONNX: ".onnx",
+    ModelFormat.SAFETENSORS: ".safetensors",
+    ModelFormat.TORCHSCRIPT: ".pt",
+    ModelFormat.TORCH_EXPORT: ".pt2",
+}
+
+
+class HardeningOutcome(Protocol):
+    """What :func:`workers.engine.pipeline.harden` returns."""
+
+    @property
+    def model_path(self) -> Path: ...
+
+    @property
+    def report_path(self) -> Path: ...
+
+    @property
+    def card_path(self) -> Path: ...
+
+    @property
+    def report(self) -> dict[str, Any]: ...
+
+
+HardenFunction = Callable[[HardeningRequest, Path, Reporter], HardeningOutcome]
+
+
+def engine_harden(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Any:
+    """The real engine, imported on first use so that importing this module stays torch-free."""
+    from workers.engine.pipeline import harden
+
+    return harden(request, output_dir, reporter)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    work_dir: Path
+    max_attempts: int
+    allow_trusted_formats: bool
+    progress_interval: float = 0.5
+    cancel_poll_interval: float = 1.0
+
+
+class ProgressRecorder:
+    """Reporter callback writing progress to the job store: at most every ``interval`` seconds,
+    but always when the stage or the epoch changes or an epoch ends."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._interval = interval
+        self._clock = clock
+        self._last: ProgressEvent | None = None
+        self._last_write = float("-inf")
+        self._pending: ProgressEvent | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self._clock()
+        if self._is_milestone(event) or now - self._last_write >= self._interval:
+            self._write(event, now)
+        else:
+            self._pending = event
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            self._write(self._pending, self._clock())
+
+    def _is_milestone(self, event: ProgressEvent) -> bool:
+        last = self._last
+        return (
+            last is None
+            or event.stage != last.stage
+            or event.epoch != last.epoch
+            or (event.steps > 0 and event.step >= event.steps)
+        )
+
+    def _write(self, event: ProgressEvent, now: float) -> None:
+        self._last, self._last_write, self._pending = event, now, None
+        try:
+            self._store.record_progress(self._job_id, progress_from_event(event))
+        except SQLAlchemyError:
+            log.warning("could not record progress of job %s", self._job_id, exc_info=True)
+
+
+class CancelFlag:
+    """``should_stop`` predicate: reads the job's cancel flag at most every ``interval`` s."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._interval = interval
+        self._clock = clock
+        self._last_check = float("-inf")
+        self._requested = False
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if not self._requested and now - self._last_check >= self._interval:
+            self._last_check = now
+            try:
+                self._requested = self._store.is_cancel_requested(self._job_id)
+            except SQLAlchemyError:
+                log.warning("could not read the cancel flag of job %s", self._job_id)
+        return self._requested
+
+
+def progress_from_event(event: ProgressEvent) -> Progress:
+    return Progress(
+        stage=event.stage,
+        epoch=event.epoch,
+        epochs=event.epochs,
+        step=event.step,
+        steps=event.steps,
+        loss=event.loss,
+        clean_accuracy=event.clean_accuracy,
+        robust_accuracy=event.robust_accuracy,
+        eta_seconds=event.eta_seconds,
+        message=event.message,
+    )
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        catalog: UploadCatalog,
+        artifacts: ArtifactStore,
+        config: RunnerConfig,
+        harden: HardenFunction = engine_harden,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._artifacts = artifacts
+        self._config = config
+        self._harden = harden
+
+    def run(self, job_id: str) -> JobState:
+        """Run the job if it is still to run, and return the state it ends in. Safe to call
+        again for the same job (a redelivered message): a finished job is left alone."""
+        job = self._store.claim(job_id, self._config.max_attempts)
+        if job is None:
+            return self._not_claimed(job_id)
+        log.info("job %s: attempt %d started", job_id, job.attempts)
+        recorder = ProgressRecorder(self._store, job_id, self._config.progress_interval)
+        reporter = Reporter(
+            callback=recorder,
+            should_stop=CancelFlag(self._store, job_id, self._config.cancel_poll_interval),
+            time_limit_seconds=job.spec.time_limit_seconds,
+        )
+        state, reason = JobState.FAILED, ""
+        outputs: list[OutputFile] = []
+        result: ResultSummary | None = None
+        try:
+            outputs, report = self._harden_and_store(job, reporter)
+            result = ResultSummary.from_report(report)
+            state = JobState.SUCCEEDED
+        except TimeLimitExceeded as exc:
+            reason = f"time limit: {exc}"
+        except Cancelled as exc:
+            state, reason = JobState.CANCELLED, str(exc) or "the job was cancelled"
+        except TemperingError as exc:
+            reason = str(exc)
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job_id)
+            reason = (
+                f"internal error in the worker ({type(exc).__name__}); the operator's worker"
+                f" log has the details under job {job_id}"
+            )
+        recorder.flush()
+        self._store.finish(job_id, state, reason=reason, outputs=outputs, result=result)
+        log.info("job %s: %s %s", job_id, state.value, reason)
+        return state
+
+    def _not_claimed(self, job_id: str) -> JobState:
+        job = self._store.get(job_id)
+        if job.state.is_terminal:
+            log.info("job %s is already %s; nothing to run", job_id, job.state.value)
+            return job.state
+        if job.cancel_requested:
+            self._store.finish(job_id, JobState.CANCELLED, reason="the job was cancelled")
+            return JobState.CANCELLED
+        self._store.finish(
+            job_id,
+            JobState.FAILED,
+            reason=(
+                f"the job was started {job.attempts} times and its worker was lost each time"
+                " (often: out of memory); try a smaller batch size or model"
+            ),
+        )
+        return JobState.FAILED
+
+    def _harden_and_store(
+        self, job: Job, reporter: Reporter
+    ) -> tuple[list[OutputFile], dict[str, Any]]:
+        self._config.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self._config.work_dir, prefix=f"{job.id}-") as tmp:
+            work = Path(tmp)
+            with self._inputs(job.spec, work / "inputs") as request:
+                outcome = self._harden(request, work / "outputs", reporter)
+            return self._store_outputs(outcome), outcome.report
+
+    @contextlib.contextmanager
+    def _inputs(self, spec: JobSpec, folder: Path) -> Iterator[HardeningRequest]:
+        """The request, with the inputs linked under names the engine recognises."""
+        model = self._catalog.get(spec.model_id, UploadKind.MODEL)
+        model_format = ModelFormat(model.format)
+        folder.mkdir(parents=True)
+        with contextlib.ExitStack() as stack:
+
+            def link(sha256: str, name: str) -> Path:
+                target = stack.enter_context(self._artifacts.local_path(sha256))
+                path = folder / name
+                path.symlink_to(target)
+                return path
+
+            model_path = link(model.sha256, "model" + _MODEL_SUFFIX[model_format])
+            train = self._catalog.get(spec.train_dataset_id, UploadKind.DATASET)
+            train_path = link(train.sha256, "train.npz")
+            eval_path = None
+            if spec.eval_dataset_id:
+                evaluation = self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET)
+                eval_path = link(evaluation.sha256, "eval.npz")
+            yield HardeningRequest(
+                model=ModelSource(
+                    path=model_path,
+                    format=model_format,
+                    architecture=spec.architecture,
+                    num_classes=spec.num_classes,
+                ),
+                train_data=train_path,
+                eval_data=eval_path,
+                threat=spec.threat,
+                training=spec.training,
+                evaluation=spec.evaluation,
+                seed=spec.seed,
+                allow_trusted_formats=self._config.allow_trusted_formats,
+                time_limit_seconds=spec.time_limit_seconds,
+            )
+
+    def _store_outputs(self, outcome: HardeningOutcome) -> list[OutputFile]:
+        files = (
+            (OutputKind.HARDENED_MODEL, outcome.model_path),
+            (OutputKind.REPORT, outcome.report_path),
+            (OutputKind.MODEL_CARD, outcome.card_path),
+        )
+        outputs = []
+        for kind, path in files:
+            blob = self._artifacts.put_file(path)
+            outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes))
+        return outputs

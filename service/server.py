@@ -1,0 +1,83 @@
+"""Assembling the gRPC server: the servicer behind the error interceptor, plus standard health
+checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from celery import Celery
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tempering.v1 import hardening_pb2 as pb
+from tempering.v1 import hardening_pb2_grpc as pb_grpc
+
+from service.interceptor import ErrorInterceptor
+from service.jobs import Jobs
+from service.queue import CeleryJobQueue
+from service.servicer import HardeningServicer
+from service.settings import Settings
+from service.stores import Stores
+from service.uploads import Uploads
+from workers.celery_app import create_app
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HardeningService"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    jobs: Jobs
+    stores: Stores
+    health: health.HealthServicer
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Refuse new calls, give open ones ``grace`` seconds, then cancel the rest (watchers)."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.stores.close()
+
+
+def start_server(settings: Settings, celery_app: Celery | None = None) -> RunningServer:
+    stores = Stores.open(settings)
+    queue = CeleryJobQueue(celery_app or create_app(settings), settings.queue)
+    uploads = Uploads(
+        stores.artifacts,
+        stores.uploads,
+        max_bytes=settings.max_upload_bytes,
+        allow_trusted_formats=settings.allow_trusted_formats,
+    )
+    jobs = Jobs(
+        stores.jobs,
+        stores.uploads,
+        stores.artifacts,
+        queue,
+        job_time_limit=settings.job_time_limit,
+        allow_trusted_formats=settings.allow_trusted_formats,
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
+        interceptors=[ErrorInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    pb_grpc.add_HardeningServiceServicer_to_server(HardeningServicer(uploads, jobs), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(settings.grpc_address)
+    except RuntimeError as exc:
+        stores.close()
+        raise OSError(f"cannot listen on {settings.grpc_address}: {exc}") from exc
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on %s (port %d)", SERVICE_NAME, settings.grpc_address, port)
+    return RunningServer(server, port, jobs, stores, health_servicer)

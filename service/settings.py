@@ -1,0 +1,178 @@
+"""The one settings object of the server and the workers.
+
+Read once, at the entry point, from ``TEMPERING_*`` environment variables, then overridden by
+command-line flags; everything below the entry point receives a :class:`Settings` and never reads
+the environment itself. Every field has one variable and one flag, listed in :data:`FIELDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TEMPERING_"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    """Where the single-machine defaults keep their files (job store, broker, artifacts)."""
+    artifact_dir: Path
+    database_url: str
+    broker_url: str
+    grpc_address: str = "127.0.0.1:50051"
+    grpc_threads: int = 32
+    """Server threads; every open WatchJob stream holds one."""
+    max_upload_bytes: int = 10 * GiB
+    allow_trusted_formats: bool = False
+    visibility_timeout: int = 6 * 3600
+    """Seconds Redis waits before handing an unacknowledged job to another worker."""
+    job_time_limit: int = 5 * 3600
+    """Longest a job may run; it must stay below the visibility timeout."""
+    max_attempts: int = 3
+    """How often a job is started again after its worker was lost before it fails."""
+    queue: str = "tempering.gpu"
+    table_prefix: str = "tempering_"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes <= 0:
+            raise SettingsError(f"{ENV_PREFIX}MAX_UPLOAD_BYTES must be positive")
+        if self.job_time_limit <= 0:
+            raise SettingsError(f"{ENV_PREFIX}JOB_TIME_LIMIT must be positive")
+        if self.visibility_timeout <= self.job_time_limit:
+            raise SettingsError(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout} s) must exceed"
+                f" {ENV_PREFIX}JOB_TIME_LIMIT ({self.job_time_limit} s), or Redis would hand a"
+                " running job to a second worker"
+            )
+        if self.max_attempts < 1:
+            raise SettingsError(f"{ENV_PREFIX}MAX_ATTEMPTS must be at least 1")
+        if self.grpc_threads < 2:
+            raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
+        if not self.queue:
+            raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
+
+    @property
+    def uses_local_broker(self) -> bool:
+        """True when the broker is a file on this machine (the single-machine default)."""
+        return self.broker_url.startswith(("sqla+sqlite:", "filesystem:"))
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], args: argparse.Namespace | None = None) -> Settings:
+        """Environment first, flags over it, defaults for the rest."""
+        raw: dict[str, str] = {}
+        for spec in FIELDS:
+            if (value := environ.get(spec.env)) not in (None, ""):
+                raw[spec.name] = str(value)
+            flagged = getattr(args, spec.name, None) if args is not None else None
+            if flagged is not None:
+                raw[spec.name] = str(flagged)
+        values: dict[str, Any] = {}
+        for spec in FIELDS:
+            if spec.name in raw:
+                try:
+                    values[spec.name] = spec.parse(raw[spec.name])
+                except ValueError as exc:
+                    raise SettingsError(f"{spec.env}={raw[spec.name]!r}: {exc}") from exc
+        state_dir = Path(values.pop("state_dir", None) or default_state_dir(environ))
+        values.setdefault("artifact_dir", state_dir / "artifacts")
+        values.setdefault("database_url", f"sqlite:///{state_dir / 'jobs.sqlite'}")
+        values.setdefault("broker_url", f"sqla+sqlite:///{state_dir / 'broker.sqlite'}")
+        return cls(state_dir=state_dir, **values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make another process (a local worker) load these same settings."""
+        return {spec.env: _render(getattr(self, spec.name)) for spec in FIELDS}
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tempering"
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_size(value: str) -> int:
+    """Bytes, optionally with a K/M/G/T suffix (binary units): ``512M``, ``10G``."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    for suffix, factor in (("K", 1024), ("M", MiB), ("G", GiB), ("T", 1024 * GiB)):
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], factor
+            break
+    return int(float(text) * scale)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("state_dir", Path, "directory of the single-machine defaults"),
+    FieldSpec("artifact_dir", Path, "where uploads and results are stored"),
+    FieldSpec("database_url", str, "job store URL (sqlite:///... or postgresql+psycopg://...)"),
+    FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
+    FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
+    FieldSpec("grpc_threads", int, "server threads; each open WatchJob stream holds one"),
+    FieldSpec("max_upload_bytes", _parse_size, "largest upload accepted, e.g. 10G"),
+    FieldSpec("allow_trusted_formats", _parse_bool, "accept TorchScript/torch.export uploads"),
+    FieldSpec("visibility_timeout", int, "seconds before Redis redelivers an unacked job"),
+    FieldSpec("job_time_limit", int, "longest a job may run, in seconds"),
+    FieldSpec("max_attempts", int, "starts of a job before a lost worker fails it"),
+    FieldSpec("queue", str, "Celery queue the jobs go to and workers consume"),
+    FieldSpec("table_prefix", str, "prefix of the job store's table names"),
+    FieldSpec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; a flag left out keeps the environment's value or the default."""
+    group = parser.add_argument_group("settings (flags override TEMPERING_* variables)")
+    for spec in FIELDS:
+        group.add_argument(
+            spec.flag,
+            dest=spec.name,
+            default=None,
+            metavar="VALUE",
+            help=f"{spec.help} [{spec.env}]",
+        )
+
+
+def load_from(argv_namespace: argparse.Namespace | None = None) -> Settings:
+    """Settings of this process: its environment, then its flags."""
+    return Settings.load(os.environ, argv_namespace)

@@ -1,0 +1,48 @@
+"""Opening the stores from settings: the same wiring for the server and the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.artifacts import LocalArtifactStore
+from service.catalog import UploadCatalog
+from service.db import Database
+from service.jobstore import JobStore
+from service.runner import JobRunner, RunnerConfig
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Stores:
+    database: Database
+    jobs: JobStore
+    uploads: UploadCatalog
+    artifacts: LocalArtifactStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Stores:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        database = Database.open(settings.database_url, settings.table_prefix)
+        return cls(
+            database=database,
+            jobs=JobStore(database),
+            uploads=UploadCatalog(database),
+            artifacts=LocalArtifactStore(settings.artifact_dir),
+        )
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def build_runner(settings: Settings) -> JobRunner:
+    stores = Stores.open(settings)
+    return JobRunner(
+        stores.jobs,
+        stores.uploads,
+        stores.artifacts,
+        RunnerConfig(
+            work_dir=settings.state_dir / "work",
+            max_attempts=settings.max_attempts,
+            allow_trusted_formats=settings.allow_trusted_formats,
+        ),
+    )

@@ -1,0 +1,95 @@
+"""Receiving uploads: stream to the artifact store, enforce the size limit, verify the hash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from service.artifacts import ArtifactStore
+from service.catalog import UploadCatalog
+from service.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
+from service.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
+from workers.engine.errors import UntrustedFormat
+from workers.engine.spec import ModelFormat
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_NAME_CHARS = 300
+
+
+class Uploads:
+    def __init__(
+        self,
+        artifacts: ArtifactStore,
+        catalog: UploadCatalog,
+        *,
+        max_bytes: int,
+        allow_trusted_formats: bool,
+    ) -> None:
+        self._artifacts = artifacts
+        self._catalog = catalog
+        self._max_bytes = max_bytes
+        self._allow_trusted_formats = allow_trusted_formats
+
+    def receive(self, header: UploadHeader, chunks: Iterable[bytes]) -> UploadResult:
+        """Store the stream if it matches its header. Stops reading as soon as the stream runs
+        past the size limit or the declared size; nothing partial is ever kept."""
+        self._check_header(header)
+        with self._artifacts.new_blob() as blob:
+            for chunk in chunks:
+                blob.write(chunk)
+                if blob.size_bytes > self._max_bytes:
+                    raise UploadTooLarge(
+                        self._too_large(f"the stream passed {blob.size_bytes} bytes")
+                    )
+                if blob.size_bytes > header.size_bytes:
+                    raise IncompleteUpload(
+                        f"the stream carried more than the {header.size_bytes} bytes its header"
+                        " declared; send the file's exact size in the header"
+                    )
+            if blob.size_bytes < header.size_bytes:
+                raise IncompleteUpload(
+                    f"the stream ended after {blob.size_bytes} of the {header.size_bytes} bytes"
+                    " its header declared; upload the whole file again"
+                )
+            stored = blob.commit(expected_sha256=header.sha256)
+        artifact, already_present = self._catalog.record(
+            header.kind, header.format, stored.sha256, stored.size_bytes, header.name
+        )
+        return UploadResult(artifact, already_present)
+
+    def _check_header(self, header: UploadHeader) -> None:
+        if not _SHA256.fullmatch(header.sha256):
+            raise InvalidRequest(
+                "header.sha256 must be the lower-case hex SHA-256 of the whole file (64 characters)"
+            )
+        if header.size_bytes <= 0:
+            raise InvalidRequest("header.size_bytes must be the file's size in bytes (> 0)")
+        if header.size_bytes > self._max_bytes:
+            raise UploadTooLarge(self._too_large(f"the upload is {header.size_bytes} bytes"))
+        if len(header.name) > MAX_NAME_CHARS:
+            raise InvalidRequest(f"header.name must be at most {MAX_NAME_CHARS} characters")
+        if header.kind is UploadKind.MODEL:
+            self._check_model_format(header.format)
+        elif header.format not in {f.value for f in DatasetFormat}:
+            raise InvalidRequest("header.format must be a dataset format: npz")
+
+    def _check_model_format(self, value: str) -> None:
+        try:
+            fmt = ModelFormat(value)
+        except ValueError:
+            raise InvalidRequest(
+                "header.format must be a model format: onnx, safetensors, torchscript or"
+                " torch_export"
+            ) from None
+        if fmt.is_program and not self._allow_trusted_formats:
+            raise UntrustedFormat(
+                f"{fmt.value} models are programs that run code when loaded, and this server"
+                " accepts them only when its operator turns trusted formats on"
+                " (TEMPERING_ALLOW_TRUSTED_FORMATS); export the model to ONNX instead"
+            )
+
+    def _too_large(self, what: str) -> str:
+        return (
+            f"{what} but this server accepts at most {self._max_bytes} bytes"
+            " (its operator sets TEMPERING_MAX_UPLOAD_BYTES)"
+        )

@@ -1,0 +1,130 @@
+"""What the server checks before it queues a job, so that mistakes fail at submit time.
+
+Only onnx, onnxruntime and the engine's numpy-only data functions are used here: the server never
+imports torch and never loads TorchScript or torch.export files (those are programs; only a
+worker of an operator who turned trusted formats on loads them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx.external_data_helper import uses_external_data
+
+from workers.engine.data import Dataset, check_bounds, check_fits, load_npz
+from workers.engine.errors import InvalidData, InvalidModel, UnsupportedModel
+from workers.engine.spec import ModelFormat, ThreatModel
+
+_FLOAT = "tensor(float)"
+
+
+@dataclass(frozen=True)
+class OnnxClassifier:
+    """An ONNX model that takes one float batch and returns one float batch of class scores."""
+
+    session: ort.InferenceSession
+    input_name: str
+    sample_shape: tuple[int | None, ...]
+    """Input shape without the batch dimension; None marks a free dimension."""
+
+    def num_outputs_on(self, sample: np.ndarray) -> int:
+        try:
+            (scores,) = self.session.run(None, {self.input_name: sample})
+        except Exception as exc:
+            raise InvalidData(f"the model cannot run on the dataset's samples: {exc}") from exc
+        if scores.ndim != 2 or scores.shape[0] != sample.shape[0]:
+            raise UnsupportedModel(
+                f"the model must return class scores shaped (N, classes); it returned"
+                f" {scores.shape} for {sample.shape[0]} sample(s)"
+            )
+        return int(scores.shape[1])
+
+
+def load_onnx_classifier(path: Path) -> OnnxClassifier:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise InvalidModel(f"the file is not an ONNX model: {_first_line(exc)}") from exc
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        raise InvalidModel(
+            "the model keeps its weights in separate external-data files, which an upload"
+            " cannot carry; save it as one self-contained .onnx file (e.g. torch.onnx.export"
+            " with external_data=False, or onnx.save without save_as_external_data)"
+        )
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise InvalidModel(f"the model is not a valid ONNX file: {_first_line(exc)}") from exc
+    del model
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UnsupportedModel(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        raise UnsupportedModel(
+            f"the model must take exactly one input (a batch of samples); it takes {len(inputs)}:"
+            f" {', '.join(i.name for i in inputs)}"
+        )
+    if len(outputs) != 1:
+        raise UnsupportedModel(
+            f"the model must return exactly one output (class scores); it returns {len(outputs)}:"
+            f" {', '.join(o.name for o in outputs)}"
+        )
+    (model_input,), (model_output,) = inputs, outputs
+    for role, arg in (("input", model_input), ("output", model_output)):
+        if arg.type != _FLOAT:
+            raise UnsupportedModel(f"the model's {role} must be float32, not {arg.type}")
+    if len(model_input.shape) < 2:
+        raise UnsupportedModel(
+            f"the model's input must be a batch shaped (N, ...), not {model_input.shape}"
+        )
+    if len(model_output.shape) != 2:
+        raise UnsupportedModel(
+            f"the model's output must be class scores shaped (N, classes), not {model_output.shape}"
+        )
+    return OnnxClassifier(
+        session=session,
+        input_name=model_input.name,
+        sample_shape=tuple(_static(d) for d in model_input.shape[1:]),
+    )
+
+
+def check_job_inputs(
+    model_format: ModelFormat,
+    model_path: Path,
+    dataset_paths: Sequence[Path],
+    threat: ThreatModel,
+) -> None:
+    """Raise InvalidModel/InvalidData if the job could not run. ONNX models are loaded and run
+    on one sample of each dataset; other formats are left to the worker."""
+    classifier = load_onnx_classifier(model_path) if model_format is ModelFormat.ONNX else None
+    for path in dataset_paths:
+        dataset = load_npz(path)
+        if classifier is not None:
+            _check_fits_model(dataset, classifier)
+        check_bounds(dataset, threat.lower, threat.upper)
+
+
+def _check_fits_model(dataset: Dataset, classifier: OnnxClassifier) -> None:
+    """Shapes first (so a mismatch gets the clear message), then one real inference, whose
+    number of outputs is what the labels must fit."""
+    check_fits(dataset, classifier.sample_shape, num_classes=int(dataset.y.max()) + 1)
+    num_classes = classifier.num_outputs_on(dataset.x[:1])
+    check_fits(dataset, classifier.sample_shape, num_classes)
+
+
+def _static(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

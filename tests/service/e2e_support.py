@@ -1,0 +1,195 @@
+"""Starting real server and worker processes for the end-to-end tests, and talking to them
+with the raw generated stubs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tempering.v1 import hardening_pb2 as pb
+from tempering.v1 import hardening_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB_TIMEOUT = 240.0
+
+
+def base_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPERING_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "proto")])
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> Process:
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
+    return Process(popen, log_path)
+
+
+def wait_for_port(port_file: Path, process: Process, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            return int(port_file.read_text())
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{process.log_tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"the server did not start:\n{process.log_tail()}")
+
+
+def wait_serving(channel: grpc.Channel, timeout: float = 30.0) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=timeout)
+
+
+@dataclass
+class Stack:
+    stub: pb_grpc.HardeningServiceStub
+    server: Process
+    workers: list[Process] = field(default_factory=list)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.log_path.name}\n{p.log_tail()}" for p in [self.server, *self.workers]
+        )
+
+
+@contextlib.contextmanager
+def running_stack(
+    server_args: list[str],
+    env: Mapping[str, str],
+    folder: Path,
+    worker_args: list[str] | None = None,
+) -> Iterator[Stack]:
+    port_file = folder / "port"
+    server = spawn(
+        ["-m", "service", *server_args, "--port-file", str(port_file)], env, folder / "server.log"
+    )
+    workers = []
+    try:
+        if worker_args is not None:
+            workers.append(spawn(["-m", "workers", *worker_args], env, folder / "worker.log"))
+        port = wait_for_port(port_file, server)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            wait_serving(channel)
+            yield Stack(pb_grpc.HardeningServiceStub(channel), server, workers)
+    finally:
+        for process in [server, *workers]:
+            process.stop()
+
+
+# --- the model and the data -------------------------------------------------------------------
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def export_digits_mlp(path: Path) -> bytes:
+    """A small MLP for scikit-learn's digits, briefly trained, exported with torch.onnx."""
+    import torch
+
+    x, y = digits_arrays()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(60):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+    model.eval()
+    torch.onnx.export(
+        model,
+        (inputs[:2],),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    return path.read_bytes()
+
+
+# --- watching ---------------------------------------------------------------------------------
+
+
+def watch_to_end(
+    stub: pb_grpc.HardeningServiceStub, job_id: str, timeout: float = JOB_TIMEOUT
+) -> list[pb.JobEvent]:
+    return list(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=timeout))
+
+
+def state_changes(events: list[pb.JobEvent]) -> list[int]:
+    return [e.state for e in events if e.WhichOneof("event") == "state_changed"]
+
+
+class RssSampler:
+    """Samples a process's resident memory from /proc while a block runs."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self.samples: list[int] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.rss_bytes())
+            time.sleep(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

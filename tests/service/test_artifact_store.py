@@ -1,0 +1,84 @@
+"""The local artifact store: atomic, content-addressed writes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from service.artifacts import LocalArtifactStore
+from service.errors import ChecksumMismatch, NotFound
+
+
+def visible_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_committed_blob_is_named_by_its_sha256(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    data = b"hello " * 1000
+
+    with store.new_blob() as blob:
+        blob.write(data[:10])
+        blob.write(data[10:])
+        stored = blob.commit(expected_sha256=hashlib.sha256(data).hexdigest())
+
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.size_bytes == len(data)
+    with store.open(stored.sha256) as f:
+        assert f.read() == data
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_blob_is_invisible_until_committed_and_gone_if_abandoned(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+
+    seen_while_writing = []
+
+    def abandoned_upload() -> None:
+        with store.new_blob() as blob:
+            blob.write(b"partial")
+            seen_while_writing.extend(visible_files(tmp_path / "blobs"))
+            raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        abandoned_upload()
+
+    assert seen_while_writing == []
+    assert visible_files(tmp_path) == []
+
+
+def test_checksum_mismatch_keeps_nothing(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+
+    def upload() -> None:
+        with store.new_blob() as blob:
+            blob.write(b"actual bytes")
+            blob.commit(expected_sha256=hashlib.sha256(b"other bytes").hexdigest())
+
+    with pytest.raises(ChecksumMismatch, match="Upload again"):
+        upload()
+
+    assert visible_files(tmp_path) == []
+
+
+def test_same_bytes_twice_are_stored_once(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 3_000_000)
+
+    first = store.put_file(source)
+    second = store.put_file(source)
+
+    assert first == second
+    assert len(visible_files(tmp_path / "blobs")) == 1
+
+
+def test_unknown_blob_is_not_found(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+
+    with pytest.raises(NotFound):
+        store.open("0" * 64)
+    with pytest.raises(NotFound):
+        store.open("../../etc/passwd")

@@ -1,0 +1,87 @@
+"""End to end on the single-machine default: `python -m service` with no settings but a state
+directory starts the server and a real Celery worker on a SQLite broker file, with a SQLite job
+store; nothing else needs to run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from e2e_support import (
+    Stack,
+    base_env,
+    digits_arrays,
+    export_digits_mlp,
+    running_stack,
+    state_changes,
+    watch_to_end,
+)
+from svc_helpers import download, fgsm_spec, npz_bytes, upload_dataset, upload_model
+from tempering.v1 import hardening_pb2 as pb
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("single-machine")
+    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0"})
+    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+        yield running
+
+
+def test_default_stack_keeps_everything_in_the_state_dir(stack: Stack) -> None:
+    state = Path(stack.server.popen.args[stack.server.popen.args.index("--state-dir") + 1])
+
+    assert (state / "jobs.sqlite").is_file()
+    assert (state / "artifacts" / "blobs").is_dir()
+    assert children_of(stack.server.pid), "the server started no worker process"
+
+
+def test_hardens_a_model_on_the_local_broker(stack: Stack, tmp_path: Path) -> None:
+    x, y = digits_arrays()
+    model_id = upload_model(stack.stub, export_digits_mlp(tmp_path / "mlp.onnx"))
+    train_id = upload_dataset(stack.stub, npz_bytes(x[:400], y[:400]))
+    eval_id = upload_dataset(stack.stub, npz_bytes(x[1000:1064], y[1000:1064]))
+    spec = fgsm_spec(model_id, train_id, eval_dataset_id=eval_id)
+
+    job = stack.stub.SubmitJob(pb.SubmitJobRequest(spec=spec))
+    events = watch_to_end(stack.stub, job.id)
+
+    assert state_changes(events)[-1] == pb.JOB_STATE_SUCCEEDED, stack.logs()
+    _, model_bytes = download(stack.stub, job.id, pb.ARTIFACT_KIND_HARDENED_MODEL)
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    (scores,) = session.run(None, {session.get_inputs()[0].name: x[1000:1064]})
+    assert scores.shape == (64, 10)
+    assert np.isfinite(scores).all()
+    _, report_bytes = download(stack.stub, job.id, pb.ARTIFACT_KIND_REPORT)
+    assert "hardened" in json.loads(report_bytes)
+
+
+def test_sigterm_stops_the_server_and_its_worker(stack: Stack) -> None:
+    workers = children_of(stack.server.pid)
+
+    os.kill(stack.server.pid, signal.SIGTERM)
+    code = stack.server.popen.wait(timeout=60)
+
+    assert code == 0, stack.logs()
+    assert workers
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

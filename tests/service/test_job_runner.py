@@ -1,0 +1,199 @@
+"""The worker-side job runner with a stand-in engine: what it records for each way a job ends.
+(The real engine runs in the end-to-end tests.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.artifacts import LocalArtifactStore
+from service.catalog import UploadCatalog
+from service.db import Database
+from service.domain import JobSpec, JobState, NewJob, OutputKind, UploadKind
+from service.jobstore import JobStore
+from service.runner import JobRunner, ProgressRecorder, RunnerConfig
+from workers.engine.errors import InvalidModel
+from workers.engine.progress import ProgressEvent, Reporter
+from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
+
+REPORT = {
+    "schema_version": 1,
+    "original": {
+        "clean_accuracy": {"value": 0.9, "low": 0.85, "high": 0.93},
+        "robust_accuracy": {"value": 0.1, "low": 0.05, "high": 0.2},
+    },
+    "hardened": {
+        "clean_accuracy": {"value": 0.8, "low": 0.75, "high": 0.85},
+        "robust_accuracy": {"value": 0.5, "low": 0.4, "high": 0.6},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    model_path: Path
+    report_path: Path
+    card_path: Path
+    report: dict[str, Any]
+
+
+def finishing(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Outcome:
+    assert request.model.path.name == "model.onnx"
+    assert request.train_data.read_bytes() == b"npz bytes"
+    reporter.emit(ProgressEvent(stage="training", epoch=1, epochs=1, step=1, steps=1))
+    output_dir.mkdir()
+    files = {"hardened.onnx": b"onnx", "report.json": json.dumps(REPORT).encode(), "card.md": b"#"}
+    for name, data in files.items():
+        (output_dir / name).write_bytes(data)
+    return Outcome(
+        output_dir / "hardened.onnx", output_dir / "report.json", output_dir / "card.md", REPORT
+    )
+
+
+def looping_until_stopped(
+    request: HardeningRequest, output_dir: Path, reporter: Reporter
+) -> Outcome:
+    while True:
+        reporter.check()
+
+
+@dataclass
+class Rig:
+    store: JobStore
+    runner_for: Callable[..., JobRunner]
+    job_id: str
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "t_")
+    store, catalog = JobStore(database), UploadCatalog(database)
+    artifacts = LocalArtifactStore(tmp_path / "artifacts")
+    ids = {}
+    for kind, data, fmt in (
+        (UploadKind.MODEL, b"onnx bytes", ModelFormat.ONNX.value),
+        (UploadKind.DATASET, b"npz bytes", "npz"),
+    ):
+        with artifacts.new_blob() as blob:
+            blob.write(data)
+            stored = blob.commit()
+        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    spec = JobSpec(
+        model_id=ids[UploadKind.MODEL],
+        train_dataset_id=ids[UploadKind.DATASET],
+        training=TrainingConfig(method=Method.FGSM),
+        threat=ThreatModel(eps=0.1),
+        time_limit_seconds=60,
+    )
+    job, _ = store.create(NewJob(spec))
+    config = RunnerConfig(
+        work_dir=tmp_path / "work",
+        max_attempts=2,
+        allow_trusted_formats=False,
+        cancel_poll_interval=0.01,
+    )
+
+    def runner_for(harden: Callable[..., Any]) -> JobRunner:
+        return JobRunner(store, catalog, artifacts, config, harden=harden)
+
+    return Rig(store, runner_for, job.id)
+
+
+def test_success_records_outputs_and_headline_scores(rig: Rig) -> None:
+    state = rig.runner_for(finishing).run(rig.job_id)
+
+    job = rig.store.get(rig.job_id)
+    assert state is JobState.SUCCEEDED
+    assert job.state is JobState.SUCCEEDED
+    assert {o.kind for o in job.outputs} == set(OutputKind)
+    assert job.result is not None
+    assert job.result.hardened.robust_accuracy.value == 0.5
+    assert job.progress is not None
+    assert job.progress.stage == "training"
+
+
+def test_engine_error_fails_the_job_with_its_message(rig: Rig) -> None:
+    def invalid(*_: object) -> Outcome:
+        raise InvalidModel("the model has two inputs")
+
+    assert rig.runner_for(invalid).run(rig.job_id) is JobState.FAILED
+    assert rig.store.get(rig.job_id).reason == "the model has two inputs"
+
+
+def test_unexpected_error_fails_the_job_without_internals(rig: Rig) -> None:
+    def buggy(*_: object) -> Outcome:
+        raise KeyError("internal detail")
+
+    rig.runner_for(buggy).run(rig.job_id)
+
+    reason = rig.store.get(rig.job_id).reason
+    assert "internal error in the worker (KeyError)" in reason
+    assert "internal detail" not in reason
+
+
+def test_cancel_flag_stops_the_engine_and_cancels_the_job(rig: Rig) -> None:
+    def cancel_then_loop(
+        request: HardeningRequest, output_dir: Path, reporter: Reporter
+    ) -> Outcome:
+        rig.store.request_cancel(rig.job_id)
+        return looping_until_stopped(request, output_dir, reporter)
+
+    assert rig.runner_for(cancel_then_loop).run(rig.job_id) is JobState.CANCELLED
+    assert rig.store.get(rig.job_id).state is JobState.CANCELLED
+
+
+def test_time_limit_fails_the_job_saying_so(rig: Rig) -> None:
+    def slow(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Outcome:
+        assert reporter.time_limit_seconds == 60
+        reporter.time_limit_seconds = 1e-9
+        return looping_until_stopped(request, output_dir, reporter)
+
+    assert rig.runner_for(slow).run(rig.job_id) is JobState.FAILED
+    assert rig.store.get(rig.job_id).reason.startswith("time limit")
+
+
+def test_a_redelivered_finished_job_is_left_alone(rig: Rig) -> None:
+    rig.runner_for(finishing).run(rig.job_id)
+    before = rig.store.get(rig.job_id)
+
+    def must_not_run(*_: object) -> Outcome:
+        raise AssertionError("ran twice")
+
+    assert rig.runner_for(must_not_run).run(rig.job_id) is JobState.SUCCEEDED
+    assert rig.store.get(rig.job_id) == before
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(rig: Rig) -> None:
+    rig.store.claim(rig.job_id, max_attempts=2)
+    rig.store.claim(rig.job_id, max_attempts=2)
+
+    assert rig.runner_for(finishing).run(rig.job_id) is JobState.FAILED
+    assert "worker was lost" in rig.store.get(rig.job_id).reason
+
+
+def test_progress_is_throttled_but_milestones_always_pass(rig: Rig) -> None:
+    writes: list[ProgressEvent] = []
+    now = [0.0]
+
+    class Recording(JobStore):
+        def __init__(self) -> None:
+            pass
+
+        def record_progress(self, job_id: str, progress: Any) -> bool:
+            writes.append(progress)
+            return True
+
+    recorder = ProgressRecorder(Recording(), "job", interval=0.5, clock=lambda: now[0])
+    for step in range(1, 11):
+        now[0] += 0.1
+        recorder(ProgressEvent(stage="training", epoch=1, epochs=2, step=step, steps=20))
+    recorder(ProgressEvent(stage="evaluating"))
+    recorder.flush()
+
+    steps = [(w.stage, w.step) for w in writes]
+    assert steps == [("training", 1), ("training", 6), ("evaluating", 0)]

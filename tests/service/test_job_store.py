@@ -1,0 +1,176 @@
+"""The job store on SQLite and on the real PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.db import Database
+from service.domain import (
+    JobQuery,
+    JobSpec,
+    JobState,
+    NewJob,
+    OutputFile,
+    OutputKind,
+    Progress,
+)
+from service.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.jobstore import JobStore
+from workers.engine.spec import Method, ThreatModel, TrainingConfig
+
+
+def spec(**training: object) -> JobSpec:
+    return JobSpec(
+        model_id="model-abc",
+        train_dataset_id="dataset-def",
+        training=TrainingConfig(method=Method.FGSM, **training),  # type: ignore[arg-type]
+        threat=ThreatModel(eps=0.1),
+    )
+
+
+@pytest.fixture
+def store(database: Database) -> JobStore:
+    return JobStore(database)
+
+
+def test_created_job_reads_back_queued_with_its_spec_and_labels(store: JobStore) -> None:
+    job, created = store.create(NewJob(spec(epochs=3), labels={"team": "vision"}))
+
+    assert created
+    fetched = store.get(job.id)
+    assert fetched.state is JobState.QUEUED
+    assert fetched.spec == spec(epochs=3)
+    assert fetched.labels == {"team": "vision"}
+    assert fetched.created_at.tzinfo is not None
+    assert fetched.attempts == 0
+
+
+def test_unknown_job_is_not_found(store: JobStore) -> None:
+    with pytest.raises(NotFound):
+        store.get("missing")
+
+
+def test_list_pages_newest_first_without_overlap(store: JobStore) -> None:
+    ids = [store.create(NewJob(spec()))[0].id for _ in range(5)]
+
+    first = store.list_jobs(JobQuery(page_size=2))
+    second = store.list_jobs(JobQuery(page_size=2, after_seq=first.next_after_seq))
+    third = store.list_jobs(JobQuery(page_size=2, after_seq=second.next_after_seq))
+
+    listed = [j.id for page in (first, second, third) for j in page.jobs]
+    assert listed == ids[::-1]
+    assert third.next_after_seq is None
+
+
+def test_list_filters_by_state_and_by_every_label(store: JobStore) -> None:
+    a, _ = store.create(NewJob(spec(), labels={"team": "vision", "env": "prod"}))
+    b, _ = store.create(NewJob(spec(), labels={"team": "vision", "env": "dev"}))
+    store.create(NewJob(spec(), labels={"team": "audio"}))
+    store.request_cancel(b.id)
+
+    by_labels = store.list_jobs(JobQuery(labels={"team": "vision", "env": "prod"}))
+    by_state = store.list_jobs(JobQuery(states=frozenset({JobState.CANCELLED})))
+    by_both = store.list_jobs(
+        JobQuery(states=frozenset({JobState.QUEUED}), labels={"team": "vision"})
+    )
+
+    assert [j.id for j in by_labels.jobs] == [a.id]
+    assert [j.id for j in by_state.jobs] == [b.id]
+    assert [j.id for j in by_both.jobs] == [a.id]
+
+
+def test_progress_of_a_running_job_is_recorded_and_bumps_the_version(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+    claimed = store.claim(job.id, max_attempts=3)
+    assert claimed is not None
+
+    assert store.record_progress(job.id, Progress(stage="training", epoch=1, epochs=2, loss=0.5))
+
+    after = store.get(job.id)
+    assert after.progress is not None
+    assert (after.progress.stage, after.progress.epoch, after.progress.loss) == ("training", 1, 0.5)
+    assert after.progress.updated_at is not None
+    assert after.version > claimed.version
+
+
+def test_progress_of_a_job_that_is_not_running_is_ignored(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+
+    assert not store.record_progress(job.id, Progress(stage="training"))
+    assert store.get(job.id).progress is None
+
+
+def test_same_idempotency_key_returns_the_same_job(store: JobStore) -> None:
+    first, created_first = store.create(NewJob(spec(), idempotency_key="key-1"))
+    second, created_second = store.create(NewJob(spec(), idempotency_key="key-1"))
+
+    assert created_first
+    assert not created_second
+    assert second.id == first.id
+    assert len(store.list_jobs(JobQuery()).jobs) == 1
+
+
+def test_idempotency_key_with_different_parameters_is_refused(store: JobStore) -> None:
+    store.create(NewJob(spec(epochs=1), idempotency_key="key-1"))
+
+    with pytest.raises(AlreadyExists, match="different parameters"):
+        store.create(NewJob(spec(epochs=2), idempotency_key="key-1"))
+
+
+def test_cancelling_a_queued_job_ends_it_at_once(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+
+    cancelled = store.request_cancel(job.id)
+
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.finished_at is not None
+    assert store.claim(job.id, max_attempts=3) is None
+
+
+def test_cancelling_a_running_job_raises_its_flag(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+    store.claim(job.id, max_attempts=3)
+
+    flagged = store.request_cancel(job.id)
+
+    assert flagged.state is JobState.RUNNING
+    assert flagged.cancel_requested
+    assert store.is_cancel_requested(job.id)
+
+
+def test_a_finished_job_cannot_be_cancelled_or_finished_again(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+    store.claim(job.id, max_attempts=3)
+    output = OutputFile(OutputKind.REPORT, "a" * 64, 10)
+    assert store.finish(job.id, JobState.SUCCEEDED, outputs=[output])
+
+    assert not store.finish(job.id, JobState.FAILED, reason="late")
+    with pytest.raises(FailedPrecondition):
+        store.request_cancel(job.id)
+    final = store.get(job.id)
+    assert final.state is JobState.SUCCEEDED
+    assert final.outputs == (output,)
+
+
+def test_claim_counts_attempts_and_stops_at_the_limit(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+
+    first = store.claim(job.id, max_attempts=2)
+    second = store.claim(job.id, max_attempts=2)
+
+    assert first is not None
+    assert second is not None
+    assert (first.attempts, second.attempts) == (1, 2)
+    assert second.started_at == first.started_at
+    assert store.claim(job.id, max_attempts=2) is None
+
+
+def test_requeue_interrupted_puts_running_jobs_back_in_order(store: JobStore) -> None:
+    queued, _ = store.create(NewJob(spec()))
+    running, _ = store.create(NewJob(spec()))
+    done, _ = store.create(NewJob(spec()))
+    store.claim(running.id, max_attempts=3)
+    store.request_cancel(done.id)
+
+    assert store.requeue_interrupted() == [queued.id, running.id]
+    assert store.get(running.id).state is JobState.QUEUED

@@ -1,0 +1,112 @@
+"""The Celery application: one queue, one job at a time per worker process, acks after the job.
+
+Settings fit hour-long GPU jobs: a message is acknowledged only when its job has ended
+(``task_acks_late``), a worker takes one message at a time (``worker_prefetch_multiplier=1``),
+a job whose worker process died goes back to the queue (``task_reject_on_worker_lost``), and
+Redis waits ``visibility_timeout`` seconds (longer than any job may run) before it hands an
+unacknowledged message to another worker. The job's state lives in the job store, not in a
+Celery result backend.
+
+``celery -A workers.celery_app worker`` finds :data:`app`, built from ``TEMPERING_*`` variables
+the first time it is asked for; :func:`worker_main` does the same with command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from service.settings import Settings, SettingsError, add_settings_arguments
+
+RUN_JOB_TASK = "tempering.run_job"
+SETTINGS_KEY = "tempering_settings"
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("tempering", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_default_queue=settings.queue,
+        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+        worker_redirect_stdouts=False,
+        **{SETTINGS_KEY: settings},
+    )
+    return app
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Options differ per transport: kombu's SQLAlchemy transport hands its options to
+    ``create_engine``, where Redis's ``visibility_timeout`` would be an error."""
+    if settings.broker_url.startswith("sqla+"):
+        return {"connect_args": {"timeout": 30}}
+    return {"visibility_timeout": settings.visibility_timeout}
+
+
+def settings_of(app: Celery) -> Settings:
+    settings = app.conf.get(SETTINGS_KEY)
+    if not isinstance(settings, Settings):
+        raise RuntimeError("this Celery app was not made by workers.celery_app.create_app")
+    return settings
+
+
+def worker_command(settings: Settings, hostname: str | None = None) -> list[str]:
+    """Arguments after ``celery -A workers.celery_app`` that start one worker process."""
+    command = [
+        "worker",
+        "--queues",
+        settings.queue,
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        settings.log_level,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        command += ["--hostname", hostname]
+    return command
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """Run one worker (``python -m workers``, ``temper worker``). Start one per GPU."""
+    parser = argparse.ArgumentParser(
+        prog="tempering-worker", description="Run a Tempering hardening worker."
+    )
+    add_settings_arguments(parser)
+    parser.add_argument("--hostname", help="Celery node name, e.g. gpu0@%%h")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(os.environ, args)
+    except SettingsError as exc:
+        print(f"tempering: {exc}", file=sys.stderr)
+        return 2
+    create_app(settings).worker_main(argv=worker_command(settings, args.hostname))
+    return 0
+
+
+@functools.cache
+def _app_from_environment() -> Celery:
+    return create_app(Settings.load(os.environ))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
