@@ -1,0 +1,332 @@
+"""``temper harden``: harden a model in this process (``--local``) or on a server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from client import scores_table
+from client.commands.common import (
+    SERVER_ENV,
+    UsageError,
+    add_connection_arguments,
+    connect,
+    float_list,
+    info,
+    label,
+    labels_dict,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_json,
+    server_address,
+)
+from client.domain import (
+    EvaluationSuite,
+    HardeningOutcome,
+    HardeningParams,
+    JobEvent,
+    Method,
+    ModelFormat,
+    Norm,
+    format_from_suffix,
+)
+from client.exit_codes import HELP as EXIT_CODES_HELP
+from client.exit_codes import ExitCode
+from client.job_format import outcome_json
+from client.local_run import harden_locally
+from client.progress_display import choose_display
+from client.sdk import EventCallback
+
+TRUSTED_FORMATS_ENV = "TEMPERING_ALLOW_TRUSTED_FORMATS"
+
+DESCRIPTION = """\
+Harden a classifier against adversarial examples and score the original and the hardened
+model under the same attacks. Writes the hardened ONNX model at -o and, beside it, the report
+(STEM.report.json), the model card (STEM.model_card.md) and, with --local, the robustness
+curve (STEM.robustness_curve.png)."""
+
+EXAMPLES = """\
+examples:
+  temper harden model.onnx --data train.npz --method pgd --eps 0.1 --local -o hardened.onnx
+  temper harden model.onnx --data train.npz --eval-data test.npz --method trades --eps 0.3 \\
+      --epochs 20 --server localhost:50051 -o hardened.onnx
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "harden",
+        help="harden a model and compare it with the original",
+        description=DESCRIPTION,
+        epilog=EXAMPLES + "\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="the model: .onnx, .safetensors, .pt, .pt2")
+    parser.add_argument(
+        "--data", type=Path, required=True, metavar="TRAIN.npz", help="training data (x, y)"
+    )
+    parser.add_argument(
+        "--eval-data",
+        type=Path,
+        metavar="TEST.npz",
+        help="held-out data to score on (default: a seeded hold-out of --data)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="HARDENED.onnx", help="output model"
+    )
+    where = parser.add_argument_group(
+        "where to run", "--local, or a server: --server HOST:PORT (or TEMPERING_SERVER)"
+    )
+    where.add_argument("--local", action="store_true", help="run the engine in this process")
+    _add_threat_arguments(parser)
+    _add_training_arguments(parser)
+    _add_evaluation_arguments(parser)
+    _add_model_arguments(parser)
+    jobs = parser.add_argument_group("server jobs")
+    jobs.add_argument(
+        "--label", type=label, action="append", metavar="KEY=VALUE", help="label the job"
+    )
+    jobs.add_argument("--idempotency-key", metavar="KEY", help="submit at most once per key")
+    add_connection_arguments(parser, top_level=False)
+    parser.set_defaults(handler=run)
+
+
+def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("threat model")
+    group.add_argument(
+        "--eps", type=positive_float, required=True, help="radius of the attacker's norm ball"
+    )
+    group.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value)
+    group.add_argument(
+        "--lower",
+        type=float_list,
+        default=(),
+        metavar="V[,V...]",
+        help="lowest valid input: one value or one per channel (default 0)",
+    )
+    group.add_argument(
+        "--upper",
+        type=float_list,
+        default=(),
+        metavar="V[,V...]",
+        help="highest valid input: one value or one per channel (default 1)",
+    )
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("hardening (0 or absent = the engine's default)")
+    group.add_argument(
+        "--method", choices=[m.value for m in Method], default=Method.PGD.value, help="default pgd"
+    )
+    group.add_argument("--epochs", type=positive_int, default=0, help="default 10")
+    group.add_argument("--batch-size", type=positive_int, default=0, help="default 128")
+    group.add_argument("--learning-rate", type=positive_float, default=0.0)
+    group.add_argument(
+        "--from-scratch", action="store_true", help="train fresh weights instead of fine-tuning"
+    )
+    group.add_argument(
+        "--attack-steps", type=positive_int, default=0, help="pgd, trades: attack steps (10)"
+    )
+    group.add_argument(
+        "--step-size", type=non_negative_float, default=0.0, help="pgd, fgsm, trades: step size"
+    )
+    group.add_argument(
+        "--eps-warmup-epochs",
+        type=non_negative_float,
+        default=0.0,
+        help="pgd, fgsm, trades: epochs to ramp eps up",
+    )
+    group.add_argument("--trades-beta", type=positive_float, default=0.0, help="trades (6)")
+    group.add_argument(
+        "--temperature", type=positive_float, default=0.0, help="distillation: temperature (100)"
+    )
+    group.add_argument("--seed", type=non_negative_int, default=0)
+    group.add_argument(
+        "--time-limit", type=non_negative_float, default=0.0, metavar="SECONDS", help="stop after"
+    )
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument(
+        "--suite",
+        choices=[s.value for s in EvaluationSuite],
+        default=EvaluationSuite.STANDARD.value,
+        help="standard (default) or fast (fewer iterations, for previews)",
+    )
+    group.add_argument(
+        "--eval-samples", type=positive_int, default=0, help="samples scored (default 1000)"
+    )
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--format",
+        choices=[f.value for f in ModelFormat],
+        help="model format (default: from the file's suffix)",
+    )
+    group.add_argument(
+        "--architecture", metavar="NAME", default="", help="built-in architecture of .safetensors"
+    )
+    group.add_argument("--num-classes", type=non_negative_int, default=0)
+    group.add_argument(
+        "--allow-trusted-formats",
+        action="store_true",
+        default=os.environ.get(TRUSTED_FORMATS_ENV, "").lower() in ("1", "true", "yes", "on"),
+        help="with --local: load TorchScript/torch.export files, which are programs"
+        f" [{TRUSTED_FORMATS_ENV}]",
+    )
+
+
+def bounds(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``--lower``/``--upper``; one given alone gets the default other side at its length."""
+    lower, upper = args.lower, args.upper
+    if lower and not upper:
+        upper = (1.0,) * len(lower)
+    elif upper and not lower:
+        lower = (0.0,) * len(upper)
+    return lower, upper
+
+
+def params_from(args: argparse.Namespace) -> HardeningParams:
+    lower, upper = bounds(args)
+    return HardeningParams(
+        method=Method(args.method),
+        eps=args.eps,
+        norm=Norm(args.norm),
+        lower=lower,
+        upper=upper,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        from_scratch=args.from_scratch,
+        attack_steps=args.attack_steps,
+        step_size=args.step_size,
+        eps_warmup_epochs=args.eps_warmup_epochs,
+        trades_beta=args.trades_beta,
+        temperature=args.temperature,
+        suite=EvaluationSuite(args.suite),
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+        time_limit_seconds=args.time_limit,
+        architecture=args.architecture,
+        num_classes=args.num_classes,
+    )
+
+
+def model_format_of(args: argparse.Namespace) -> ModelFormat:
+    if args.format:
+        return ModelFormat(args.format)
+    guessed = format_from_suffix(args.model)
+    if guessed is None:
+        raise UsageError(
+            f"cannot tell the format of {args.model.name} from its suffix;"
+            f" pass --format ({', '.join(f.value for f in ModelFormat)})"
+        )
+    return guessed
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    if args.local and args.server:
+        raise UsageError("choose one of --local and --server")
+    if not args.local and not server_address(args):
+        raise UsageError(
+            f"choose where to run: --local, or --server HOST:PORT (or set {SERVER_ENV})"
+        )
+    for name, path in (
+        ("model", args.model),
+        ("--data", args.data),
+        ("--eval-data", args.eval_data),
+    ):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{name}: no such file: {path}")
+    if len(args.lower) != len(args.upper) and args.lower and args.upper:
+        raise UsageError("--lower and --upper need the same number of values")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_inputs(args)
+    params = params_from(args)
+    model_format = model_format_of(args)
+    display = choose_display(quiet=args.json)
+    try:
+        if args.local:
+            outcome = _run_locally(args, params, model_format, display.show)
+        else:
+            outcome = _run_on_server(args, params, model_format, display.show)
+    finally:
+        display.close()
+    report_outcome(outcome, as_json=args.json)
+    return ExitCode.OK
+
+
+def _run_locally(
+    args: argparse.Namespace,
+    params: HardeningParams,
+    model_format: ModelFormat,
+    on_event: EventCallback,
+) -> HardeningOutcome:
+    return harden_locally(
+        args.model,
+        model_format,
+        args.data,
+        params,
+        args.output,
+        eval_data_path=args.eval_data,
+        allow_trusted_formats=args.allow_trusted_formats,
+        on_event=on_event,
+    )
+
+
+def _run_on_server(
+    args: argparse.Namespace,
+    params: HardeningParams,
+    model_format: ModelFormat,
+    on_event: EventCallback,
+) -> HardeningOutcome:
+    submitted: list[str] = []
+
+    def track(event: JobEvent) -> None:
+        if not submitted:
+            submitted.append(event.job_id)
+        on_event(event)
+
+    with connect(args) as api:
+        try:
+            return api.harden(
+                args.model,
+                args.data,
+                params,
+                output=args.output,
+                eval_data_path=args.eval_data,
+                model_format=model_format,
+                labels=labels_dict(args.label),
+                idempotency_key=args.idempotency_key,
+                on_event=track,
+            )
+        except KeyboardInterrupt:
+            if submitted:
+                info(
+                    f"\nstopped watching; job {submitted[0]} goes on on the server."
+                    f" Follow it with `temper watch {submitted[0]}`,"
+                    f" stop it with `temper cancel {submitted[0]}`."
+                )
+            raise
+
+
+def report_outcome(outcome: HardeningOutcome, *, as_json: bool) -> None:
+    if as_json:
+        print_json(outcome_json(outcome))
+        return
+    print(scores_table.render(outcome.report))
+    print()
+    print(f"hardened model: {outcome.model_path}")
+    print(f"report:         {outcome.report_path}")
+    print(f"model card:     {outcome.card_path}")
+    if outcome.plot_path:
+        print(f"curve:          {outcome.plot_path}")

@@ -1,0 +1,133 @@
+"""``temper jobs``, ``watch``, ``cancel`` and ``download``: the jobs on a server."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+from typing import Any
+
+from client.commands.common import (
+    add_connection_arguments,
+    connect,
+    info,
+    label,
+    labels_dict,
+    positive_int,
+    print_json,
+    print_json_line,
+)
+from client.domain import ArtifactKind, JobState
+from client.exit_codes import HELP as EXIT_CODES_HELP
+from client.exit_codes import ExitCode
+from client.job_format import JOB_COLUMNS, event_json, job_json, job_row, table
+from client.progress_display import choose_display
+
+
+def register(subparsers: Any) -> None:
+    common = {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+    jobs = subparsers.add_parser("jobs", help="list jobs, newest first", **common)
+    jobs.add_argument(
+        "--state",
+        type=str.upper,
+        choices=[s.value for s in JobState],
+        action="append",
+        help="only jobs in this state (repeat for several)",
+    )
+    jobs.add_argument(
+        "--label",
+        type=label,
+        action="append",
+        metavar="KEY=VALUE",
+        help="only jobs with this label (repeat: all must match)",
+    )
+    jobs.add_argument("--limit", type=positive_int, default=50, help="at most this many (50)")
+    add_connection_arguments(jobs, top_level=False)
+    jobs.set_defaults(handler=run_jobs)
+
+    watch = subparsers.add_parser(
+        "watch", help="follow a job until it ends (exit 1 if it fails)", **common
+    )
+    watch.add_argument("job_id", metavar="ID")
+    add_connection_arguments(watch, top_level=False)
+    watch.set_defaults(handler=run_watch)
+
+    cancel = subparsers.add_parser("cancel", help="cancel a job", **common)
+    cancel.add_argument("job_id", metavar="ID")
+    add_connection_arguments(cancel, top_level=False)
+    cancel.set_defaults(handler=run_cancel)
+
+    download = subparsers.add_parser(
+        "download", help="download an output of a succeeded job", **common
+    )
+    download.add_argument("job_id", metavar="ID")
+    download.add_argument(
+        "--kind",
+        choices=[k.value for k in ArtifactKind],
+        default=ArtifactKind.MODEL.value,
+        help="model (hardened ONNX, default), report (JSON) or card (Markdown)",
+    )
+    download.add_argument("-o", "--output", type=Path, required=True, metavar="PATH")
+    add_connection_arguments(download, top_level=False)
+    download.set_defaults(handler=run_download)
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    with connect(args) as api:
+        found = list(
+            itertools.islice(
+                api.iter_jobs(args.state, labels_dict(args.label), page_size=min(args.limit, 500)),
+                args.limit,
+            )
+        )
+    if args.json:
+        print_json([job_json(job) for job in found])
+    elif found:
+        print(table([job_row(job) for job in found], JOB_COLUMNS))
+    else:
+        info("no jobs")
+    return ExitCode.OK
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    display = choose_display(quiet=args.json)
+    final_state: JobState | None = None
+    reason = ""
+    with connect(args) as api:
+        try:
+            for event in api.watch(args.job_id):
+                if args.json:
+                    print_json_line(event_json(event))
+                display.show(event)
+                if event.job is not None:
+                    final_state, reason = event.job.state, event.job.reason
+        finally:
+            display.close()
+        if final_state is None or not final_state.is_terminal:
+            job = api.get(args.job_id)
+            final_state, reason = job.state, job.reason
+    if not args.json:
+        print(f"{args.job_id}: {final_state.value}" + (f" ({reason})" if reason else ""))
+    return ExitCode.OK if final_state is JobState.SUCCEEDED else ExitCode.JOB_FAILED
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    with connect(args) as api:
+        job = api.cancel(args.job_id)
+    if args.json:
+        print_json(job_json(job))
+    else:
+        pending = " (stopping)" if job.cancel_requested and not job.state.is_terminal else ""
+        print(f"{job.id}: {job.state.value}{pending}")
+    return ExitCode.OK
+
+
+def run_download(args: argparse.Namespace) -> int:
+    with connect(args) as api:
+        path = api.download(args.job_id, ArtifactKind(args.kind), args.output)
+    if args.json:
+        print_json({"job_id": args.job_id, "kind": args.kind, "path": str(path)})
+    else:
+        print(path)
+    return ExitCode.OK

@@ -1,0 +1,239 @@
+"""The SDK's own types: what callers of :class:`client.sdk.HardeningClient` see.
+
+Plain dataclasses and string enums, so that nothing outside :mod:`client.convert` touches
+protobuf. Numeric hardening parameters use 0 for "the server's default", as the API does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class JobState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Method(StrEnum):
+    DISTILLATION = "distillation"
+    PGD = "pgd"
+    FGSM = "fgsm"
+    TRADES = "trades"
+
+
+class Norm(StrEnum):
+    LINF = "linf"
+    L2 = "l2"
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    SAFETENSORS = "safetensors"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch_export"
+
+
+class EvaluationSuite(StrEnum):
+    STANDARD = "standard"
+    FAST = "fast"
+
+
+class ArtifactKind(StrEnum):
+    """The outputs of a succeeded job, named as ``temper download --kind`` spells them."""
+
+    MODEL = "model"
+    REPORT = "report"
+    CARD = "card"
+
+
+MODEL_SUFFIXES: Mapping[str, ModelFormat] = {
+    ".onnx": ModelFormat.ONNX,
+    ".safetensors": ModelFormat.SAFETENSORS,
+    ".pt": ModelFormat.TORCHSCRIPT,
+    ".ts": ModelFormat.TORCHSCRIPT,
+    ".pt2": ModelFormat.TORCH_EXPORT,
+}
+
+
+def format_from_suffix(path: Path) -> ModelFormat | None:
+    """The model format a file name suggests (``.onnx``, ``.safetensors``, ``.pt``/``.ts``,
+    ``.pt2``), or None. The server decides from the bytes; this only picks the declaration."""
+    return MODEL_SUFFIXES.get(path.suffix.lower())
+
+
+@dataclass(frozen=True)
+class HardeningParams:
+    """How to harden and how to score. Zero (or empty) numeric fields take the server's default;
+    method-specific fields are ignored by the other methods."""
+
+    method: Method
+    eps: float
+    norm: Norm = Norm.LINF
+    lower: tuple[float, ...] = ()
+    """Input domain: one value, or one per channel/feature; empty means [0, 1]."""
+    upper: tuple[float, ...] = ()
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    from_scratch: bool = False
+    select_best_robust: bool | None = None
+    validation_size: int | None = None
+    attack_steps: int = 0
+    """PGD and TRADES."""
+    step_size: float = 0.0
+    """PGD, FGSM and TRADES."""
+    eps_warmup_epochs: float = 0.0
+    """PGD, FGSM and TRADES."""
+    trades_beta: float = 0.0
+    temperature: float = 0.0
+    """Distillation."""
+    hard_label_weight: float = 0.0
+    """Distillation."""
+    teacher_epochs: int = 0
+    """Distillation."""
+    suite: EvaluationSuite = EvaluationSuite.STANDARD
+    eval_samples: int = 0
+    seed: int = 0
+    time_limit_seconds: float = 0.0
+    architecture: str = ""
+    """Built-in architecture of safetensors weights."""
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", Method(self.method))
+        object.__setattr__(self, "norm", Norm(self.norm))
+        object.__setattr__(self, "suite", EvaluationSuite(self.suite))
+        object.__setattr__(self, "lower", tuple(float(v) for v in self.lower))
+        object.__setattr__(self, "upper", tuple(float(v) for v in self.upper))
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    model_id: str
+    train_dataset_id: str
+    params: HardeningParams
+    eval_dataset_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str = ""
+    """loading, teacher, training, evaluating, exporting or done."""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    clean_accuracy: float | None = None
+    robust_accuracy: float | None = None
+    eta_seconds: float | None = None
+    message: str = ""
+    updated_at: datetime | None = None
+
+    @property
+    def is_epoch_end(self) -> bool:
+        """The engine reports a finished epoch without a step count."""
+        return self.epoch > 0 and self.step == 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An accuracy with its 95% confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    clean_accuracy: Interval
+    robust_accuracy: Interval
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    original: Scores
+    hardened: Scores
+
+
+@dataclass(frozen=True)
+class OutputArtifact:
+    kind: ArtifactKind
+    filename: str
+    size_bytes: int
+    sha256: str
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    spec: JobSpec | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    progress: Progress | None = None
+    reason: str = ""
+    """Why the job failed, or what stopped it."""
+    cancel_requested: bool = False
+    attempts: int = 0
+    outputs: tuple[OutputArtifact, ...] = ()
+    result: ResultSummary | None = None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One message of a watch stream: a snapshot of the job (first, and on every state change)
+    or a progress update."""
+
+    job_id: str
+    state: JobState
+    time: datetime | None = None
+    job: Job | None = None
+    progress: Progress | None = None
+
+    @property
+    def is_state_change(self) -> bool:
+        return self.job is not None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    next_page_token: str = ""
+    """Empty on the last page."""
+
+
+@dataclass(frozen=True)
+class HardeningOutcome:
+    """Where a finished hardening run put its files, and the report they hold."""
+
+    model_path: Path
+    report_path: Path
+    card_path: Path
+    plot_path: Path | None
+    """Written by ``--local`` runs; the server does not serve the plot."""
+    report: dict[str, Any]
+    job: Job | None = None
+    """The server's job, or None for a run in this process."""

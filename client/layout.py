@@ -1,0 +1,43 @@
+"""Where a hardening run puts its files: the ONNX model at the path the user chose, the rest
+beside it under the same stem (``hardened.onnx`` -> ``hardened.report.json``,
+``hardened.model_card.md``, ``hardened.robustness_curve.png``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.domain import ArtifactKind
+
+ENGINE_PLOT_NAME = "robustness_curve.png"
+"""The name the engine's model card uses to link the plot."""
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    model: Path
+    report: Path
+    card: Path
+    plot: Path
+
+    @classmethod
+    def beside(cls, model_path: Path) -> OutputLayout:
+        stem, folder = model_path.stem, model_path.parent
+        return cls(
+            model=model_path,
+            report=folder / f"{stem}.report.json",
+            card=folder / f"{stem}.model_card.md",
+            plot=folder / f"{stem}.{ENGINE_PLOT_NAME}",
+        )
+
+    def path_for(self, kind: ArtifactKind) -> Path:
+        return {
+            ArtifactKind.MODEL: self.model,
+            ArtifactKind.REPORT: self.report,
+            ArtifactKind.CARD: self.card,
+        }[kind]
+
+
+def relink_plot(card_text: str, plot_path: Path) -> str:
+    """Point the card's image link at the plot's new name."""
+    return card_text.replace(f"]({ENGINE_PLOT_NAME})", f"]({plot_path.name})")

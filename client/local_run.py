@@ -1,0 +1,160 @@
+"""``temper harden --local``: run the hardening engine in this process.
+
+The engine (torch, onnx, matplotlib) is imported inside :func:`harden_locally` only, so that the
+client installs and imports without the worker extra. Engine errors leave as the same
+:mod:`client.errors` types the server path raises, so both paths share their exit codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from client.domain import (
+    HardeningOutcome,
+    HardeningParams,
+    JobEvent,
+    JobState,
+    ModelFormat,
+    Progress,
+)
+from client.errors import InvalidInput, JobFailed, MissingExtra
+from client.layout import OutputLayout, relink_plot
+
+LOCAL_JOB_ID = "local"
+_PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Progress) if f.name != "updated_at")
+PROGRESS_INTERVAL_SECONDS = 0.2
+
+WORKER_EXTRA_MESSAGE = (
+    "--local runs the hardening engine in this process and needs its dependencies:"
+    " install tempering[worker] (pip install 'tempering[worker]')"
+)
+
+
+def harden_locally(
+    model_path: Path,
+    model_format: ModelFormat,
+    data_path: Path,
+    params: HardeningParams,
+    output: Path,
+    *,
+    eval_data_path: Path | None = None,
+    allow_trusted_formats: bool = False,
+    on_event: Callable[[JobEvent], None] | None = None,
+) -> HardeningOutcome:
+    """Harden in this process; the files land where :class:`OutputLayout` puts them."""
+    engine_errors, pipeline, progress_module = _engine("errors", "pipeline", "progress")
+
+    def forward(event: Any) -> None:
+        if on_event is not None:
+            progress = Progress(**{name: getattr(event, name) for name in _PROGRESS_FIELDS})
+            on_event(JobEvent(job_id=LOCAL_JOB_ID, state=JobState.RUNNING, progress=progress))
+
+    request = engine_request(model_path, model_format, data_path, eval_data_path, params)
+    request = dataclasses.replace(request, allow_trusted_formats=allow_trusted_formats)
+    layout = OutputLayout.beside(output)
+    layout.model.parent.mkdir(parents=True, exist_ok=True)
+    reporter = progress_module.Reporter(
+        callback=forward,
+        time_limit_seconds=params.time_limit_seconds,
+        min_interval_seconds=PROGRESS_INTERVAL_SECONDS,
+    )
+    with tempfile.TemporaryDirectory(prefix=".temper-", dir=layout.model.parent) as work:
+        try:
+            result = pipeline.harden(request, Path(work), reporter)
+        except (
+            engine_errors.InvalidModel,
+            engine_errors.InvalidData,
+            engine_errors.InvalidParameter,
+            engine_errors.UntrustedFormat,
+        ) as error:
+            raise InvalidInput(str(error)) from error
+        except engine_errors.Cancelled as error:
+            raise JobFailed(f"the run stopped: {error}", cancelled=True) from error
+        except engine_errors.TemperingError as error:
+            raise JobFailed(f"the run failed: {error}") from error
+        shutil.move(result.model_path, layout.model)
+        shutil.move(result.report_path, layout.report)
+        shutil.move(result.plot_path, layout.plot)
+        layout.card.write_text(relink_plot(result.card_path.read_text(), layout.plot))
+    return HardeningOutcome(
+        model_path=layout.model,
+        report_path=layout.report,
+        card_path=layout.card,
+        plot_path=layout.plot,
+        report=result.report,
+    )
+
+
+def engine_request(
+    model_path: Path,
+    model_format: ModelFormat,
+    data_path: Path,
+    eval_data_path: Path | None,
+    params: HardeningParams,
+) -> Any:
+    """The engine's ``HardeningRequest`` for ``params``; zero values keep the engine's defaults,
+    as the server does."""
+    (spec,) = _engine("spec")
+
+    threat = _given(
+        norm=spec.Norm(params.norm.value),
+        eps=params.eps,
+        lower=params.lower,
+        upper=params.upper,
+    )
+    training = _given(
+        method=spec.Method(params.method.value),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        from_scratch=params.from_scratch,
+        attack_steps=params.attack_steps,
+        step_size=params.step_size,
+        eps_warmup_epochs=params.eps_warmup_epochs,
+        trades_beta=params.trades_beta,
+        temperature=params.temperature,
+        hard_label_weight=params.hard_label_weight,
+        teacher_epochs=params.teacher_epochs,
+        select_best_robust=params.select_best_robust,
+        validation_size=params.validation_size,
+    )
+    evaluation = _given(suite=spec.EvaluationSuite(params.suite.value), samples=params.eval_samples)
+    return spec.HardeningRequest(
+        model=spec.ModelSource(
+            path=model_path,
+            format=spec.ModelFormat(model_format.value),
+            architecture=params.architecture,
+            num_classes=params.num_classes,
+        ),
+        train_data=data_path,
+        eval_data=eval_data_path,
+        threat=spec.ThreatModel(**threat),
+        training=spec.TrainingConfig(**training),
+        evaluation=spec.EvaluationConfig(**evaluation),
+        seed=params.seed,
+        time_limit_seconds=params.time_limit_seconds,
+    )
+
+
+def _engine(*modules: str) -> list[Any]:
+    """Modules of ``workers.engine``, imported now: only ``--local`` needs torch."""
+    try:
+        return [importlib.import_module(f"workers.engine.{name}") for name in modules]
+    except ImportError as error:
+        raise MissingExtra(f"{WORKER_EXTRA_MESSAGE} ({error})") from error
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values the caller set: drops None, zeros and empty tuples (the API's "default").
+    ``False`` is kept, so a switched-off flag reaches the engine."""
+    return {
+        name: value
+        for name, value in values.items()
+        if value is not None and value != () and (isinstance(value, bool) or value != 0)
+    }

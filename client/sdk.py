@@ -1,0 +1,376 @@
+"""Python SDK of the Tempering service.
+
+>>> from client import HardeningClient
+>>> with HardeningClient("localhost:50051") as api:
+...     outcome = api.harden("model.onnx", "train.npz", method="pgd", eps=0.1,
+...                          output="hardened.onnx")
+
+Every method raises a :class:`client.errors.ClientError` subclass on failure, never a raw
+:class:`grpc.RpcError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from tempering.v1 import hardening_pb2_grpc
+
+from client import convert
+from client.domain import (
+    ArtifactKind,
+    HardeningOutcome,
+    HardeningParams,
+    Job,
+    JobEvent,
+    JobPage,
+    JobSpec,
+    JobState,
+    ModelFormat,
+    format_from_suffix,
+)
+from client.errors import (
+    ConnectionFailed,
+    IntegrityError,
+    JobFailed,
+    WaitTimeout,
+    translated,
+    translated_stream,
+)
+from client.layout import OutputLayout
+from client.transfer import FileDigest, digest_file, read_chunks, write_verified
+
+EventCallback = Callable[[JobEvent], None]
+WATCH_RECONNECTS = 5
+"""Times ``wait`` re-opens a watch stream the server dropped before giving up."""
+RESUBSCRIBE_PAUSE_SECONDS = 1.0
+"""Pause before ``wait`` watches again a stream that ended before the job did."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the channel. Without files, the system's root certificates verify the server."""
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_cert),
+            private_key=read(self.client_key),
+            certificate_chain=read(self.client_cert),
+        )
+
+
+class HardeningClient:
+    """A connection to one Tempering server.
+
+    ``tls``: None or False for a plaintext channel, True for TLS with the system's roots, a
+    :class:`TlsConfig`, or ready-made :class:`grpc.ChannelCredentials`. ``api_key`` travels as
+    ``authorization: Bearer <key>`` metadata. ``timeout`` bounds each short call in seconds; the
+    streams (uploads, downloads, watching) are bounded only by their own arguments.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        tls: bool | TlsConfig | grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
+        self._channel = _open_channel(target, tls)
+        self._stub = hardening_pb2_grpc.HardeningServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> HardeningClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -----------------------------------------------------------------------------------------
+    # Uploads
+
+    @translated
+    def upload_model(
+        self, path: str | os.PathLike[str], format: ModelFormat | str | None = None
+    ) -> str:
+        """Upload a model file and return its artifact id. ``format`` defaults to the one the
+        file's suffix names (.onnx, .safetensors, .pt, .pt2)."""
+        path = Path(path)
+        model_format = ModelFormat(format) if format else format_from_suffix(path)
+        if model_format is None:
+            raise ValueError(
+                f"cannot tell the format of {path.name} from its suffix; pass format= one of"
+                f" {[f.value for f in ModelFormat]}"
+            )
+        messages = convert.model_upload_requests(
+            path.name, model_format, digest_file(path), read_chunks(path)
+        )
+        return convert.upload_id(self._stub.UploadModel(messages, metadata=self._metadata))
+
+    @translated
+    def upload_dataset(self, path: str | os.PathLike[str]) -> str:
+        """Upload an .npz archive holding ``x`` (inputs) and ``y`` (integer labels)."""
+        path = Path(path)
+        messages = convert.dataset_upload_requests(path.name, digest_file(path), read_chunks(path))
+        return convert.upload_id(self._stub.UploadDataset(messages, metadata=self._metadata))
+
+    # -----------------------------------------------------------------------------------------
+    # Jobs
+
+    @translated
+    def submit(
+        self,
+        model_id: str,
+        train_dataset_id: str,
+        params: HardeningParams | None = None,
+        *,
+        eval_dataset_id: str | None = None,
+        idempotency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        **param_fields: Any,
+    ) -> Job:
+        """Queue a hardening job. Give the parameters as a :class:`HardeningParams`, as keyword
+        arguments named like its fields (``method="pgd", eps=0.1, epochs=5``), or both (the
+        keywords override). Returns the job in state QUEUED."""
+        spec = JobSpec(
+            model_id=model_id,
+            train_dataset_id=train_dataset_id,
+            eval_dataset_id=eval_dataset_id,
+            params=_params(params, param_fields),
+        )
+        request = convert.submit_request(spec, idempotency_key, labels)
+        return convert.job(self._stub.SubmitJob(request, **self._call_options()))
+
+    @translated
+    def get(self, job_id: str) -> Job:
+        return convert.job(self._stub.GetJob(convert.get_request(job_id), **self._call_options()))
+
+    @translated
+    def list(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        label: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> JobPage:
+        """One page of jobs, newest first: only those in one of ``state`` and carrying every
+        ``label``. ``page_size`` 0 lets the server choose; pass ``next_page_token`` on."""
+        request = convert.list_request(_states(state), label, page_size, page_token)
+        return convert.job_page(self._stub.ListJobs(request, **self._call_options()))
+
+    def iter_jobs(
+        self,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        label: Mapping[str, str] | None = None,
+        page_size: int = 0,
+    ) -> Iterator[Job]:
+        """Every matching job, newest first, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list(state, label, page_size, token)
+            yield from page.jobs
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    @translated
+    def cancel(self, job_id: str) -> Job:
+        """Ask the job to stop. A queued job is CANCELLED at once; a running one soon after (the
+        returned job then has ``cancel_requested`` set)."""
+        request = convert.cancel_request(job_id)
+        return convert.job(self._stub.CancelJob(request, **self._call_options()))
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobEvent]:
+        """The job's events: its current state first, then every state change and progress
+        update; the iterator ends after a terminal state."""
+        stream = self._stub.WatchJob(
+            convert.watch_request(job_id), metadata=self._metadata, timeout=timeout
+        )
+        try:
+            for message in translated_stream(stream):
+                yield convert.job_event(message)
+        finally:
+            stream.cancel()
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Job:
+        """Block until the job reaches a terminal state and return it, whatever that state is.
+
+        Re-opens the watch stream if the server drops it. Raises :class:`WaitTimeout` after
+        ``timeout`` seconds (the job goes on). ``on_event`` sees every event as it arrives.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reconnects = 0
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            try:
+                for event in self.watch(job_id, timeout=remaining):
+                    reconnects = 0
+                    if on_event is not None:
+                        on_event(event)
+                    if event.job is not None and event.job.state.is_terminal:
+                        return event.job
+            except ConnectionFailed as error:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(
+                        f"job {job_id} did not finish within {timeout:g} s; it goes on",
+                        error.code,
+                    ) from error
+                if error.code is not grpc.StatusCode.UNAVAILABLE or reconnects >= WATCH_RECONNECTS:
+                    raise
+                reconnects += 1
+                time.sleep(min(2.0**reconnects, 15.0))
+                continue
+            job = self.get(job_id)
+            if job.state.is_terminal:
+                return job
+            time.sleep(RESUBSCRIBE_PAUSE_SECONDS)
+
+    # -----------------------------------------------------------------------------------------
+    # Downloads
+
+    @translated
+    def download(
+        self, job_id: str, kind: ArtifactKind | str, dest_path: str | os.PathLike[str]
+    ) -> Path:
+        """Save one output of a succeeded job at ``dest_path``. The file appears only after
+        its size and SHA-256 match what the server announced (:class:`IntegrityError` if not)."""
+        request = convert.download_request(job_id, ArtifactKind(kind))
+        stream = self._stub.DownloadArtifact(request, metadata=self._metadata)
+        try:
+            header = convert.download_header(next(stream, None))
+            if header is None:
+                raise IntegrityError(f"the server sent no header for the {kind} of job {job_id}")
+            if not header.sha256:
+                raise IntegrityError(f"the server sent no SHA-256 for the {kind} of job {job_id}")
+            return write_verified(
+                convert.download_chunks(stream),
+                Path(dest_path),
+                FileDigest(header.size_bytes, header.sha256),
+            )
+        finally:
+            stream.cancel()
+
+    # -----------------------------------------------------------------------------------------
+    # All of it
+
+    def harden(
+        self,
+        model_path: str | os.PathLike[str],
+        data_path: str | os.PathLike[str],
+        params: HardeningParams | None = None,
+        *,
+        output: str | os.PathLike[str],
+        eval_data_path: str | os.PathLike[str] | None = None,
+        model_format: ModelFormat | str | None = None,
+        labels: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+        **param_fields: Any,
+    ) -> HardeningOutcome:
+        """Upload, submit, wait, download: the hardened ONNX model at ``output``, its report and
+        model card beside it (see :class:`client.layout.OutputLayout`).
+
+        Raises :class:`JobFailed` if the job fails or is cancelled.
+        """
+        model_id = self.upload_model(model_path, format=model_format)
+        train_id = self.upload_dataset(data_path)
+        eval_id = self.upload_dataset(eval_data_path) if eval_data_path is not None else None
+        job = self.submit(
+            model_id,
+            train_id,
+            params,
+            eval_dataset_id=eval_id,
+            idempotency_key=idempotency_key,
+            labels=labels,
+            **param_fields,
+        )
+        if on_event is not None:
+            on_event(JobEvent(job_id=job.id, state=job.state, job=job))
+        final = self.wait(job.id, timeout=timeout, on_event=on_event)
+        if final.state is not JobState.SUCCEEDED:
+            raise JobFailed(
+                f"job {final.id} {final.state.value.lower()}: {final.reason or 'no reason given'}",
+                final,
+                cancelled=final.state is JobState.CANCELLED,
+            )
+        layout = OutputLayout.beside(Path(output))
+        for kind in ArtifactKind:
+            self.download(final.id, kind, layout.path_for(kind))
+        return HardeningOutcome(
+            model_path=layout.model,
+            report_path=layout.report,
+            card_path=layout.card,
+            plot_path=None,
+            report=json.loads(layout.report.read_text()),
+            job=final,
+        )
+
+    def _call_options(self) -> dict[str, Any]:
+        return {"metadata": self._metadata, "timeout": self.timeout}
+
+
+def _open_channel(
+    target: str, tls: bool | TlsConfig | grpc.ChannelCredentials | None
+) -> grpc.Channel:
+    if tls is None or tls is False:
+        return grpc.insecure_channel(target)
+    if tls is True:
+        credentials = grpc.ssl_channel_credentials()
+    elif isinstance(tls, TlsConfig):
+        credentials = tls.credentials()
+    else:
+        credentials = tls
+    return grpc.secure_channel(target, credentials)
+
+
+def _params(params: HardeningParams | None, fields: Mapping[str, Any]) -> HardeningParams:
+    unknown = set(fields) - HardeningParams.field_names()
+    if unknown:
+        raise TypeError(f"unknown hardening parameters: {sorted(unknown)}")
+    if params is None:
+        missing = {"method", "eps"} - set(fields)
+        if missing:
+            raise TypeError(f"missing hardening parameters: {sorted(missing)}")
+        return HardeningParams(**fields)
+    return dataclasses.replace(params, **fields)
+
+
+def _states(state: JobState | str | Iterable[JobState | str] | None) -> tuple[JobState, ...]:
+    if state is None:
+        return ()
+    if isinstance(state, str):
+        return (JobState(state.upper()),)
+    return tuple(JobState(s.upper()) for s in state)
