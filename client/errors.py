@@ -70,6 +70,11 @@ class WaitTimeout(ClientError, TimeoutError):
     """``wait`` gave up before the job finished; the job itself goes on."""
 
 
+class DeadlineExceeded(WaitTimeout):
+    """The overall deadline (:meth:`client.sdk.HardeningClient.deadline`, ``temper harden
+    --timeout``) passed. A job already submitted goes on unless the caller cancels it."""
+
+
 class MissingExtra(ClientError):
     """A command needs an optional part of the package that is not installed."""
 

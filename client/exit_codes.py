@@ -17,7 +17,8 @@ class ExitCode(IntEnum):
     """The server could not be reached, refused the credentials, failed, or sent a corrupt file."""
     REFUSED = 4
     """The server (or, with --local, the engine) refused the input as invalid."""
-    # 5 is kept for "the robustness gate failed".
+    GATE_FAILED = 5
+    """A robustness gate (--min-robust-accuracy, --max-clean-drop, --fail-on-masking) failed."""
     INTERRUPTED = 130
 
 
@@ -26,9 +27,11 @@ exit codes:
   0  success
   1  the job failed or was cancelled
   2  usage error: bad arguments, a missing input file, or a missing optional extra
-  3  server or connection error (unreachable, authentication, server failure, corrupt download)
+  3  server or connection error (unreachable, authentication, server failure, corrupt download),
+     or `temper harden --timeout` passed
   4  the server (or the engine, with --local) refused the input as invalid: model, data or
      parameters (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS, limits)
+  5  a robustness gate failed (--min-robust-accuracy, --max-clean-drop, --fail-on-masking)
   130 interrupted (Ctrl-C)
 """
 

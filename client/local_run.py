@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from client.domain import (
     HardeningOutcome,
     HardeningParams,
@@ -23,8 +25,9 @@ from client.domain import (
     ModelFormat,
     Progress,
 )
-from client.errors import InvalidInput, JobFailed, MissingExtra
+from client.errors import DeadlineExceeded, InvalidInput, JobFailed, MissingExtra
 from client.layout import OutputLayout, relink_plot
+from client.retry import Deadline
 
 LOCAL_JOB_ID = "local"
 _PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Progress) if f.name != "updated_at")
@@ -46,8 +49,11 @@ def harden_locally(
     eval_data_path: Path | None = None,
     allow_trusted_formats: bool = False,
     on_event: Callable[[JobEvent], None] | None = None,
+    deadline: Deadline | None = None,
 ) -> HardeningOutcome:
-    """Harden in this process; the files land where :class:`OutputLayout` puts them."""
+    """Harden in this process; the files land where :class:`OutputLayout` puts them. The run
+    stops within a training or attack step once ``deadline`` passes (:class:`DeadlineExceeded`).
+    """
     engine_errors, pipeline, progress_module = _engine("errors", "pipeline", "progress")
 
     def forward(event: Any) -> None:
@@ -64,6 +70,8 @@ def harden_locally(
         time_limit_seconds=params.time_limit_seconds,
         min_interval_seconds=PROGRESS_INTERVAL_SECONDS,
     )
+    if deadline is not None:
+        reporter.should_stop = deadline.expired
     with tempfile.TemporaryDirectory(prefix=".temper-", dir=layout.model.parent) as work:
         try:
             result = pipeline.harden(request, Path(work), reporter)
@@ -75,6 +83,11 @@ def harden_locally(
         ) as error:
             raise InvalidInput(str(error)) from error
         except engine_errors.Cancelled as error:
+            if deadline is not None and deadline.expired():
+                raise DeadlineExceeded(
+                    f"the deadline of {deadline.seconds:g} s passed; the run stopped",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ) from error
             raise JobFailed(f"the run stopped: {error}", cancelled=True) from error
         except engine_errors.TemperingError as error:
             raise JobFailed(f"the run failed: {error}") from error

@@ -16,10 +16,11 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from tempering.v1 import hardening_pb2_grpc
@@ -39,16 +40,33 @@ from client.domain import (
 )
 from client.errors import (
     ConnectionFailed,
+    DeadlineExceeded,
     IntegrityError,
     JobFailed,
     WaitTimeout,
+    from_rpc_error,
     translated,
     translated_stream,
 )
+from client.idempotency import next_idempotency_key
 from client.layout import OutputLayout
+from client.retry import (
+    DEFAULT_RETRY,
+    NO_RETRY,
+    Deadline,
+    OutOfTime,
+    RetryPolicy,
+    call_with_retry,
+    status_code,
+)
 from client.transfer import FileDigest, digest_file, read_chunks, write_verified
 
+T = TypeVar("T")
 EventCallback = Callable[[JobEvent], None]
+DEFAULT_CALL_TIMEOUT_SECONDS = 60.0
+"""Deadline of each short call (submit, get, list, cancel) unless the client is given another."""
+MAX_RESUBMISSIONS = 10
+"""How many failed jobs ``harden(..., resubmit_if_failed=True)`` steps over before giving up."""
 WATCH_RECONNECTS = 5
 """Times ``wait`` re-opens a watch stream the server dropped before giving up."""
 RESUBSCRIBE_PAUSE_SECONDS = 1.0
@@ -79,8 +97,13 @@ class HardeningClient:
 
     ``tls``: None or False for a plaintext channel, True for TLS with the system's roots, a
     :class:`TlsConfig`, or ready-made :class:`grpc.ChannelCredentials`. ``api_key`` travels as
-    ``authorization: Bearer <key>`` metadata. ``timeout`` bounds each short call in seconds; the
-    streams (uploads, downloads, watching) are bounded only by their own arguments.
+    ``authorization: Bearer <key>`` metadata. ``timeout`` bounds each short call in seconds
+    (None: no bound); the streams (uploads, downloads, watching) are bounded only by their own
+    arguments and by :meth:`deadline`.
+
+    ``retry`` says how calls that are safe to send again are retried on UNAVAILABLE and
+    DEADLINE_EXCEEDED (see :mod:`client.retry`): get, list, cancel, the uploads, the downloads,
+    and submit when it carries an idempotency key. ``NO_RETRY`` turns it off.
     """
 
     def __init__(
@@ -89,10 +112,13 @@ class HardeningClient:
         *,
         api_key: str | None = None,
         tls: bool | TlsConfig | grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
+        timeout: float | None = DEFAULT_CALL_TIMEOUT_SECONDS,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.target = target
         self.timeout = timeout
+        self.retry = retry
+        self._deadline: Deadline | None = None
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
@@ -113,6 +139,24 @@ class HardeningClient:
     ) -> None:
         self.close()
 
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[Deadline]:
+        """Bound every call made inside the ``with`` block, retries and waiting included, by
+        ``seconds`` in all; a call the deadline cuts short raises :class:`DeadlineExceeded`.
+        A job already submitted goes on: cancel it if you want it stopped. The deadline belongs
+        to the client, so do not share one client between threads while it is set.
+
+        >>> with api.deadline(3600):
+        ...     outcome = api.harden("model.onnx", "train.npz", method="pgd", eps=0.1,
+        ...                          output="hardened.onnx")
+        """
+        previous = self._deadline
+        self._deadline = Deadline.after(seconds)
+        try:
+            yield self._deadline
+        finally:
+            self._deadline = previous
+
     # -----------------------------------------------------------------------------------------
     # Uploads
 
@@ -129,17 +173,31 @@ class HardeningClient:
                 f"cannot tell the format of {path.name} from its suffix; pass format= one of"
                 f" {[f.value for f in ModelFormat]}"
             )
-        messages = convert.model_upload_requests(
-            path.name, model_format, digest_file(path), read_chunks(path)
-        )
-        return convert.upload_id(self._stub.UploadModel(messages, metadata=self._metadata))
+        digest = digest_file(path)
+
+        def attempt(timeout: float | None) -> str:
+            messages = convert.model_upload_requests(
+                path.name, model_format, digest, read_chunks(path)
+            )
+            return convert.upload_id(
+                self._stub.UploadModel(messages, metadata=self._metadata, timeout=timeout)
+            )
+
+        return self._call(f"uploading {path.name}", attempt, stream=True)
 
     @translated
     def upload_dataset(self, path: str | os.PathLike[str]) -> str:
         """Upload an .npz archive holding ``x`` (inputs) and ``y`` (integer labels)."""
         path = Path(path)
-        messages = convert.dataset_upload_requests(path.name, digest_file(path), read_chunks(path))
-        return convert.upload_id(self._stub.UploadDataset(messages, metadata=self._metadata))
+        digest = digest_file(path)
+
+        def attempt(timeout: float | None) -> str:
+            messages = convert.dataset_upload_requests(path.name, digest, read_chunks(path))
+            return convert.upload_id(
+                self._stub.UploadDataset(messages, metadata=self._metadata, timeout=timeout)
+            )
+
+        return self._call(f"uploading {path.name}", attempt, stream=True)
 
     # -----------------------------------------------------------------------------------------
     # Jobs
@@ -158,7 +216,9 @@ class HardeningClient:
     ) -> Job:
         """Queue a hardening job. Give the parameters as a :class:`HardeningParams`, as keyword
         arguments named like its fields (``method="pgd", eps=0.1, epochs=5``), or both (the
-        keywords override). Returns the job in state QUEUED."""
+        keywords override). Returns the job in state QUEUED, or, when ``idempotency_key`` was
+        used before with the same request, the job it created then, in whatever state it is.
+        Retried on transient errors only when it carries an ``idempotency_key``."""
         spec = JobSpec(
             model_id=model_id,
             train_dataset_id=train_dataset_id,
@@ -166,11 +226,19 @@ class HardeningClient:
             params=_params(params, param_fields),
         )
         request = convert.submit_request(spec, idempotency_key, labels)
-        return convert.job(self._stub.SubmitJob(request, **self._call_options()))
+        return self._call(
+            "submitting the job",
+            lambda timeout: convert.job(self._stub.SubmitJob(request, **self._options(timeout))),
+            retry=bool(idempotency_key),
+        )
 
     @translated
     def get(self, job_id: str) -> Job:
-        return convert.job(self._stub.GetJob(convert.get_request(job_id), **self._call_options()))
+        request = convert.get_request(job_id)
+        return self._call(
+            f"getting job {job_id}",
+            lambda timeout: convert.job(self._stub.GetJob(request, **self._options(timeout))),
+        )
 
     @translated
     def list(
@@ -183,7 +251,12 @@ class HardeningClient:
         """One page of jobs, newest first: only those in one of ``state`` and carrying every
         ``label``. ``page_size`` 0 lets the server choose; pass ``next_page_token`` on."""
         request = convert.list_request(_states(state), label, page_size, page_token)
-        return convert.job_page(self._stub.ListJobs(request, **self._call_options()))
+        return self._call(
+            "listing jobs",
+            lambda timeout: convert.job_page(
+                self._stub.ListJobs(request, **self._options(timeout))
+            ),
+        )
 
     def iter_jobs(
         self,
@@ -205,11 +278,17 @@ class HardeningClient:
         """Ask the job to stop. A queued job is CANCELLED at once; a running one soon after (the
         returned job then has ``cancel_requested`` set)."""
         request = convert.cancel_request(job_id)
-        return convert.job(self._stub.CancelJob(request, **self._call_options()))
+        return self._call(
+            f"cancelling job {job_id}",
+            lambda timeout: convert.job(self._stub.CancelJob(request, **self._options(timeout))),
+        )
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobEvent]:
         """The job's events: its current state first, then every state change and progress
-        update; the iterator ends after a terminal state."""
+        update; the iterator ends after a terminal state. ``timeout`` (and :meth:`deadline`)
+        bound the whole stream."""
+        if self._deadline is not None:
+            timeout = self._deadline.cap(timeout)
         stream = self._stub.WatchJob(
             convert.watch_request(job_id), metadata=self._metadata, timeout=timeout
         )
@@ -228,7 +307,8 @@ class HardeningClient:
         """Block until the job reaches a terminal state and return it, whatever that state is.
 
         Re-opens the watch stream if the server drops it. Raises :class:`WaitTimeout` after
-        ``timeout`` seconds (the job goes on). ``on_event`` sees every event as it arrives.
+        ``timeout`` seconds, :class:`DeadlineExceeded` when the client's :meth:`deadline` passes
+        (the job goes on either way). ``on_event`` sees every event as it arrives.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         reconnects = 0
@@ -242,6 +322,8 @@ class HardeningClient:
                     if event.job is not None and event.job.state.is_terminal:
                         return event.job
             except ConnectionFailed as error:
+                if self._deadline is not None and self._deadline.expired():
+                    raise self._deadline_passed(f"waiting for job {job_id}") from error
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(
                         f"job {job_id} did not finish within {timeout:g} s; it goes on",
@@ -250,12 +332,12 @@ class HardeningClient:
                 if error.code is not grpc.StatusCode.UNAVAILABLE or reconnects >= WATCH_RECONNECTS:
                     raise
                 reconnects += 1
-                time.sleep(min(2.0**reconnects, 15.0))
+                self._pause(min(2.0**reconnects, 15.0))
                 continue
             job = self.get(job_id)
             if job.state.is_terminal:
                 return job
-            time.sleep(RESUBSCRIBE_PAUSE_SECONDS)
+            self._pause(RESUBSCRIBE_PAUSE_SECONDS)
 
     # -----------------------------------------------------------------------------------------
     # Downloads
@@ -265,22 +347,31 @@ class HardeningClient:
         self, job_id: str, kind: ArtifactKind | str, dest_path: str | os.PathLike[str]
     ) -> Path:
         """Save one output of a succeeded job at ``dest_path``. The file appears only after
-        its size and SHA-256 match what the server announced (:class:`IntegrityError` if not)."""
+        its size and SHA-256 match what the server announced (:class:`IntegrityError` if not).
+        A download the connection breaks is started again from its first byte."""
         request = convert.download_request(job_id, ArtifactKind(kind))
-        stream = self._stub.DownloadArtifact(request, metadata=self._metadata)
-        try:
-            header = convert.download_header(next(stream, None))
-            if header is None:
-                raise IntegrityError(f"the server sent no header for the {kind} of job {job_id}")
-            if not header.sha256:
-                raise IntegrityError(f"the server sent no SHA-256 for the {kind} of job {job_id}")
-            return write_verified(
-                convert.download_chunks(stream),
-                Path(dest_path),
-                FileDigest(header.size_bytes, header.sha256),
-            )
-        finally:
-            stream.cancel()
+
+        def attempt(timeout: float | None) -> Path:
+            stream = self._stub.DownloadArtifact(request, metadata=self._metadata, timeout=timeout)
+            try:
+                header = convert.download_header(next(stream, None))
+                if header is None:
+                    raise IntegrityError(
+                        f"the server sent no header for the {kind} of job {job_id}"
+                    )
+                if not header.sha256:
+                    raise IntegrityError(
+                        f"the server sent no SHA-256 for the {kind} of job {job_id}"
+                    )
+                return write_verified(
+                    convert.download_chunks(stream),
+                    Path(dest_path),
+                    FileDigest(header.size_bytes, header.sha256),
+                )
+            finally:
+                stream.cancel()
+
+        return self._call(f"downloading the {kind} of job {job_id}", attempt, stream=True)
 
     # -----------------------------------------------------------------------------------------
     # All of it
@@ -298,10 +389,17 @@ class HardeningClient:
         idempotency_key: str | None = None,
         on_event: EventCallback | None = None,
         timeout: float | None = None,
+        resubmit_if_failed: bool = False,
         **param_fields: Any,
     ) -> HardeningOutcome:
         """Upload, submit, wait, download: the hardened ONNX model at ``output``, its report and
-        model card beside it (see :class:`client.layout.OutputLayout`).
+        model card beside it (see :class:`client.layout.OutputLayout`). ``timeout`` bounds the
+        wait for the job; :meth:`deadline` bounds all of it.
+
+        With ``resubmit_if_failed``, an ``idempotency_key`` that names a job that already failed
+        or was cancelled (an earlier run of the same step) leads to a new job under a key
+        derived from that job's id (:func:`client.idempotency.next_idempotency_key`): running a
+        step again retries what failed, and reuses what is queued, running or succeeded.
 
         Raises :class:`JobFailed` if the job fails or is cancelled.
         """
@@ -317,6 +415,20 @@ class HardeningClient:
             labels=labels,
             **param_fields,
         )
+        for _ in range(MAX_RESUBMISSIONS if resubmit_if_failed and idempotency_key else 0):
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                break
+            assert idempotency_key is not None
+            idempotency_key = next_idempotency_key(idempotency_key, job.id)
+            job = self.submit(
+                model_id,
+                train_id,
+                params,
+                eval_dataset_id=eval_id,
+                idempotency_key=idempotency_key,
+                labels=labels,
+                **param_fields,
+            )
         if on_event is not None:
             on_event(JobEvent(job_id=job.id, state=job.state, job=job))
         final = self.wait(job.id, timeout=timeout, on_event=on_event)
@@ -338,8 +450,51 @@ class HardeningClient:
             job=final,
         )
 
-    def _call_options(self) -> dict[str, Any]:
-        return {"metadata": self._metadata, "timeout": self.timeout}
+    def _options(self, timeout: float | None) -> dict[str, Any]:
+        return {"metadata": self._metadata, "timeout": timeout}
+
+    def _call(
+        self,
+        what: str,
+        operation: Callable[[float | None], T],
+        *,
+        retry: bool = True,
+        stream: bool = False,
+    ) -> T:
+        """Run one call (``operation(timeout)``) with the client's retry policy and deadlines:
+        ``self.timeout`` per attempt of a short call, the :meth:`deadline` over everything."""
+        if self._deadline is not None and self._deadline.expired():
+            raise self._deadline_passed(what)
+        try:
+            return call_with_retry(
+                operation,
+                what=what,
+                policy=self.retry if retry else NO_RETRY,
+                call_timeout=None if stream else self.timeout,
+                deadline=self._deadline,
+            )
+        except OutOfTime as out_of_time:
+            raise self._deadline_passed(what, out_of_time.error) from out_of_time.error
+        except grpc.RpcError as error:
+            if self._deadline is not None and self._deadline.expired():
+                raise self._deadline_passed(what, error) from error
+            raise from_rpc_error(error) from error
+
+    def _deadline_passed(
+        self, what: str, last_error: grpc.RpcError | None = None
+    ) -> DeadlineExceeded:
+        seconds = self._deadline.seconds if self._deadline is not None else 0.0
+        message = f"the deadline of {seconds:g} s passed while {what}"
+        code = status_code(last_error) if last_error is not None else None
+        if last_error is not None and code not in (None, grpc.StatusCode.DEADLINE_EXCEEDED):
+            message += f" (last attempt: {code.name}: {from_rpc_error(last_error)})"
+        return DeadlineExceeded(message, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but not past the deadline (the next call then reports it)."""
+        if self._deadline is not None:
+            seconds = min(seconds, self._deadline.remaining())
+        time.sleep(seconds)
 
 
 def _open_channel(

@@ -4,6 +4,11 @@ Blobs are named by the SHA-256 of their bytes. A blob is written to a temporary 
 the way, flushed to disk and then renamed into place, so a reader never sees half a blob. The
 :class:`ArtifactStore` protocol is what an S3-compatible store would implement: the engine needs
 local paths, so :meth:`ArtifactStore.local_path` may download to a temporary file there.
+
+Every blob's name is its SHA-256, recorded again with the upload or output that refers to it,
+and it is checked whenever the bytes leave the store: :func:`verified_chunks` hashes a blob
+before a download sends anything (and again while it streams), :func:`check_sha256` before a
+worker uses an input. Bytes that changed on disk raise :class:`~service.errors.DataLoss`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from service.errors import ChecksumMismatch, NotFound
+from service.errors import ChecksumMismatch, DataLoss, NotFound
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -87,6 +92,7 @@ class _LocalBlobWriter:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self._temp_path, 0o444)
         os.replace(self._temp_path, final)
+        _fsync_directory(final.parent)
         self.committed = StoredBlob(digest, self._size)
         return self.committed
 
@@ -149,3 +155,52 @@ def read_chunks(file: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[byte
     with file:
         while chunk := file.read(chunk_bytes):
             yield chunk
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Raise DataLoss unless the file's bytes hash to ``expected``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise DataLoss(_damaged(expected, digest.hexdigest()))
+
+
+def verified_chunks(store: ArtifactStore, sha256: str) -> Iterator[bytes]:
+    """The blob's bytes for a download, checked: hashed in full before this returns (so a
+    damaged blob fails before anything is sent), and hashed again as it streams (a blob that
+    changes meanwhile ends the stream with DataLoss instead of a clean end)."""
+    with store.open(sha256) as handle:
+        digest = hashlib.sha256()
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise DataLoss(_damaged(sha256, digest.hexdigest()))
+    return _checked_stream(store.open(sha256), sha256)
+
+
+def _checked_stream(file: BinaryIO, sha256: str) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    for chunk in read_chunks(file):
+        digest.update(chunk)
+        yield chunk
+    if digest.hexdigest() != sha256:
+        raise DataLoss(_damaged(sha256, digest.hexdigest()))
+
+
+def _damaged(expected: str, actual: str) -> str:
+    return (
+        f"the stored artifact {expected} is damaged: its bytes now hash to {actual}; it is not"
+        " served. The operator should restore it from a backup (or run the job again)"
+    )
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

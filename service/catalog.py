@@ -1,7 +1,9 @@
 """Records of uploaded models and datasets, keyed by content.
 
 An upload's id is its kind and the SHA-256 of its bytes, so the same bytes uploaded twice get
-the same id and are stored once.
+the same id and are stored once. Uploads belong to tenants: a tenant reaches an upload only
+through its own row in ``upload_owners`` (see :mod:`service.tenancy_schema`), so the same bytes
+uploaded by two tenants share a blob but neither can tell nor use the other's upload.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from service.db import Database, as_utc
 from service.domain import UploadedArtifact, UploadKind, utcnow
 from service.errors import AlreadyExists, NotFound
+from service.tenancy import DEFAULT_TENANT
 
 _UPLOAD_RPC = {UploadKind.MODEL: "UploadModel", UploadKind.DATASET: "UploadDataset"}
 
@@ -27,30 +30,38 @@ class UploadCatalog:
     def __init__(self, database: Database) -> None:
         self._engine = database.engine
         self._uploads = database.tables.uploads
+        self._owners = database.tables.upload_owners
 
     def record(
-        self, kind: UploadKind, fmt: str, sha256: str, size_bytes: int, name: str
+        self,
+        kind: UploadKind,
+        fmt: str,
+        sha256: str,
+        size_bytes: int,
+        name: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[UploadedArtifact, bool]:
-        """Record an upload; returns it and whether the same bytes were recorded before."""
+        """Record an upload of ``tenant``; returns it and whether this tenant had uploaded the
+        same bytes before (what other tenants uploaded is never told)."""
         artifact_id = upload_id(kind, sha256)
-        known = self._find(artifact_id)
+        self._ensure_blob_row(artifact_id, kind, fmt, sha256, size_bytes, name)
+        known = self._find(artifact_id, tenant)
         if known is None:
             try:
                 with self._engine.begin() as conn:
                     conn.execute(
-                        self._uploads.insert().values(
-                            id=artifact_id,
-                            kind=kind.value,
+                        self._owners.insert().values(
+                            tenant=tenant,
+                            upload_id=artifact_id,
                             format=fmt,
-                            sha256=sha256,
-                            size_bytes=size_bytes,
                             name=name,
+                            size_bytes=size_bytes,
                             created_at=utcnow(),
                         )
                     )
-                return self.get(artifact_id, kind), False
+                return self.get(artifact_id, kind, tenant), False
             except IntegrityError:
-                known = self._find(artifact_id)
+                known = self._find(artifact_id, tenant)
                 if known is None:
                     raise
         if known.format != fmt:
@@ -60,8 +71,13 @@ class UploadCatalog:
             )
         return known, True
 
-    def get(self, artifact_id: str, kind: UploadKind) -> UploadedArtifact:
-        found = self._find(artifact_id)
+    def get(
+        self, artifact_id: str, kind: UploadKind, tenant: str | None = None
+    ) -> UploadedArtifact:
+        """The upload as ``tenant`` recorded it; another tenant's upload is NotFound exactly
+        like an id nobody uploaded. Without a tenant, the shared record (format and name of
+        the first upload of these bytes)."""
+        found = self._find(artifact_id, tenant)
         if found is None or found.kind is not kind:
             raise NotFound(
                 f"no {kind.value} with id {artifact_id!r}; upload it with {_UPLOAD_RPC[kind]}"
@@ -69,11 +85,62 @@ class UploadCatalog:
             )
         return found
 
-    def _find(self, artifact_id: str) -> UploadedArtifact | None:
+    def owns(self, tenant: str, kind: UploadKind, sha256: str) -> bool:
+        return self._find(upload_id(kind, sha256), tenant) is not None
+
+    def stored_bytes(self, tenant: str) -> int:
+        """Bytes of every upload the tenant holds (what its stored-bytes quota counts)."""
+        owners = self._owners
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(self._uploads).where(self._uploads.c.id == artifact_id)
-            ).first()
+            total = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(owners.c.size_bytes), 0)).where(
+                    owners.c.tenant == tenant
+                )
+            ).scalar()
+        return int(total or 0)
+
+    def _ensure_blob_row(
+        self, artifact_id: str, kind: UploadKind, fmt: str, sha256: str, size: int, name: str
+    ) -> None:
+        if self._find(artifact_id) is not None:
+            return
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    self._uploads.insert().values(
+                        id=artifact_id,
+                        kind=kind.value,
+                        format=fmt,
+                        sha256=sha256,
+                        size_bytes=size,
+                        name=name,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            if self._find(artifact_id) is None:
+                raise
+
+    def _find(self, artifact_id: str, tenant: str | None = None) -> UploadedArtifact | None:
+        uploads, owners = self._uploads, self._owners
+        if tenant is None:
+            stmt = sa.select(uploads).where(uploads.c.id == artifact_id)
+        else:
+            stmt = (
+                sa.select(
+                    uploads.c.id,
+                    uploads.c.kind,
+                    owners.c.format,
+                    uploads.c.sha256,
+                    uploads.c.size_bytes,
+                    owners.c.name,
+                    owners.c.created_at,
+                )
+                .join(owners, owners.c.upload_id == uploads.c.id)
+                .where(uploads.c.id == artifact_id, owners.c.tenant == tenant)
+            )
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
         return _upload_from_row(row) if row else None
 
 

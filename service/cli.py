@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         running = start_server(settings)
-    except OSError as exc:
+    except (OSError, SettingsError) as exc:
         print(f"tempering: {exc}", file=sys.stderr)
         return 1
     worker = None if args.no_worker else LocalWorker(settings)

@@ -163,7 +163,10 @@ def upload_response(result: UploadResult) -> pb.UploadResponse:
 
 def new_job(request: pb.SubmitJobRequest) -> NewJob:
     if not request.HasField("spec"):
-        raise InvalidRequest("spec is required")
+        raise InvalidRequest(
+            "spec is required: the job's JobSpec (model_id, train_dataset_id, training with a"
+            " method, threat_model with epsilon)"
+        )
     return NewJob(
         spec=job_spec(request.spec),
         labels=dict(request.labels),
@@ -242,6 +245,7 @@ def _threat(threat: pb.ThreatModel) -> ThreatModel:
     if threat.epsilon <= 0:
         raise InvalidRequest(
             "spec.threat_model.epsilon is required: the attacker's budget in input units (> 0)"
+            + (f", got {threat.epsilon}" if threat.epsilon else "")
         )
     return ThreatModel(
         norm=_lookup(_NORMS, threat.norm, "spec.threat_model.norm", "linf or l2"),

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import lease_schema, tenancy_schema
+
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -50,6 +52,8 @@ class Tables:
     jobs: sa.Table
     job_labels: sa.Table
     uploads: sa.Table
+    upload_owners: sa.Table
+    """Which tenant holds which upload (see :mod:`service.tenancy_schema`)."""
 
 
 def define_tables(prefix: str) -> Tables:
@@ -68,7 +72,7 @@ def define_tables(prefix: str) -> Tables:
         sa.Column("state", sa.String(16), nullable=False, index=True),
         sa.Column("spec", sa.JSON, nullable=False),
         sa.Column("labels", sa.JSON, nullable=False),
-        sa.Column("idempotency_key", sa.String(200), unique=True),
+        sa.Column("idempotency_key", sa.String(200)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True)),
@@ -80,6 +84,8 @@ def define_tables(prefix: str) -> Tables:
         sa.Column("attempts", sa.Integer, nullable=False, default=0),
         sa.Column("outputs", sa.JSON, nullable=False),
         sa.Column("result", sa.JSON),
+        *tenancy_schema.job_columns(prefix),
+        *lease_schema.job_columns(),
     )
     job_labels = sa.Table(
         f"{prefix}job_labels",
@@ -105,7 +111,8 @@ def define_tables(prefix: str) -> Tables:
         sa.Column("name", sa.String(300), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    return Tables(metadata, jobs, job_labels, uploads)
+    upload_owners = tenancy_schema.upload_owners_table(prefix, metadata, uploads)
+    return Tables(metadata, jobs, job_labels, uploads, upload_owners)
 
 
 def create_schema(engine: Engine, tables: Tables) -> None:
@@ -116,6 +123,8 @@ def create_schema(engine: Engine, tables: Tables) -> None:
     except SQLAlchemyError:
         log.info("creating the job store schema raced another process; checking again")
         tables.metadata.create_all(engine)
+    tenancy_schema.upgrade(engine, tables.jobs)
+    lease_schema.upgrade(engine, tables.jobs)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from service.tenancy import DEFAULT_TENANT
 from workers.engine.errors import InvalidParameter
 from workers.engine.spec import (
     EvaluationConfig,
@@ -272,6 +273,8 @@ class NewJob:
     spec: JobSpec
     labels: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    tenant: str = DEFAULT_TENANT
+    """Who submits it; idempotency keys are per tenant."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,7 @@ class Job:
     attempts: int = 0
     outputs: tuple[OutputFile, ...] = ()
     result: ResultSummary | None = None
+    tenant: str = DEFAULT_TENANT
 
     def output(self, kind: OutputKind) -> OutputFile | None:
         return next((o for o in self.outputs if o.kind is kind), None)

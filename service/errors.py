@@ -46,3 +46,8 @@ class IncompleteUpload(ServiceError):
 
 class Unavailable(ServiceError):
     """A backing service (the broker) cannot be reached; retrying later may succeed."""
+
+
+class DataLoss(ServiceError):
+    """Stored bytes no longer hash to the SHA-256 recorded for them (a damaged disk, a file
+    changed behind the service's back); they are never served or used."""

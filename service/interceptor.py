@@ -16,6 +16,7 @@ import grpc
 from service.errors import (
     AlreadyExists,
     ChecksumMismatch,
+    DataLoss,
     FailedPrecondition,
     IncompleteUpload,
     InvalidRequest,
@@ -45,6 +46,7 @@ STATUS_OF: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (DataLoss, grpc.StatusCode.DATA_LOSS),
 )
 
 

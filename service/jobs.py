@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from service.artifacts import ArtifactStore, read_chunks
+from service.artifacts import ArtifactStore, verified_chunks
 from service.catalog import UploadCatalog
 from service.domain import (
     Download,
@@ -30,6 +30,7 @@ from service.domain import (
 )
 from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.jobstore import JobStore
+from service.quotas import UNLIMITED, QuotaPolicy
 from service.validation import check_job_inputs
 from workers.engine.errors import InvalidParameter, UntrustedFormat
 from workers.engine.spec import ModelFormat
@@ -65,6 +66,7 @@ class Jobs:
         job_time_limit: float,
         allow_trusted_formats: bool,
         watch_poll_seconds: float = 0.25,
+        quotas: QuotaPolicy = UNLIMITED,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -73,19 +75,24 @@ class Jobs:
         self._job_time_limit = job_time_limit
         self._allow_trusted_formats = allow_trusted_formats
         self._watch_poll_seconds = watch_poll_seconds
+        self._quotas = quotas
 
-    def submit(self, new: NewJob) -> Job:
-        """Check everything the server can check, record the job and queue it."""
+    def submit(self, new: NewJob, *, tenant: str) -> Job:
+        """Check everything the server can check, record the job for ``tenant`` and queue it.
+        Every use case takes the caller's tenant and sees only that tenant's jobs and uploads;
+        another tenant's are NotFound, word for word like ids that do not exist."""
         _check_labels(new.labels)
         if new.idempotency_key is not None and len(new.idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidRequest(
                 f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
             )
-        new = dataclasses.replace(new, spec=self._with_time_limit(new.spec))
-        if new.idempotency_key and (known := self._store.find_by_key(new.idempotency_key)):
+        new = dataclasses.replace(new, spec=self._with_time_limit(new.spec), tenant=tenant)
+        if new.idempotency_key and (known := self._store.find_by_key(new.idempotency_key, tenant)):
             return self._store.same_request(known, new)
+        if self._quotas.limits_for(tenant).max_queued_jobs:
+            self._quotas.check_new_job(tenant, self._store.count_unfinished(tenant))
         new.spec.validate()
-        self._check_inputs(new.spec)
+        self._check_inputs(new.spec, tenant)
         job, created = self._store.create(new)
         if created:
             try:
@@ -104,27 +111,29 @@ class Jobs:
             self._queue.enqueue(job_id)
         return len(job_ids)
 
-    def get(self, job_id: str) -> Job:
-        return self._store.get(job_id)
+    def get(self, job_id: str, *, tenant: str) -> Job:
+        return self._store.get(job_id, tenant)
 
-    def list_jobs(self, query: JobQuery) -> JobPage:
-        return self._store.list_jobs(query)
+    def list_jobs(self, query: JobQuery, *, tenant: str) -> JobPage:
+        return self._store.list_jobs(query, tenant)
 
-    def cancel(self, job_id: str) -> Job:
-        job = self._store.request_cancel(job_id)
+    def cancel(self, job_id: str, *, tenant: str) -> Job:
+        job = self._store.request_cancel(job_id, tenant)
         if job.state is JobState.CANCELLED:
             self._queue.revoke(job_id)
         return job
 
-    def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
+    def watch(
+        self, job_id: str, is_active: Callable[[], bool], *, tenant: str
+    ) -> Iterator[JobEvent]:
         """The job as it is now, then every state change and progress update until it ends.
 
         Polls the job store (cheap: one indexed read per poll), which works the same for every
         database and for workers on other machines."""
-        return self._follow(self._store.get(job_id), is_active)
+        return self._follow(self._store.get(job_id, tenant), is_active)
 
-    def download(self, job_id: str, kind: OutputKind) -> Download:
-        job = self._store.get(job_id)
+    def download(self, job_id: str, kind: OutputKind, *, tenant: str) -> Download:
+        job = self._store.get(job_id, tenant)
         if job.state is not JobState.SUCCEEDED:
             raise FailedPrecondition(
                 f"job {job_id} is {job.state.value}; its results can be downloaded once it has"
@@ -133,7 +142,7 @@ class Jobs:
         output = job.output(kind)
         if output is None:
             raise NotFound(f"job {job_id} has no {kind.value} artifact")
-        return Download(output, read_chunks(self._artifacts.open(output.sha256)))
+        return Download(output, verified_chunks(self._artifacts, output.sha256))
 
     def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
         yield JobEvent(job)
@@ -159,11 +168,11 @@ class Jobs:
         effective = min(requested, limit) if requested > 0 else limit
         return dataclasses.replace(spec, time_limit_seconds=float(effective))
 
-    def _check_inputs(self, spec: JobSpec) -> None:
-        model = self._catalog.get(spec.model_id, UploadKind.MODEL)
-        datasets = [self._catalog.get(spec.train_dataset_id, UploadKind.DATASET)]
+    def _check_inputs(self, spec: JobSpec, tenant: str) -> None:
+        model = self._catalog.get(spec.model_id, UploadKind.MODEL, tenant)
+        datasets = [self._catalog.get(spec.train_dataset_id, UploadKind.DATASET, tenant)]
         if spec.eval_dataset_id:
-            datasets.append(self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET))
+            datasets.append(self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET, tenant))
         model_format = ModelFormat(model.format)
         if model_format.is_program and not self._allow_trusted_formats:
             raise UntrustedFormat(

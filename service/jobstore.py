@@ -31,6 +31,8 @@ from service.domain import (
     utcnow,
 )
 from service.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.leases import Leases
+from service.tenancy import DEFAULT_TENANT
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -41,10 +43,15 @@ class JobStore:
         self._jobs = database.tables.jobs
         self._labels = database.tables.job_labels
 
+    @property
+    def leases(self) -> Leases:
+        """Claiming, renewing and taking back jobs (:mod:`service.leases`)."""
+        return Leases(self._engine, self._jobs, self.get)
+
     def create(self, new: NewJob) -> tuple[Job, bool]:
         """Record a QUEUED job. Returns the job and whether it is new: a known idempotency key
         returns the job it created, and refuses different parameters."""
-        if new.idempotency_key and (known := self.find_by_key(new.idempotency_key)):
+        if new.idempotency_key and (known := self.find_by_key(new.idempotency_key, new.tenant)):
             return self.same_request(known, new), False
         job_id = uuid.uuid4().hex
         now = utcnow()
@@ -53,6 +60,7 @@ class JobStore:
                 conn.execute(
                     self._jobs.insert().values(
                         id=job_id,
+                        tenant=new.tenant,
                         state=JobState.QUEUED.value,
                         spec=new.spec.to_json(),
                         labels=dict(new.labels),
@@ -72,21 +80,26 @@ class JobStore:
                         [{"job_id": job_id, "key": k, "value": v} for k, v in new.labels.items()],
                     )
         except IntegrityError:
-            if new.idempotency_key and (known := self.find_by_key(new.idempotency_key)):
+            if new.idempotency_key and (known := self.find_by_key(new.idempotency_key, new.tenant)):
                 return self.same_request(known, new), False
             raise
         return self.get(job_id), True
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job; with ``tenant``, only if it is that tenant's (another tenant's job is
+        NotFound exactly like a job that does not exist). Without, any job (workers)."""
+        where = self._scoped(self._jobs.c.id == job_id, tenant)
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(self._jobs).where(self._jobs.c.id == job_id)).first()
+            row = conn.execute(sa.select(self._jobs).where(where)).first()
         if row is None:
             raise NotFound(f"no job with id {job_id!r}; ListJobs shows the jobs this server knows")
         return _job_from_row(row)
 
-    def list_jobs(self, query: JobQuery) -> JobPage:
+    def list_jobs(self, query: JobQuery, tenant: str | None = None) -> JobPage:
         jobs = self._jobs
         stmt = sa.select(jobs).order_by(jobs.c.seq.desc()).limit(query.page_size + 1)
+        if tenant is not None:
+            stmt = stmt.where(jobs.c.tenant == tenant)
         if query.after_seq is not None:
             stmt = stmt.where(jobs.c.seq < query.after_seq)
         if query.states:
@@ -129,21 +142,28 @@ class JobStore:
         )
         return self.get(job_id) if changed else None
 
-    def record_progress(self, job_id: str, progress: Progress) -> bool:
+    def record_progress(self, job_id: str, progress: Progress, owner: str | None = None) -> bool:
+        """Write the latest progress; with ``owner``, only while that worker holds the lease."""
         now = utcnow()
         stamped = dataclasses.replace(progress, updated_at=now)
         return self._update(
-            sa.and_(self._jobs.c.id == job_id, self._jobs.c.state == JobState.RUNNING.value),
+            _held_by(
+                self._jobs,
+                owner,
+                sa.and_(self._jobs.c.id == job_id, self._jobs.c.state == JobState.RUNNING.value),
+            ),
             progress=stamped.to_json(),
             updated_at=now,
         )
 
-    def request_cancel(self, job_id: str) -> Job:
-        """Cancel a QUEUED job at once; flag a RUNNING one for its worker to stop."""
+    def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        """Cancel a QUEUED job at once; flag a RUNNING one for its worker to stop. With
+        ``tenant``, only that tenant's job (NotFound otherwise, changing nothing)."""
         jobs = self._jobs
         now = utcnow()
+        queued = sa.and_(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value)
         cancelled = self._update(
-            sa.and_(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value),
+            self._scoped(queued, tenant),
             state=JobState.CANCELLED.value,
             reason="cancelled before it started",
             cancel_requested=True,
@@ -152,15 +172,18 @@ class JobStore:
         )
         if not cancelled:
             self._update(
-                sa.and_(
-                    jobs.c.id == job_id,
-                    jobs.c.state == JobState.RUNNING.value,
-                    sa.not_(jobs.c.cancel_requested),
+                self._scoped(
+                    sa.and_(
+                        jobs.c.id == job_id,
+                        jobs.c.state == JobState.RUNNING.value,
+                        sa.not_(jobs.c.cancel_requested),
+                    ),
+                    tenant,
                 ),
                 cancel_requested=True,
                 updated_at=now,
             )
-        job = self.get(job_id)
+        job = self.get(job_id, tenant)
         if job.state in (JobState.SUCCEEDED, JobState.FAILED):
             raise FailedPrecondition(
                 f"job {job_id} already {job.state.value}; only queued or running jobs can be"
@@ -183,40 +206,78 @@ class JobStore:
         reason: str = "",
         outputs: Iterable[OutputFile] = (),
         result: ResultSummary | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """Record a terminal state. False when the job had already finished."""
+        """Record a terminal state. False when the job had already finished (or, with
+        ``owner``, when that worker no longer holds its lease)."""
         if not state.is_terminal:
             raise ValueError(f"{state} is not a terminal state")
         now = utcnow()
         return self._update(
-            sa.and_(self._jobs.c.id == job_id, self._jobs.c.state.in_(_ACTIVE)),
+            _held_by(
+                self._jobs,
+                owner,
+                sa.and_(self._jobs.c.id == job_id, self._jobs.c.state.in_(_ACTIVE)),
+            ),
             state=state.value,
             reason=reason,
             outputs=[_output_to_json(o) for o in outputs],
             result=result.to_json() if result else None,
+            lease_owner=None,
+            lease_expires_at=None,
             finished_at=now,
             updated_at=now,
         )
 
     def requeue_interrupted(self) -> list[str]:
-        """Put RUNNING jobs back to QUEUED and return every unfinished job's id, oldest first.
+        """Put RUNNING jobs whose lease has expired back to QUEUED and return every queued
+        job's id, oldest first.
 
-        Only for a server that owns the only worker and knows it is not running (the
-        single-machine default at start-up)."""
+        For a server that owns the only worker, at start-up (the single-machine default). A
+        job whose lease is still live may be running in a worker that outlived a killed
+        server; the reconciler takes it back once that lease expires."""
         jobs = self._jobs
-        self._update(jobs.c.state == JobState.RUNNING.value, state=JobState.QUEUED.value)
+        now = utcnow()
+        self._update(
+            sa.and_(
+                jobs.c.state == JobState.RUNNING.value,
+                sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at <= now),
+            ),
+            state=JobState.QUEUED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            dispatched_at=now,
+        )
         with self._engine.connect() as conn:
             rows = conn.execute(
-                sa.select(jobs.c.id).where(jobs.c.state.in_(_ACTIVE)).order_by(jobs.c.seq)
+                sa.select(jobs.c.id)
+                .where(jobs.c.state == JobState.QUEUED.value)
+                .order_by(jobs.c.seq)
             ).all()
         return [r.id for r in rows]
 
-    def find_by_key(self, key: str) -> Job | None:
+    def find_by_key(self, key: str, tenant: str = DEFAULT_TENANT) -> Job | None:
+        """The tenant's job recorded with this idempotency key (keys are per tenant)."""
+        jobs = self._jobs
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(self._jobs).where(self._jobs.c.idempotency_key == key)
+                sa.select(jobs).where(jobs.c.idempotency_key == key, jobs.c.tenant == tenant)
             ).first()
         return _job_from_row(row) if row else None
+
+    def count_unfinished(self, tenant: str) -> int:
+        """The tenant's jobs that are queued or running (its queued-jobs quota counts these)."""
+        jobs = self._jobs
+        with self._engine.connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(jobs.c.tenant == tenant, jobs.c.state.in_(_ACTIVE))
+            ).scalar()
+        return int(count or 0)
+
+    def _scoped(self, where: Any, tenant: str | None) -> Any:
+        return where if tenant is None else sa.and_(where, self._jobs.c.tenant == tenant)
 
     @staticmethod
     def same_request(known: Job, new: NewJob) -> Job:
@@ -232,6 +293,10 @@ class JobStore:
         with self._engine.begin() as conn:
             result = conn.execute(self._jobs.update().where(where).values(**values))
         return result.rowcount > 0
+
+
+def _held_by(jobs: sa.Table, owner: str | None, where: Any) -> Any:
+    return where if owner is None else sa.and_(where, jobs.c.lease_owner == owner)
 
 
 def _output_to_json(output: OutputFile) -> dict[str, Any]:
@@ -264,4 +329,5 @@ def _job_from_row(row: Row[Any]) -> Job:
         attempts=row.attempts,
         outputs=tuple(_output_from_json(o) for o in row.outputs or ()),
         result=ResultSummary.from_json(row.result),
+        tenant=row.tenant,
     )

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.artifacts import ArtifactStore
+from service.artifacts import ArtifactStore, check_sha256
 from service.catalog import UploadCatalog
+from service.checkpoints import CheckpointFiles
 from service.domain import (
     Job,
     JobSpec,
@@ -29,8 +30,10 @@ from service.domain import (
     Progress,
     ResultSummary,
     UploadKind,
+    utcnow,
 )
 from service.jobstore import JobStore
+from service.leases import LeaseKeeper, new_owner_id
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
@@ -61,14 +64,24 @@ class HardeningOutcome(Protocol):
     def report(self) -> dict[str, Any]: ...
 
 
-HardenFunction = Callable[[HardeningRequest, Path, Reporter], HardeningOutcome]
+HardenFunction = Callable[..., HardeningOutcome]
+"""``(request, output_dir, reporter)``, plus ``checkpoint_path=`` when the runner keeps
+checkpoints (:attr:`RunnerConfig.checkpoint_dir`)."""
 
 
-def engine_harden(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Any:
+def engine_harden(
+    request: HardeningRequest,
+    output_dir: Path,
+    reporter: Reporter,
+    *,
+    checkpoint_path: Path | None = None,
+) -> Any:
     """The real engine, imported on first use so that importing this module stays torch-free."""
+    from workers.engine.checkpoint import FileCheckpointer
     from workers.engine.pipeline import harden
 
-    return harden(request, output_dir, reporter)
+    checkpointer = FileCheckpointer(checkpoint_path) if checkpoint_path is not None else None
+    return harden(request, output_dir, reporter, checkpointer=checkpointer)
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,10 @@ class RunnerConfig:
     allow_trusted_formats: bool
     progress_interval: float = 0.5
     cancel_poll_interval: float = 1.0
+    lease_timeout: float = 30.0
+    heartbeat_interval: float = 2.0
+    checkpoint_dir: Path | None = None
+    """Where jobs keep their training checkpoints (one folder per job); None: no checkpoints."""
 
 
 class ProgressRecorder:
@@ -90,11 +107,13 @@ class ProgressRecorder:
         job_id: str,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
+        owner: str | None = None,
     ) -> None:
         self._store = store
         self._job_id = job_id
         self._interval = interval
         self._clock = clock
+        self._owner = owner
         self._last: ProgressEvent | None = None
         self._last_write = float("-inf")
         self._pending: ProgressEvent | None = None
@@ -122,7 +141,12 @@ class ProgressRecorder:
     def _write(self, event: ProgressEvent, now: float) -> None:
         self._last, self._last_write, self._pending = event, now, None
         try:
-            self._store.record_progress(self._job_id, progress_from_event(event))
+            if self._owner is None:
+                self._store.record_progress(self._job_id, progress_from_event(event))
+            else:
+                self._store.record_progress(
+                    self._job_id, progress_from_event(event), owner=self._owner
+                )
         except SQLAlchemyError:
             log.warning("could not record progress of job %s", self._job_id, exc_info=True)
 
@@ -187,38 +211,67 @@ class JobRunner:
 
     def run(self, job_id: str) -> JobState:
         """Run the job if it is still to run, and return the state it ends in. Safe to call
-        again for the same job (a redelivered message): a finished job is left alone."""
-        job = self._store.claim(job_id, self._config.max_attempts)
+        again for the same job (a redelivered or duplicate message): a finished job, or one
+        that another worker holds a live lease on, is left alone.
+
+        While the job runs, a :class:`~service.leases.LeaseKeeper` renews its lease; if the
+        lease is lost (taken over after this worker looked dead), the engine stops at the next
+        batch and nothing is recorded: the job belongs to whoever holds it now."""
+        owner = new_owner_id()
+        leases = self._store.leases
+        job = leases.claim(
+            job_id,
+            owner,
+            max_attempts=self._config.max_attempts,
+            lease_seconds=self._config.lease_timeout,
+        )
         if job is None:
             return self._not_claimed(job_id)
-        log.info("job %s: attempt %d started", job_id, job.attempts)
-        recorder = ProgressRecorder(self._store, job_id, self._config.progress_interval)
+        log.info("job %s: attempt %d started (lease %s)", job_id, job.attempts, owner)
+        recorder = ProgressRecorder(
+            self._store, job_id, self._config.progress_interval, owner=owner
+        )
+        keeper = LeaseKeeper(
+            leases,
+            job_id,
+            owner,
+            interval=self._config.heartbeat_interval,
+            timeout=self._config.lease_timeout,
+        )
+        cancel = CancelFlag(self._store, job_id, self._config.cancel_poll_interval)
         reporter = Reporter(
             callback=recorder,
-            should_stop=CancelFlag(self._store, job_id, self._config.cancel_poll_interval),
+            should_stop=lambda: keeper.lost or cancel(),
             time_limit_seconds=job.spec.time_limit_seconds,
         )
         state, reason = JobState.FAILED, ""
         outputs: list[OutputFile] = []
         result: ResultSummary | None = None
-        try:
-            outputs, report = self._harden_and_store(job, reporter)
-            result = ResultSummary.from_report(report)
-            state = JobState.SUCCEEDED
-        except TimeLimitExceeded as exc:
-            reason = f"time limit: {exc}"
-        except Cancelled as exc:
-            state, reason = JobState.CANCELLED, str(exc) or "the job was cancelled"
-        except TemperingError as exc:
-            reason = str(exc)
-        except Exception as exc:
-            log.exception("job %s failed unexpectedly", job_id)
-            reason = (
-                f"internal error in the worker ({type(exc).__name__}); the operator's worker"
-                f" log has the details under job {job_id}"
+        with keeper:
+            try:
+                outputs, report = self._harden_and_store(job, reporter)
+                result = ResultSummary.from_report(report)
+                state = JobState.SUCCEEDED
+            except TimeLimitExceeded as exc:
+                reason = f"time limit: {exc}"
+            except Cancelled as exc:
+                if keeper.lost:
+                    log.warning("job %s: lost its lease; left to whoever holds it now", job_id)
+                    return JobState.RUNNING
+                state, reason = JobState.CANCELLED, str(exc) or "the job was cancelled"
+            except TemperingError as exc:
+                reason = str(exc)
+            except Exception as exc:
+                reason = _unexpected_failure(job_id, exc)
+            recorder.flush()
+            finished = self._store.finish(
+                job_id, state, reason=reason, outputs=outputs, result=result, owner=owner
             )
-        recorder.flush()
-        self._store.finish(job_id, state, reason=reason, outputs=outputs, result=result)
+        if finished or self._store.get(job_id).state.is_terminal:
+            self._discard_checkpoints(job_id)
+        if not finished:
+            log.warning("job %s: not recorded as %s, it changed hands meanwhile", job_id, state)
+            return self._store.get(job_id).state
         log.info("job %s: %s %s", job_id, state.value, reason)
         return state
 
@@ -227,18 +280,31 @@ class JobRunner:
         if job.state.is_terminal:
             log.info("job %s is already %s; nothing to run", job_id, job.state.value)
             return job.state
+        seen = self._store.leases.read(job_id)
+        if seen is not None and seen.lease_live(utcnow()):
+            owner = seen.lease_owner
+            log.info("job %s runs in another worker (%s); dropping this message", job_id, owner)
+            return job.state
         if job.cancel_requested:
             self._store.finish(job_id, JobState.CANCELLED, reason="the job was cancelled")
-            return JobState.CANCELLED
-        self._store.finish(
-            job_id,
-            JobState.FAILED,
-            reason=(
-                f"the job was started {job.attempts} times and its worker was lost each time"
-                " (often: out of memory); try a smaller batch size or model"
-            ),
-        )
-        return JobState.FAILED
+        elif job.attempts >= self._config.max_attempts:
+            self._store.finish(
+                job_id,
+                JobState.FAILED,
+                reason=(
+                    f"the job was started {job.attempts} times and its worker was lost each"
+                    " time (often: out of memory); try a smaller batch size or model"
+                ),
+            )
+        else:
+            log.info("job %s was claimed by another worker first", job_id)
+            return job.state
+        self._discard_checkpoints(job_id)
+        return self._store.get(job_id).state
+
+    def _discard_checkpoints(self, job_id: str) -> None:
+        if self._config.checkpoint_dir is not None:
+            CheckpointFiles(self._config.checkpoint_dir).discard(job_id)
 
     def _harden_and_store(
         self, job: Job, reporter: Reporter
@@ -246,30 +312,37 @@ class JobRunner:
         self._config.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self._config.work_dir, prefix=f"{job.id}-") as tmp:
             work = Path(tmp)
-            with self._inputs(job.spec, work / "inputs") as request:
-                outcome = self._harden(request, work / "outputs", reporter)
+            with self._inputs(job.spec, work / "inputs", job.tenant) as request:
+                if self._config.checkpoint_dir is None:
+                    outcome = self._harden(request, work / "outputs", reporter)
+                else:
+                    checkpoint = CheckpointFiles(self._config.checkpoint_dir).path(job.id)
+                    outcome = self._harden(
+                        request, work / "outputs", reporter, checkpoint_path=checkpoint
+                    )
             return self._store_outputs(outcome), outcome.report
 
     @contextlib.contextmanager
-    def _inputs(self, spec: JobSpec, folder: Path) -> Iterator[HardeningRequest]:
+    def _inputs(self, spec: JobSpec, folder: Path, tenant: str) -> Iterator[HardeningRequest]:
         """The request, with the inputs linked under names the engine recognises."""
-        model = self._catalog.get(spec.model_id, UploadKind.MODEL)
+        model = self._catalog.get(spec.model_id, UploadKind.MODEL, tenant)
         model_format = ModelFormat(model.format)
         folder.mkdir(parents=True)
         with contextlib.ExitStack() as stack:
 
             def link(sha256: str, name: str) -> Path:
                 target = stack.enter_context(self._artifacts.local_path(sha256))
+                check_sha256(target, sha256)
                 path = folder / name
                 path.symlink_to(target)
                 return path
 
             model_path = link(model.sha256, "model" + _MODEL_SUFFIX[model_format])
-            train = self._catalog.get(spec.train_dataset_id, UploadKind.DATASET)
+            train = self._catalog.get(spec.train_dataset_id, UploadKind.DATASET, tenant)
             train_path = link(train.sha256, "train.npz")
             eval_path = None
             if spec.eval_dataset_id:
-                evaluation = self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET)
+                evaluation = self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET, tenant)
                 eval_path = link(evaluation.sha256, "eval.npz")
             yield HardeningRequest(
                 model=ModelSource(
@@ -299,3 +372,19 @@ class JobRunner:
             blob = self._artifacts.put_file(path)
             outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes))
         return outputs
+
+
+def _unexpected_failure(job_id: str, exc: Exception) -> str:
+    """The reason recorded for an exception the engine did not raise on purpose: running out
+    of memory is said plainly (it is not retried: the same job would run out again)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        log.warning("job %s ran out of memory: %s", job_id, exc)
+        return (
+            "the job ran out of memory on its worker; try a smaller batch size or model"
+            f" ({type(exc).__name__})"
+        )
+    log.exception("job %s failed unexpectedly", job_id)
+    return (
+        f"internal error in the worker ({type(exc).__name__}); the operator's worker"
+        f" log has the details under job {job_id}"
+    )

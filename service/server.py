@@ -1,5 +1,6 @@
-"""Assembling the gRPC server: the servicer behind the error interceptor, plus standard health
-checking and reflection."""
+"""Assembling the gRPC server: the servicer behind the authentication and error interceptors,
+plus standard health checking and reflection (open to every caller, for probes), on a TLS or
+plaintext port as :mod:`service.transport` decides."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from grpc_reflection.v1alpha import reflection
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.auth_interceptor import AuthInterceptor
 from service.interceptor import ErrorInterceptor
 from service.jobs import Jobs
 from service.queue import CeleryJobQueue
+from service.quotas import QuotaPolicy
+from service.reconciler import Reconciler, start_reconciler
 from service.servicer import HardeningServicer
 from service.settings import Settings
 from service.stores import Stores
+from service.transport import Exposure, plan_exposure
 from service.uploads import Uploads
+from service.watch_limit import WatchLimitInterceptor, watch_limit
 from workers.celery_app import create_app
 
 log = logging.getLogger(__name__)
@@ -35,15 +41,25 @@ class RunningServer:
     jobs: Jobs
     stores: Stores
     health: health.HealthServicer
+    exposure: Exposure | None = None
+    reconciler: Reconciler | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, give open ones ``grace`` seconds, then cancel the rest (watchers)."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         self.stores.close()
 
 
 def start_server(settings: Settings, celery_app: Celery | None = None) -> RunningServer:
+    """Raises SettingsError (:class:`service.transport.InsecureSetup`) for an exposure the
+    server refuses, before opening anything."""
+    exposure = plan_exposure(settings)
+    quotas = QuotaPolicy.from_settings(
+        settings.tenant_max_stored_bytes, settings.tenant_max_queued_jobs, settings.tenant_limits
+    )
     stores = Stores.open(settings)
     queue = CeleryJobQueue(celery_app or create_app(settings), settings.queue)
     uploads = Uploads(
@@ -51,6 +67,7 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         stores.uploads,
         max_bytes=settings.max_upload_bytes,
         allow_trusted_formats=settings.allow_trusted_formats,
+        quotas=quotas,
     )
     jobs = Jobs(
         stores.jobs,
@@ -59,10 +76,15 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         queue,
         job_time_limit=settings.job_time_limit,
         allow_trusted_formats=settings.allow_trusted_formats,
+        quotas=quotas,
     )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[
+            AuthInterceptor(exposure.keys),
+            ErrorInterceptor(),
+            WatchLimitInterceptor(watch_limit(settings.grpc_threads), settings.grpc_threads),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_HardeningServiceServicer_to_server(HardeningServicer(uploads, jobs), server)
@@ -72,12 +94,24 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(settings.grpc_address)
+        if exposure.credentials is None:
+            port = server.add_insecure_port(settings.grpc_address)
+        else:
+            port = server.add_secure_port(settings.grpc_address, exposure.credentials)
     except RuntimeError as exc:
         stores.close()
         raise OSError(f"cannot listen on {settings.grpc_address}: {exc}") from exc
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s (port %d)", SERVICE_NAME, settings.grpc_address, port)
-    return RunningServer(server, port, jobs, stores, health_servicer)
+    for warning in exposure.warnings:
+        log.warning("%s", warning)
+    log.info(
+        "serving %s on %s (port %d): %s",
+        SERVICE_NAME,
+        settings.grpc_address,
+        port,
+        exposure.describe(),
+    )
+    reconciler = start_reconciler(settings, stores.jobs.leases, queue)
+    return RunningServer(server, port, jobs, stores, health_servicer, exposure, reconciler)

@@ -1,4 +1,8 @@
-"""gRPC servicer: converts messages and calls the application layer, nothing more."""
+"""gRPC servicer: converts messages and calls the application layer, nothing more.
+
+The caller's tenant comes from the authentication interceptor (:func:`current_tenant`) and is
+handed to every use case explicitly.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service import convert
 from service.jobs import Jobs
+from service.tenancy import current_tenant
 from service.uploads import Uploads
 
 
@@ -22,39 +27,50 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
         self, request_iterator: Iterator[pb.UploadModelRequest], context: grpc.ServicerContext
     ) -> pb.UploadResponse:
         header, chunks = convert.model_upload(request_iterator)
-        return convert.upload_response(self._uploads.receive(header, chunks))
+        return convert.upload_response(
+            self._uploads.receive(header, chunks, tenant=current_tenant())
+        )
 
     def UploadDataset(
         self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
     ) -> pb.UploadResponse:
         header, chunks = convert.dataset_upload(request_iterator)
-        return convert.upload_response(self._uploads.receive(header, chunks))
+        return convert.upload_response(
+            self._uploads.receive(header, chunks, tenant=current_tenant())
+        )
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        return convert.job_to_pb(self._jobs.submit(convert.new_job(request)))
+        new = convert.new_job(request)
+        return convert.job_to_pb(self._jobs.submit(new, tenant=current_tenant()))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        return convert.job_to_pb(self._jobs.get(convert.required(request.job_id, "job_id")))
+        job_id = convert.required(request.job_id, "job_id")
+        return convert.job_to_pb(self._jobs.get(job_id, tenant=current_tenant()))
 
     def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.ServicerContext
     ) -> pb.ListJobsResponse:
-        return convert.list_response(self._jobs.list_jobs(convert.job_query(request)))
+        query = convert.job_query(request)
+        return convert.list_response(self._jobs.list_jobs(query, tenant=current_tenant()))
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        return convert.job_to_pb(self._jobs.cancel(convert.required(request.job_id, "job_id")))
+        job_id = convert.required(request.job_id, "job_id")
+        return convert.job_to_pb(self._jobs.cancel(job_id, tenant=current_tenant()))
 
     def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.JobEvent]:
         job_id = convert.required(request.job_id, "job_id")
-        for event in self._jobs.watch(job_id, is_active=context.is_active):
+        events = self._jobs.watch(job_id, context.is_active, tenant=current_tenant())
+        for event in events:
             yield convert.job_event_to_pb(event)
 
     def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactResponse]:
         download = self._jobs.download(
-            convert.required(request.job_id, "job_id"), convert.output_kind(request.kind)
+            convert.required(request.job_id, "job_id"),
+            convert.output_kind(request.kind),
+            tenant=current_tenant(),
         )
         yield from convert.download_messages(download)

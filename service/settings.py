@@ -31,8 +31,9 @@ class Settings:
     database_url: str
     broker_url: str
     grpc_address: str = "127.0.0.1:50051"
-    grpc_threads: int = 32
-    """Server threads; every open WatchJob stream holds one."""
+    grpc_threads: int = 128
+    """Server threads; every open WatchJob stream holds one, and watches may take at most 3/4
+    of them (:mod:`service.watch_limit`)."""
     max_upload_bytes: int = 10 * GiB
     allow_trusted_formats: bool = False
     visibility_timeout: int = 6 * 3600
@@ -41,9 +42,32 @@ class Settings:
     """Longest a job may run; it must stay below the visibility timeout."""
     max_attempts: int = 3
     """How often a job is started again after its worker was lost before it fails."""
+    lease_timeout: float = 30.0
+    """Seconds after a worker's last heartbeat before its job is taken back and queued again."""
+    heartbeat_interval: float = 2.0
+    """Seconds between a running job's lease renewals."""
+    reconcile_interval: float = 5.0
+    """Seconds between the server's checks for lost jobs (0 turns the reconciler off)."""
     queue: str = "tempering.gpu"
     table_prefix: str = "tempering_"
     log_level: str = "INFO"
+    # Who may do what (docs/security.md)
+    api_keys_file: Path | None = None
+    """``tenant:sha256hex`` lines; unset: single-tenant open mode, loopback only."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """CA of the client certificates; set, the server requires one (mutual TLS)."""
+    allow_insecure_remote: bool = False
+    """Serve plaintext on a non-loopback address (e.g. behind a TLS-terminating proxy)."""
+    insecure_open: bool = False
+    """Serve without API keys on a non-loopback address."""
+    tenant_max_stored_bytes: int = 0
+    """Bytes of uploads each tenant may keep; 0 = no limit."""
+    tenant_max_queued_jobs: int = 0
+    """Jobs each tenant may have queued or running at once; 0 = no limit."""
+    tenant_limits: str = ""
+    """Per-tenant overrides: ``alice:stored=50G,queued=20;bob:queued=2``."""
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes <= 0:
@@ -56,12 +80,42 @@ class Settings:
                 f" {ENV_PREFIX}JOB_TIME_LIMIT ({self.job_time_limit} s), or Redis would hand a"
                 " running job to a second worker"
             )
+        if not 0 < 3 * self.heartbeat_interval <= self.lease_timeout:
+            raise SettingsError(
+                f"{ENV_PREFIX}HEARTBEAT_INTERVAL must be positive and at most a third of"
+                f" {ENV_PREFIX}LEASE_TIMEOUT, or a live worker would lose its job"
+            )
+        if self.reconcile_interval < 0:
+            raise SettingsError(f"{ENV_PREFIX}RECONCILE_INTERVAL must be 0 (off) or positive")
         if self.max_attempts < 1:
             raise SettingsError(f"{ENV_PREFIX}MAX_ATTEMPTS must be at least 1")
         if self.grpc_threads < 2:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
         if not self.queue:
             raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError(
+                f"{ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY go together: set both or neither"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingsError(
+                f"{ENV_PREFIX}TLS_CLIENT_CA (mutual TLS) needs {ENV_PREFIX}TLS_CERT and"
+                f" {ENV_PREFIX}TLS_KEY"
+            )
+        if self.tenant_max_stored_bytes < 0 or self.tenant_max_queued_jobs < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}TENANT_MAX_STORED_BYTES and {ENV_PREFIX}TENANT_MAX_QUEUED_JOBS"
+                " must be 0 (no limit) or more"
+            )
+        from service.quotas import parse_overrides
+
+        try:
+            parse_overrides(self.tenant_limits)
+        except ValueError as exc:
+            raise SettingsError(f"{ENV_PREFIX}TENANT_LIMITS: {exc}") from exc
 
     @property
     def uses_local_broker(self) -> bool:
@@ -122,6 +176,8 @@ def _parse_size(value: str) -> int:
 
 
 def _render(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -148,15 +204,27 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("database_url", str, "job store URL (sqlite:///... or postgresql+psycopg://...)"),
     FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
-    FieldSpec("grpc_threads", int, "server threads; each open WatchJob stream holds one"),
+    FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
     FieldSpec("max_upload_bytes", _parse_size, "largest upload accepted, e.g. 10G"),
     FieldSpec("allow_trusted_formats", _parse_bool, "accept TorchScript/torch.export uploads"),
     FieldSpec("visibility_timeout", int, "seconds before Redis redelivers an unacked job"),
     FieldSpec("job_time_limit", int, "longest a job may run, in seconds"),
     FieldSpec("max_attempts", int, "starts of a job before a lost worker fails it"),
+    FieldSpec("lease_timeout", float, "seconds without a heartbeat before a job is taken back"),
+    FieldSpec("heartbeat_interval", float, "seconds between a running job's lease renewals"),
+    FieldSpec("reconcile_interval", float, "seconds between checks for lost jobs (0: off)"),
     FieldSpec("queue", str, "Celery queue the jobs go to and workers consume"),
     FieldSpec("table_prefix", str, "prefix of the job store's table names"),
     FieldSpec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    FieldSpec("api_keys_file", Path, "file of tenant:sha256hex API key lines (unset: open mode)"),
+    FieldSpec("tls_cert", Path, "PEM certificate chain of the server (turns TLS on)"),
+    FieldSpec("tls_key", Path, "PEM private key of the server"),
+    FieldSpec("tls_client_ca", Path, "PEM CA of client certificates (turns mutual TLS on)"),
+    FieldSpec("allow_insecure_remote", _parse_bool, "serve plaintext on a non-loopback address"),
+    FieldSpec("insecure_open", _parse_bool, "serve without API keys on a non-loopback address"),
+    FieldSpec("tenant_max_stored_bytes", _parse_size, "stored bytes per tenant (0: no limit)"),
+    FieldSpec("tenant_max_queued_jobs", int, "queued or running jobs per tenant; 0 = no limit"),
+    FieldSpec("tenant_limits", str, "per-tenant limits: alice:stored=50G,queued=20;bob:..."),
 )
 
 
@@ -164,12 +232,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; a flag left out keeps the environment's value or the default."""
     group = parser.add_argument_group("settings (flags override TEMPERING_* variables)")
     for spec in FIELDS:
+        switch = {"nargs": "?", "const": "true"} if spec.parse is _parse_bool else {}
         group.add_argument(
             spec.flag,
             dest=spec.name,
             default=None,
             metavar="VALUE",
             help=f"{spec.help} [{spec.env}]",
+            **switch,  # type: ignore[arg-type]
         )
 
 

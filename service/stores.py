@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
+from service.checkpoints import checkpoint_root
 from service.db import Database
 from service.jobstore import JobStore
 from service.runner import JobRunner, RunnerConfig
@@ -44,5 +45,8 @@ def build_runner(settings: Settings) -> JobRunner:
             work_dir=settings.state_dir / "work",
             max_attempts=settings.max_attempts,
             allow_trusted_formats=settings.allow_trusted_formats,
+            lease_timeout=settings.lease_timeout,
+            heartbeat_interval=settings.heartbeat_interval,
+            checkpoint_dir=checkpoint_root(settings.artifact_dir),
         ),
     )

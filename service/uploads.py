@@ -9,6 +9,7 @@ from service.artifacts import ArtifactStore
 from service.catalog import UploadCatalog
 from service.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
 from service.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
+from service.quotas import UNLIMITED, QuotaPolicy
 from workers.engine.errors import UntrustedFormat
 from workers.engine.spec import ModelFormat
 
@@ -24,16 +25,22 @@ class Uploads:
         *,
         max_bytes: int,
         allow_trusted_formats: bool,
+        quotas: QuotaPolicy = UNLIMITED,
     ) -> None:
         self._artifacts = artifacts
         self._catalog = catalog
         self._max_bytes = max_bytes
         self._allow_trusted_formats = allow_trusted_formats
+        self._quotas = quotas
 
-    def receive(self, header: UploadHeader, chunks: Iterable[bytes]) -> UploadResult:
-        """Store the stream if it matches its header. Stops reading as soon as the stream runs
-        past the size limit or the declared size; nothing partial is ever kept."""
+    def receive(
+        self, header: UploadHeader, chunks: Iterable[bytes], *, tenant: str
+    ) -> UploadResult:
+        """Store the stream for ``tenant`` if it matches its header. Stops reading as soon as
+        the stream runs past the size limit or the declared size; nothing partial is ever
+        kept. The tenant's stored-bytes quota is checked before any byte is read."""
         self._check_header(header)
+        self._check_quota(tenant, header)
         with self._artifacts.new_blob() as blob:
             for chunk in chunks:
                 blob.write(chunk)
@@ -51,11 +58,19 @@ class Uploads:
                     f"the stream ended after {blob.size_bytes} of the {header.size_bytes} bytes"
                     " its header declared; upload the whole file again"
                 )
+            self._check_quota(tenant, header)  # again: another upload may have ended meanwhile
             stored = blob.commit(expected_sha256=header.sha256)
         artifact, already_present = self._catalog.record(
-            header.kind, header.format, stored.sha256, stored.size_bytes, header.name
+            header.kind, header.format, stored.sha256, stored.size_bytes, header.name, tenant
         )
         return UploadResult(artifact, already_present)
+
+    def _check_quota(self, tenant: str, header: UploadHeader) -> None:
+        if not self._quotas.limits_for(tenant).max_stored_bytes:
+            return
+        if self._catalog.owns(tenant, header.kind, header.sha256):
+            return  # the tenant holds these bytes already; storing them again costs nothing
+        self._quotas.check_upload(tenant, self._catalog.stored_bytes(tenant), header.size_bytes)
 
     def _check_header(self, header: UploadHeader) -> None:
         if not _SHA256.fullmatch(header.sha256):

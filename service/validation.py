@@ -7,17 +7,17 @@ worker of an operator who turned trusted formats on loads them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx.external_data_helper import uses_external_data
 
 from workers.engine.data import Dataset, check_bounds, check_fits, load_npz
 from workers.engine.errors import InvalidData, InvalidModel, UnsupportedModel
+from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import ModelFormat, ThreatModel
 
 _FLOAT = "tensor(float)"
@@ -50,12 +50,17 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise InvalidModel(f"the file is not an ONNX model: {_first_line(exc)}") from exc
-    if any(uses_external_data(t) for t in model.graph.initializer):
+    external = [t for t in _model_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        location = next((e.value for e in external[0].external_data if e.key == "location"), "")
         raise InvalidModel(
-            "the model keeps its weights in separate external-data files, which an upload"
-            " cannot carry; save it as one self-contained .onnx file (e.g. torch.onnx.export"
-            " with external_data=False, or onnx.save without save_as_external_data)"
+            f"the model keeps {len(external)} tensor(s) in separate external-data files (first:"
+            f" {external[0].name[:100]!r} in {location[:200]!r}), which an upload cannot carry"
+            " and the server never reads; save it as one self-contained .onnx file (e.g."
+            " torch.onnx.export with external_data=False, or onnx.save without"
+            " save_as_external_data)"
         )
+    _check_no_control_flow(model)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
@@ -104,7 +109,9 @@ def check_job_inputs(
     threat: ThreatModel,
 ) -> None:
     """Raise InvalidModel/InvalidData if the job could not run. ONNX models are loaded and run
-    on one sample of each dataset; other formats are left to the worker."""
+    on one sample of each dataset; every format must be what its bytes are (a pickle never is),
+    the rest of the checks of the other formats is left to the worker."""
+    check_declared_format(model_format, model_path)
     classifier = load_onnx_classifier(model_path) if model_format is ModelFormat.ONNX else None
     for path in dataset_paths:
         dataset = load_npz(path)
@@ -119,6 +126,43 @@ def _check_fits_model(dataset: Dataset, classifier: OnnxClassifier) -> None:
     check_fits(dataset, classifier.sample_shape, num_classes=int(dataset.y.max()) + 1)
     num_classes = classifier.num_outputs_on(dataset.x[:1])
     check_fits(dataset, classifier.sample_shape, num_classes)
+
+
+def _model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor the model holds: initializers, sparse ones, node attributes, subgraphs and
+    model-local functions (any of them could point at external data)."""
+    graphs = [model.graph]
+    attributes = [a for f in model.functions for n in f.node for a in n.attribute]
+    while graphs or attributes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            attributes.extend(a for n in graph.node for a in n.attribute)
+            continue
+        attribute = attributes.pop()
+        if attribute.HasField("t"):
+            yield attribute.t
+        yield from attribute.tensors
+        if attribute.HasField("g"):
+            graphs.append(attribute.g)
+        graphs.extend(attribute.graphs)
+
+
+def _check_no_control_flow(model: onnx.ModelProto) -> None:
+    """Loop, Scan and If run subgraphs; a Loop can spin for 2**63 iterations, so the server
+    refuses them before it runs the model once (the engine cannot train them either)."""
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    found = sorted(
+        {n.op_type for n in nodes if any(a.HasField("g") or a.graphs for a in n.attribute)}
+    )
+    if found:
+        raise UnsupportedModel(
+            f"the model uses control flow ({', '.join(found)}), which the engine cannot train;"
+            " export the model without data-dependent loops or branches"
+        )
 
 
 def _static(dim: object) -> int | None:

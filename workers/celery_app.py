@@ -35,6 +35,9 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
+        # a running job goes on when the broker connection drops (Redis restarted): its lease
+        # in the job store, not the broker's message, says who runs it
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=settings.queue,
         task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
         task_ignore_result=True,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from client import scores_table
+from client.commands import ci_step
 from client.commands.common import (
     SERVER_ENV,
     UsageError,
@@ -35,10 +37,11 @@ from client.domain import (
     format_from_suffix,
 )
 from client.exit_codes import HELP as EXIT_CODES_HELP
-from client.exit_codes import ExitCode
+from client.idempotency import derive_idempotency_key
 from client.job_format import outcome_json
 from client.local_run import harden_locally
 from client.progress_display import choose_display
+from client.retry import Deadline
 from client.sdk import EventCallback
 
 TRUSTED_FORMATS_ENV = "TEMPERING_ALLOW_TRUSTED_FORMATS"
@@ -47,13 +50,18 @@ DESCRIPTION = """\
 Harden a classifier against adversarial examples and score the original and the hardened
 model under the same attacks. Writes the hardened ONNX model at -o and, beside it, the report
 (STEM.report.json), the model card (STEM.model_card.md) and, with --local, the robustness
-curve (STEM.robustness_curve.png)."""
+curve (STEM.robustness_curve.png). As a CI step, gates (--min-robust-accuracy,
+--max-clean-drop, --fail-on-masking) make it exit 5 when the hardened model falls short, and
+add a JUnit report (STEM.junit.xml) and a Markdown summary (STEM.summary.md)."""
 
 EXAMPLES = """\
 examples:
   temper harden model.onnx --data train.npz --method pgd --eps 0.1 --local -o hardened.onnx
   temper harden model.onnx --data train.npz --eval-data test.npz --method trades --eps 0.3 \\
       --epochs 20 --server localhost:50051 -o hardened.onnx
+  temper harden model.onnx --data train.npz --method pgd --eps 0.1 --server "$TEMPERING_SERVER" \\
+      --min-robust-accuracy 0.80 --max-clean-drop 0.02 --fail-on-masking --timeout 7200 \\
+      --cancel-on-timeout -o hardened.onnx
 """
 
 
@@ -90,7 +98,13 @@ def register(subparsers: Any) -> None:
     jobs.add_argument(
         "--label", type=label, action="append", metavar="KEY=VALUE", help="label the job"
     )
-    jobs.add_argument("--idempotency-key", metavar="KEY", help="submit at most once per key")
+    jobs.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="submit at most once per key (default: one derived from the inputs' SHA-256,"
+        " the parameters and the labels)",
+    )
+    ci_step.add_arguments(parser)
     add_connection_arguments(parser, top_level=False)
     parser.set_defaults(handler=run)
 
@@ -253,16 +267,20 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args)
     params = params_from(args)
     model_format = model_format_of(args)
+    gates = ci_step.gate_config(args)
+    started = time.monotonic()
     display = choose_display(quiet=args.json)
     try:
         if args.local:
-            outcome = _run_locally(args, params, model_format, display.show)
+            deadline = ci_step.deadline_of(args)
+            outcome = _run_locally(args, params, model_format, display.show, deadline)
         else:
             outcome = _run_on_server(args, params, model_format, display.show)
     finally:
         display.close()
-    report_outcome(outcome, as_json=args.json)
-    return ExitCode.OK
+    verdict = ci_step.conclude(args, outcome, gates, time.monotonic() - started)
+    report_outcome(outcome, as_json=args.json, verdict=verdict)
+    return ci_step.announce(verdict)
 
 
 def _run_locally(
@@ -270,6 +288,7 @@ def _run_locally(
     params: HardeningParams,
     model_format: ModelFormat,
     on_event: EventCallback,
+    deadline: Deadline | None = None,
 ) -> HardeningOutcome:
     return harden_locally(
         args.model,
@@ -280,6 +299,7 @@ def _run_locally(
         eval_data_path=args.eval_data,
         allow_trusted_formats=args.allow_trusted_formats,
         on_event=on_event,
+        deadline=deadline,
     )
 
 
@@ -296,19 +316,25 @@ def _run_on_server(
             submitted.append(event.job_id)
         on_event(event)
 
+    labels = labels_dict(args.label)
+    key = args.idempotency_key or derive_idempotency_key(
+        args.model, model_format, args.data, args.eval_data, params, labels
+    )
     with connect(args) as api:
         try:
-            return api.harden(
-                args.model,
-                args.data,
-                params,
-                output=args.output,
-                eval_data_path=args.eval_data,
-                model_format=model_format,
-                labels=labels_dict(args.label),
-                idempotency_key=args.idempotency_key,
-                on_event=track,
-            )
+            with ci_step.server_deadline(api, args, submitted):
+                return api.harden(
+                    args.model,
+                    args.data,
+                    params,
+                    output=args.output,
+                    eval_data_path=args.eval_data,
+                    model_format=model_format,
+                    labels=labels,
+                    idempotency_key=key,
+                    on_event=track,
+                    resubmit_if_failed=not args.idempotency_key,
+                )
         except KeyboardInterrupt:
             if submitted:
                 info(
@@ -319,9 +345,14 @@ def _run_on_server(
             raise
 
 
-def report_outcome(outcome: HardeningOutcome, *, as_json: bool) -> None:
+def report_outcome(
+    outcome: HardeningOutcome, *, as_json: bool, verdict: ci_step.Verdict | None = None
+) -> None:
     if as_json:
-        print_json(outcome_json(outcome))
+        document = outcome_json(outcome)
+        if verdict is not None:
+            document.update(verdict.to_json())
+        print_json(document)
         return
     print(scores_table.render(outcome.report))
     print()
@@ -330,3 +361,6 @@ def report_outcome(outcome: HardeningOutcome, *, as_json: bool) -> None:
     print(f"model card:     {outcome.card_path}")
     if outcome.plot_path:
         print(f"curve:          {outcome.plot_path}")
+    if verdict is not None and verdict.outputs is not None:
+        print(f"junit:          {verdict.outputs.junit}")
+        print(f"summary:        {verdict.outputs.summary}")

@@ -7,6 +7,7 @@ inside an upload is refused, never unpickled.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from workers.engine.errors import InvalidData
+
+MAX_LABEL = 2**31 - 1
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+_OBJECT_REFUSAL = (
+    "the .npz archive holds an object array; only numeric arrays are accepted"
+    " (object arrays would need unpickling, which we never do)"
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,12 @@ class Dataset:
 
 def load_npz(path: Path) -> Dataset:
     """Read ``x`` and ``y`` from an ``.npz`` archive and check them (see :func:`check_arrays`)."""
+    if not zipfile.is_zipfile(path):
+        # np.load would take anything else for a pickle (refused) or a single .npy array.
+        raise InvalidData(
+            "the file is not a readable .npz archive (a zip of .npy arrays); save the arrays"
+            " with numpy.savez(path, x=..., y=...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x", "y"} - set(archive.files)
@@ -44,19 +61,47 @@ def load_npz(path: Path) -> Dataset:
                     f"the .npz archive must hold arrays 'x' and 'y'; missing {sorted(missing)}"
                     f" (found {sorted(archive.files)})"
                 )
+            for key in ("x", "y"):
+                _check_member(archive.zip, key)
             x, y = archive["x"], archive["y"]
     except InvalidData:
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise InvalidData(
-                "the .npz archive holds an object array; only numeric arrays are accepted"
-                " (object arrays would need unpickling, which we never do)"
-            ) from exc
+            raise InvalidData(_OBJECT_REFUSAL) from exc
         raise InvalidData(f"the .npz archive cannot be read: {exc}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidData(f"the file is not a readable .npz archive: {exc}") from exc
     return check_arrays(x, y)
+
+
+def _check_member(archive: zipfile.ZipFile, key: str) -> None:
+    """Read the ``.npy`` header of array ``key`` and check it against the member's size before
+    numpy allocates anything: a header may claim terabytes in a file of a few bytes."""
+    names = set(archive.namelist())
+    name = f"{key}.npy" if f"{key}.npy" in names else key
+    info = archive.getinfo(name)
+    with archive.open(info) as member:
+        try:
+            reader = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
+            if reader is None:
+                raise ValueError("unsupported .npy format version")
+            shape, _, dtype = reader(member)
+        except ValueError as exc:
+            raise InvalidData(
+                f"array {key!r} of the .npz archive is not a readable .npy array ({exc});"
+                " save the arrays with numpy.savez"
+            ) from exc
+        header_bytes = member.tell()
+    if dtype.hasobject:
+        raise InvalidData(_OBJECT_REFUSAL)
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if header_bytes + data_bytes != info.file_size:
+        raise InvalidData(
+            f"array {key!r} declares shape {shape} of {dtype} ({data_bytes} bytes) but the"
+            f" archive holds {info.file_size - header_bytes} bytes for it; the file is"
+            " truncated or corrupt"
+        )
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
@@ -90,9 +135,11 @@ def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
             raise InvalidData("y must hold integer class labels")
     elif not np.issubdtype(y.dtype, np.integer):
         raise InvalidData(f"y must hold integer class labels, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.min() < 0:
+    if int(y.min()) < 0:
         raise InvalidData(f"labels must be >= 0, found {int(y.min())}")
+    if int(y.max()) > MAX_LABEL:
+        raise InvalidData(f"labels must be class indices up to {MAX_LABEL}, found {int(y.max())}")
+    y = y.astype(np.int64)
     return Dataset(np.ascontiguousarray(x), y)
 
 

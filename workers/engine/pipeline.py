@@ -17,6 +17,7 @@ import torch
 
 from workers.engine import data as datasets
 from workers.engine.attacks.perturb import Domain
+from workers.engine.checkpoint import Checkpointer
 from workers.engine.device import Device, pick_device, seed_everything
 from workers.engine.errors import ExportCheckFailed, InvalidData
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
@@ -65,7 +66,11 @@ def harden(
     reporter: Reporter | None = None,
     *,
     device: Device | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> HardeningResult:
+    """Harden and score. With a ``checkpointer``, training saves its state after every epoch
+    and a run that finds a saved state of the same job goes on from it (see
+    :mod:`workers.engine.checkpoint`); the report's ``training.resumed_from_epoch`` says so."""
     request.validate()
     reporter = reporter or Reporter()
     if request.time_limit_seconds and not reporter.time_limit_seconds:
@@ -99,6 +104,7 @@ def harden(
         device=device,
         reporter=reporter,
         generator=generator,
+        checkpointer=checkpointer,
     )
 
     target = _evaluation_target(request, prepared.evaluation, domain, loaded.num_classes)
@@ -129,6 +135,7 @@ def harden(
             selection=outcome.selection,
             history=outcome.history,
             notes=outcome.notes,
+            resumed_from_epoch=outcome.resumed_from_epoch,
         ),
         export=ExportCheck(
             parity.max_abs_diff, PARITY_TOLERANCE, parity.samples, opset, parity.passed

@@ -14,9 +14,6 @@ A plain ``torch.save`` pickle is refused in every case, before anything reads it
 
 from __future__ import annotations
 
-import json
-import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,14 +22,11 @@ from torch import nn
 
 from workers.engine.errors import InvalidModel, UntrustedFormat
 from workers.engine.models import registry
+from workers.engine.models.formats import PICKLE_REFUSAL, check_declared_format, sniff_format
 from workers.engine.models.onnx_graph import OnnxClassifier, load_onnx_classifier
 from workers.engine.spec import ModelFormat, ModelSource
 
-PICKLE_REFUSAL = (
-    "the file is a Python pickle (torch.save output); pickles can run arbitrary code when"
-    " loaded, so we never load them. Export the model to ONNX, or save the weights with"
-    " safetensors and name a built-in architecture"
-)
+__all__ = ["PICKLE_REFUSAL", "LoadedModel", "load_model", "sniff_format"]
 
 
 @dataclass
@@ -61,14 +55,7 @@ def load_model(
 ) -> LoadedModel:
     """Load ``source``. ``sample_shape`` and ``num_classes`` (from the data) are needed for
     formats that do not carry them: safetensors weights and the program formats."""
-    kind = sniff_format(source.path)
-    if kind == "pickle":
-        raise InvalidModel(PICKLE_REFUSAL)
-    if kind != source.format.value:
-        raise InvalidModel(
-            f"the upload was declared as {source.format.value} but its bytes are"
-            f" {'not a model file we recognise' if kind == 'unknown' else kind}"
-        )
+    check_declared_format(source.format, source.path)
     if source.format.is_program and not allow_trusted_formats:
         raise UntrustedFormat(
             f"{source.format.value} files are programs, not data: loading one runs code of the"
@@ -84,53 +71,6 @@ def load_model(
     if source.format is ModelFormat.TORCHSCRIPT:
         return _from_torchscript(source.path, sample_shape, num_classes)
     return _from_torch_export(source.path, sample_shape, num_classes)
-
-
-def sniff_format(path: Path) -> str:
-    """What the bytes are, whatever the file is called: 'onnx', 'safetensors', 'torchscript',
-    'torch_export', 'pickle' or 'unknown'. Reads headers and zip listings only."""
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    if not head:
-        return "unknown"
-    if head[:1] == b"\x80":
-        return "pickle"
-    if head[:4] == b"PK\x03\x04":
-        return _sniff_zip(path)
-    if len(head) >= 9 and _looks_like_safetensors(path, head):
-        return "safetensors"
-    if head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x22", b"\x3a", b"\x42", b"\x52"):
-        return "onnx"
-    return "unknown"
-
-
-def _sniff_zip(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except zipfile.BadZipFile:
-        return "unknown"
-    parts = [name.split("/", 1)[-1] for name in names]
-    if any(p.startswith("code/") for p in parts) and any(p == "constants.pkl" for p in parts):
-        return "torchscript"
-    if any(p in ("archive_format", ".data/version") or p.startswith("models/") for p in parts):
-        return "torch_export"
-    if any(p == "data.pkl" for p in parts):
-        return "pickle"
-    return "unknown"
-
-
-def _looks_like_safetensors(path: Path, head: bytes) -> bool:
-    (header_size,) = struct.unpack("<Q", head[:8])
-    if header_size <= 0 or header_size > 100_000_000 or head[8:9] != b"{":
-        return False
-    with path.open("rb") as handle:
-        handle.seek(8)
-        try:
-            json.loads(handle.read(header_size))
-        except (ValueError, UnicodeDecodeError):
-            return False
-    return True
 
 
 def _from_onnx(path: Path) -> LoadedModel:

@@ -4,11 +4,17 @@ Adversarial methods keep the epoch with the best robust accuracy on held-out dat
 overfitting, Rice et al. 2020). FGSM training additionally watches for catastrophic overfitting
 (Wong et al. 2020: robust accuracy under PGD collapsing within an epoch) and recovers by rolling
 back to the best epoch and shrinking the step.
+
+Given a :class:`~workers.engine.checkpoint.Checkpointer`, training saves its whole state at
+every epoch boundary and, when the checkpointer already holds a state of the same run, goes on
+from there instead of starting over (distillation saves its finished teacher too).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ from torch import Tensor, nn
 
 from workers.engine.attacks.norms import ball
 from workers.engine.attacks.perturb import Domain, perturb
+from workers.engine.checkpoint import Checkpointer, State, capture_rng, restore_rng
 from workers.engine.device import Device
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
@@ -56,6 +63,8 @@ class TrainingOutcome:
     selected_epoch: int
     selection: str
     notes: list[str] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+    """Epochs (over all stages) already done when this run went on from a checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,12 @@ def train(
     device: Device,
     reporter: Reporter,
     generator: torch.Generator,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainingOutcome:
-    """Harden a copy of ``model`` with ``config.method``; the argument is left untouched."""
+    """Harden a copy of ``model`` with ``config.method``; the argument is left untouched.
+
+    With a ``checkpointer``, the state is saved after every epoch, and a saved state of the
+    same run (same model shapes, data sizes and configuration) is resumed."""
     student = copy.deepcopy(model).to(device.torch_device)
     notes: list[str] = []
     if config.from_scratch:
@@ -85,8 +98,12 @@ def train(
     setting = AdversarialSetting(
         ball(threat.norm), domain.to(device.torch_device), generator, device.training_autocast()
     )
+    resume = Resume.load(checkpointer, _fingerprint(student, data, config), generator)
     if config.method is Method.DISTILLATION:
-        return _distill(student, data, threat, config, device, reporter, generator, setting, notes)
+        outcome = _distill(
+            student, data, threat, config, device, reporter, generator, setting, notes, resume
+        )
+        return resume.annotate(outcome)
     step: Step
     if config.method is Method.PGD:
         step = PgdStep(setting, config.attack_steps, config.step_size)
@@ -94,7 +111,7 @@ def train(
         step = FgsmStep(setting, (config.step_size / threat.eps) if config.step_size else 1.25)
     else:
         step = TradesStep(setting, config.attack_steps, config.trades_beta, config.step_size)
-    return _fit(
+    outcome = _fit(
         student,
         step,
         data,
@@ -109,7 +126,9 @@ def train(
         stage="training",
         epochs=config.epochs,
         select_robust=config.select_best_robust,
+        checkpoint=resume.phase("training"),
     )
+    return resume.annotate(outcome)
 
 
 def _fit(
@@ -128,6 +147,7 @@ def _fit(
     stage: str,
     epochs: int,
     select_robust: bool,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> TrainingOutcome:
     batches = Batches(data.x, data.y, config.batch_size, device.torch_device, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr)
@@ -135,7 +155,20 @@ def _fit(
     eps = eps_warmup(threat.eps, config.eps_warmup_epochs)
     history: list[EpochRecord] = []
     best_score, best_epoch, best_state = -math.inf, 0, _snapshot(model)
-    for epoch in range(epochs):
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.saved is not None:
+        saved = checkpoint.saved
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        best_score, best_epoch = float(saved["best_score"]), int(saved["best_epoch"])
+        best_state = saved["best_state"]
+        history = [EpochRecord(**record) for record in saved["history"]]
+        notes[:] = saved["notes"]
+        if isinstance(step, FgsmStep):
+            step.alpha_factor = float(saved["alpha_factor"])
+        first_epoch = int(saved["next_epoch"])
+        checkpoint.restore_rng()
+    for epoch in range(first_epoch, epochs):
         stats = train_epoch(
             model,
             batches,
@@ -173,9 +206,22 @@ def _fit(
             )
             model.load_state_dict(best_state)
             step.alpha_factor *= 0.8
-            continue
-        if score > best_score or not select_robust:
+        elif score > best_score or not select_robust:
             best_score, best_epoch, best_state = score, epoch + 1, _snapshot(model)
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "next_epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "history": [dataclasses.asdict(record) for record in history],
+                    "notes": list(notes),
+                    "alpha_factor": step.alpha_factor if isinstance(step, FgsmStep) else None,
+                }
+            )
     model.load_state_dict(best_state)
     selection = "best validation robust accuracy" if select_robust else "last epoch"
     return TrainingOutcome(model.eval(), history, best_epoch, selection, notes)
@@ -191,9 +237,13 @@ def _distill(
     generator: torch.Generator,
     setting: AdversarialSetting,
     notes: list[str],
+    resume: Resume,
 ) -> TrainingOutcome:
     """Papernot et al. 2016: teacher at temperature T, student on the teacher's soft labels at
-    T, student deployed at T = 1 (its logits as they are)."""
+    T, student deployed at T = 1 (its logits as they are).
+
+    The finished teacher is saved with the checkpoints of the student's phase, so a run that
+    resumes there does not train the teacher again."""
     teacher = copy.deepcopy(student)
     peak_lr = config.learning_rate or (5e-3 if config.from_scratch else 1e-3)
     teacher_epochs = config.teacher_epochs or config.epochs
@@ -208,19 +258,36 @@ def _distill(
         peak_lr=peak_lr,
         select_robust=False,
     )
-    teacher_run = fit(
-        teacher,
-        TemperatureStep(config.temperature, device.training_autocast()),
-        data,
-        notes=[],
-        stage="teacher",
-        epochs=teacher_epochs,
-    )
+    finished = resume.finished_teacher()
+    if finished is not None:
+        teacher.load_state_dict(finished["model"])
+        teacher_model = teacher.eval()
+        teacher_history = [EpochRecord(**record) for record in finished["history"]]
+    else:
+        teacher_run = fit(
+            teacher,
+            TemperatureStep(config.temperature, device.training_autocast()),
+            data,
+            notes=[],
+            stage="teacher",
+            epochs=teacher_epochs,
+            checkpoint=resume.phase("teacher"),
+        )
+        teacher_model, teacher_history = teacher_run.model, teacher_run.history
+        resume.teacher_done(teacher_model, teacher_history)
     step = DistillationStep(
-        teacher_run.model, config.temperature, config.hard_label_weight, device.training_autocast()
+        teacher_model, config.temperature, config.hard_label_weight, device.training_autocast()
     )
-    outcome = fit(student, step, data, notes=notes, stage="training", epochs=config.epochs)
-    outcome.history[:0] = teacher_run.history
+    outcome = fit(
+        student,
+        step,
+        data,
+        notes=notes,
+        stage="training",
+        epochs=config.epochs,
+        checkpoint=resume.phase("training"),
+    )
+    outcome.history[:0] = teacher_history
     outcome.notes.append(
         f"teacher trained {teacher_epochs} epochs at T={config.temperature:g}; the student"
         " learned its soft labels at the same T and is deployed at T=1"
@@ -300,3 +367,122 @@ def _collapsed(robust: float, best: float) -> bool:
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseCheckpoint:
+    """What one ``_fit`` call needs to save its state and to go on from a saved one."""
+
+    checkpointer: Checkpointer
+    generator: torch.Generator
+    outer: State
+    """The rest of the saved state: the run's fingerprint, the phase, a finished teacher."""
+    saved: State | None = None
+    """This phase's state to go on from, or None to start the phase."""
+    saved_rng: State | None = None
+
+    def save(self, fit_state: State) -> None:
+        self.checkpointer.save({**self.outer, "fit": fit_state, "rng": capture_rng(self.generator)})
+
+    def restore_rng(self) -> None:
+        if self.saved_rng is not None:
+            restore_rng(self.saved_rng, self.generator)
+
+
+@dataclass
+class Resume:
+    """The saved state of a run (if any) and the checkpointer that keeps saving it.
+
+    State layout: ``{"fingerprint", "phase": "teacher" | "training", "teacher": None |
+    {"model", "history"}, "fit": None | {...}, "rng": {...}}``; ``fit`` is the state of the
+    phase in progress after its last finished epoch."""
+
+    checkpointer: Checkpointer | None
+    fingerprint: str
+    generator: torch.Generator
+    saved: State | None = None
+    teacher: State | None = None
+    """The finished teacher of a distillation, saved or just trained."""
+
+    @classmethod
+    def load(
+        cls, checkpointer: Checkpointer | None, fingerprint: str, generator: torch.Generator
+    ) -> Resume:
+        saved = checkpointer.load() if checkpointer is not None else None
+        if saved is not None and saved.get("fingerprint") != fingerprint:
+            saved = None
+        teacher = saved.get("teacher") if saved is not None else None
+        return cls(checkpointer, fingerprint, generator, saved, teacher)
+
+    @property
+    def epochs_done(self) -> int | None:
+        if self.saved is None:
+            return None
+        teacher = self.saved.get("teacher")
+        fit = self.saved.get("fit")
+        return (len(teacher["history"]) if teacher else 0) + (len(fit["history"]) if fit else 0)
+
+    def phase(self, stage: str) -> PhaseCheckpoint | None:
+        if self.checkpointer is None:
+            return None
+        saved = self.saved if self.saved is not None and self.saved["phase"] == stage else None
+        return PhaseCheckpoint(
+            self.checkpointer,
+            self.generator,
+            {"fingerprint": self.fingerprint, "phase": stage, "teacher": self.teacher},
+            saved["fit"] if saved is not None else None,
+            saved["rng"] if saved is not None else None,
+        )
+
+    def finished_teacher(self) -> State | None:
+        """A saved teacher, with the random state right after it, restored."""
+        if self.saved is None or self.teacher is None:
+            return None
+        if self.saved.get("fit") is None:
+            restore_rng(self.saved["rng"], self.generator)
+        return self.teacher
+
+    def teacher_done(self, teacher: nn.Module, history: list[EpochRecord]) -> None:
+        self.teacher = {
+            "model": teacher.state_dict(),
+            "history": [dataclasses.asdict(record) for record in history],
+        }
+        if self.checkpointer is not None:
+            self.checkpointer.save(
+                {
+                    "fingerprint": self.fingerprint,
+                    "phase": "training",
+                    "teacher": self.teacher,
+                    "fit": None,
+                    "rng": capture_rng(self.generator),
+                }
+            )
+
+    def annotate(self, outcome: TrainingOutcome) -> TrainingOutcome:
+        done = self.epochs_done
+        if done is None:
+            return outcome
+        outcome.resumed_from_epoch = done
+        outcome.notes.append(
+            f"resumed from a checkpoint after {done} finished epoch(s) (stage"
+            f" {self.saved['phase'] if self.saved else '?'}); they were not run again"
+        )
+        return outcome
+
+
+def _fingerprint(model: nn.Module, data: TrainingData, config: TrainingConfig) -> str:
+    """What a saved state must match to be resumed: same configuration, data sizes, shapes."""
+    shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
+    return json.dumps(
+        {
+            "config": dataclasses.asdict(config),
+            "train": len(data.y),
+            "validation": len(data.val_y),
+            "shapes": shapes,
+        },
+        sort_keys=True,
+        default=str,
+    )

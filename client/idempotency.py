@@ -1,0 +1,70 @@
+"""Idempotency keys derived from what a job is made of.
+
+``temper harden --server`` always sends an idempotency key, so that its SubmitJob can be retried
+after a blip without queueing the job twice (the server answers a known key with the job it
+first created). Unless the user gives one (``--idempotency-key``), the key is derived from the
+SHA-256 of the model and the data files and from every parameter and label: the same inputs give
+the same key, in this run and in the next.
+
+So running a CI step again with the same inputs does not start the work again: it follows the
+job that is still queued or running, or downloads the results of the one that succeeded. A job
+that failed or was cancelled is not reused: the next run submits under
+:func:`next_idempotency_key` of that job's id, deterministic too, so two re-runs that race still
+meet on one new job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from client.domain import HardeningParams, ModelFormat
+from client.transfer import digest_file
+
+KEY_PREFIX = "temper-"
+VERSION = "v1"
+"""Bumped when what goes into a key changes, so old and new keys never collide."""
+
+
+def derive_idempotency_key(
+    model_path: Path,
+    model_format: ModelFormat,
+    data_path: Path,
+    eval_data_path: Path | None,
+    params: HardeningParams,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """``temper-v1-`` and 40 hex digits of the SHA-256 of the inputs' digests, the parameters
+    and the labels (the server compares both when a key comes back)."""
+    document = {
+        "model": {"sha256": digest_file(model_path).sha256, "format": model_format.value},
+        "train": digest_file(data_path).sha256,
+        "eval": digest_file(eval_data_path).sha256 if eval_data_path is not None else None,
+        "params": _plain(dataclasses.asdict(params)),
+        "labels": dict(sorted((labels or {}).items())),
+    }
+    return _key(json.dumps(document, sort_keys=True, separators=(",", ":")))
+
+
+def next_idempotency_key(key: str, failed_job_id: str) -> str:
+    """The key to submit under when ``key`` names a job that failed or was cancelled."""
+    return _key(f"{key}\nafter:{failed_job_id}")
+
+
+def _key(text: str) -> str:
+    return f"{KEY_PREFIX}{VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Hostile-input corpus and the test that walks it (see corpus.py)."""

@@ -1,0 +1,359 @@
+"""Byte builders of the hostile corpus: models, datasets and payloads, made fresh by each case.
+
+Everything here is deterministic. Only :func:`torchscript_bytes` and :func:`torch_export_bytes`
+import torch (in the test process, never in the server's code path); they are cached because
+exporting takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import pickle
+import struct
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FEATURES = 64
+CLASSES = 10
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def static(name: str) -> bytes:
+    """A small committed file of ``tests/hostile/static``."""
+    return (STATIC / name).read_bytes()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- ONNX -------------------------------------------------------------------------------------
+
+
+def _model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto] = (),
+    functions: Sequence[onnx.FunctionProto] = (),
+) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "hostile", list(inputs), list(outputs), initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], functions=list(functions)
+    )
+    model.ir_version = 8
+    return model
+
+
+def _x(name: str = "x", features: int = FEATURES) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", features])
+
+
+def _logits(name: str = "logits", classes: int = CLASSES) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", classes])
+
+
+def _weights(seed: int, features: int = FEATURES, classes: int = CLASSES) -> list[TensorProto]:
+    rng = np.random.default_rng(seed)
+    return [
+        numpy_helper.from_array(rng.normal(0, 0.1, (features, classes)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "B"),
+    ]
+
+
+def linear_proto(seed: int = 0, features: int = FEATURES) -> onnx.ModelProto:
+    """A valid one-layer classifier (N, features) -> (N, 10)."""
+    return _model(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["logits"])],
+        [_x(features=features)],
+        [_logits()],
+        _weights(seed, features),
+    )
+
+
+def linear_onnx(seed: int = 0) -> bytes:
+    model = linear_proto(seed)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def truncated(data: bytes, keep: float) -> bytes:
+    return data[: max(1, int(len(data) * keep))]
+
+
+def overwritten(data: bytes, start: int, junk: bytes) -> bytes:
+    """``data`` with ``junk`` written over it from byte ``start`` on."""
+    return data[:start] + junk + data[start + len(junk) :]
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def two_inputs_onnx() -> bytes:
+    return _model(
+        [
+            helper.make_node("Add", ["x", "x2"], ["s"]),
+            helper.make_node("Gemm", ["s", "W", "B"], ["logits"]),
+        ],
+        [_x(), _x("x2")],
+        [_logits()],
+        _weights(1),
+    ).SerializeToString()
+
+
+def two_outputs_onnx() -> bytes:
+    return _model(
+        [
+            helper.make_node("Gemm", ["x", "W", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        [_x()],
+        [_logits(), _logits("probs")],
+        _weights(2),
+    ).SerializeToString()
+
+
+def integer_output_onnx() -> bytes:
+    """No float output: the graph ends in ArgMax, so it returns class indices (int64)."""
+    return _model(
+        [
+            helper.make_node("Gemm", ["x", "W", "B"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        [_x()],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])],
+        _weights(3),
+    ).SerializeToString()
+
+
+def _point_outside(tensor: TensorProto, location: str) -> None:
+    """Move a tensor's bytes to "external data" at ``location`` (by hand, nothing is written)."""
+    size = len(numpy_helper.to_array(tensor).tobytes())
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", "0"), ("length", str(size))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def external_initializer_onnx(location: str) -> bytes:
+    """The weight initializer lives in an external file at ``location``."""
+    model = linear_proto(seed=4)
+    _point_outside(model.graph.initializer[0], location)
+    return model.SerializeToString()
+
+
+def external_constant_onnx(location: str) -> bytes:
+    """The weights are a Constant node's attribute tensor whose data is external: a place a
+    check of ``graph.initializer`` alone would miss."""
+    weight, bias = _weights(5)
+    weight.name = "Wc"
+    _point_outside(weight, location)
+    return _model(
+        [
+            helper.make_node("Constant", [], ["W"], value=weight),
+            helper.make_node("Gemm", ["x", "W", "B"], ["logits"]),
+        ],
+        [_x()],
+        [_logits()],
+        [bias],
+    ).SerializeToString()
+
+
+def external_function_onnx(location: str) -> bytes:
+    """External data inside a model-local function's Constant node."""
+    weight, bias = _weights(6)
+    weight.name = "Wf"
+    _point_outside(weight, location)
+    function = helper.make_function(
+        "hostile.local",
+        "Weights",
+        [],
+        ["w"],
+        [helper.make_node("Constant", [], ["w"], value=weight)],
+        [helper.make_opsetid("", 17)],
+    )
+    model = _model(
+        [
+            helper.make_node("Weights", [], ["W"], domain="hostile.local"),
+            helper.make_node("Gemm", ["x", "W", "B"], ["logits"]),
+        ],
+        [_x()],
+        [_logits()],
+        [bias],
+        functions=[function],
+    )
+    model.opset_import.append(helper.make_opsetid("hostile.local", 1))
+    return model.SerializeToString()
+
+
+def endless_loop_onnx() -> bytes:
+    """Valid ONNX whose Loop runs 2**62 iterations: running it once never returns."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", CLASSES]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", CLASSES]),
+        ],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+    model = _model(
+        [
+            helper.make_node("Gemm", ["x", "W", "B"], ["h"]),
+            helper.make_node("Loop", ["trip", "cond", "h"], ["logits"], body=body),
+        ],
+        [_x()],
+        [_logits()],
+        [
+            *_weights(7),
+            numpy_helper.from_array(np.array(2**62, np.int64), "trip"),
+            numpy_helper.from_array(np.array(True), "cond"),
+        ],
+    )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+# --- other model formats ----------------------------------------------------------------------
+
+
+def safetensors_bytes(seed: int = 0) -> bytes:
+    """safetensors weights written by hand: an 8-byte header length, a JSON header, the data."""
+    weight = np.random.default_rng(seed).normal(0, 0.1, (CLASSES, FEATURES)).astype(np.float32)
+    data = weight.tobytes()
+    header = json.dumps(
+        {"0.weight": {"dtype": "F32", "shape": list(weight.shape), "data_offsets": [0, len(data)]}}
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@functools.cache
+def torchscript_bytes() -> bytes:
+    import torch
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    module = torch.nn.Sequential(torch.nn.Linear(FEATURES, CLASSES))
+    torch.jit.save(torch.jit.script(module), buffer)
+    return buffer.getvalue()
+
+
+@functools.cache
+def torch_export_bytes() -> bytes:
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(FEATURES, CLASSES)).eval()
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(module, (torch.zeros(2, FEATURES),)), buffer)
+    return buffer.getvalue()
+
+
+def corrupt_member(archive: bytes, member_suffix: str) -> bytes:
+    """Flip the bytes of one stored member in place: the zip still opens, its CRC-32 fails."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as listing:
+        info = next(i for i in listing.infolist() if i.filename.endswith(member_suffix))
+    assert info.compress_type == zipfile.ZIP_STORED
+    assert info.file_size > 0
+    offset = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", archive[offset + 26 : offset + 30])
+    start = offset + 30 + name_len + extra_len
+    flipped = bytes(b ^ 0xFF for b in archive[start : start + info.file_size])
+    return archive[:start] + flipped + archive[start + info.file_size :]
+
+
+# --- payloads whose loading would run code ----------------------------------------------------
+
+
+class Trap:
+    """Unpickling this calls ``open(marker, "w")``: the marker file is proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def raw_pickle(marker: Path) -> bytes:
+    """What ``torch.save(obj, f, _use_new_zipfile_serialization=False)`` writes: a bare pickle."""
+    return pickle.dumps({"state_dict": Trap(marker)}, protocol=2)
+
+
+def torch_save_zip(marker: Path) -> bytes:
+    """The layout of ``torch.save``: a zip holding ``archive/data.pkl``."""
+    return zip_bytes(
+        {
+            "archive/data.pkl": pickle.dumps({"state_dict": Trap(marker)}, protocol=2),
+            "archive/byteorder": b"little",
+            "archive/version": b"3\n",
+        }
+    )
+
+
+def npz_with_object_array(marker: Path) -> bytes:
+    """``np.savez`` of an object array pickles its items; loading it with pickles allowed would
+    call the trap."""
+    x = np.empty((4, 1), dtype=object)
+    x[:, 0] = [Trap(marker)] * 4
+    return npz_bytes(x, np.zeros(4, np.int64))
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def npz_bytes(x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y, **extra)
+    return buffer.getvalue()
+
+
+def good_arrays(samples: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (samples, FEATURES)).astype(np.float32)
+    return x, rng.integers(0, CLASSES, samples)
+
+
+def good_npz(samples: int = 64, seed: int = 1) -> bytes:
+    return npz_bytes(*good_arrays(samples, seed))
+
+
+def npz_lying_header(shape: tuple[int, ...]) -> bytes:
+    """x's .npy header claims ``shape`` but the member holds 64 bytes of data."""
+    x_header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        x_header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    y = io.BytesIO()
+    np.save(y, np.zeros(shape[0] if shape[0] < 1000 else 4, np.int64))
+    return zip_bytes({"x.npy": x_header.getvalue() + b"\0" * 64, "y.npy": y.getvalue()})

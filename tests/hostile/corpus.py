@@ -1,0 +1,812 @@
+"""The hostile-input corpus: every case is a bad or malicious request and the status it must get.
+
+A case builds an :class:`Upload` (one upload stream that the server must refuse) or a
+:class:`Submit` (uploads that the server accepts, then a SubmitJob that it must refuse). Bytes
+come from generator functions in :mod:`builders`, or from the tiny committed files in
+``static/``. ``test_hostile_corpus.py`` walks the whole list against a real gRPC server.
+
+Conventions: ``fragment`` is a piece of the status message that makes it actionable (names the
+field, the limit or the fix); ``trusted`` picks the server with TorchScript / torch.export
+uploads switched on; ``markers`` names the files a payload's code would create if anything ever
+ran it (they must never appear). A few cases expect OK: they pin down inputs that look odd but
+are harmless by contract (an upload name is never a path; 0 means "the default").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from tempering.v1 import hardening_pb2 as pb
+
+from . import builders as b
+
+CHUNK = 1024 * 1024
+UPLOAD_LIMIT = 4 * CHUNK
+"""The servers of the corpus accept at most this many bytes per upload."""
+OVERSIZED_STREAM_CHUNKS = 64
+"""An oversized stream offers this many 1 MiB chunks; the server must stop long before."""
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+OK = grpc.StatusCode.OK
+
+ONNX = pb.MODEL_FORMAT_ONNX
+SAFETENSORS = pb.MODEL_FORMAT_SAFETENSORS
+TORCHSCRIPT = pb.MODEL_FORMAT_TORCHSCRIPT
+TORCH_EXPORT = pb.MODEL_FORMAT_TORCH_EXPORT
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a case may point: the trap markers' folder and a bait file, both outside the
+    server's state directory."""
+
+    marker_dir: Path
+    bait: Path
+
+    def marker(self, name: str) -> Path:
+        return self.marker_dir / name
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One upload stream: a header (declared size and hash default to the data's), then
+    ``data`` in 1 MiB chunks, or ``chunks()``, or the raw ``messages()`` instead of both."""
+
+    data: bytes
+    dataset: bool = False
+    fmt: int = ONNX
+    declared_size: int | None = None
+    declared_sha256: str | None = None
+    name: str = "upload.bin"
+    chunks: Callable[[], Iterable[bytes]] | None = None
+    messages: Callable[[], Iterator[object]] | None = None
+    max_chunks_read: int | None = None
+    """At most this many chunks may the server pull from the stream before it answers."""
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Upload ``model`` and the datasets (all must be accepted), then submit a valid FGSM job on
+    them, changed by ``edit``."""
+
+    model: bytes | None = None
+    model_fmt: int = ONNX
+    train: bytes | None = None
+    eval: bytes | None = None
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None
+    check: Callable[[pb.Job], None] | None = None
+    """For cases expected to succeed: what the returned job must look like."""
+
+
+Build = Callable[[Context], Upload | Submit]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    rpc: str
+    build: Build
+    code: grpc.StatusCode
+    fragment: str
+    trusted: bool = False
+    markers: tuple[str, ...] = field(default=())
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def good_model() -> bytes:
+    return b.linear_onnx(seed=0)
+
+
+def good_data() -> bytes:
+    return b.good_npz()
+
+
+def model_case(
+    name: str,
+    model: Callable[[Context], bytes],
+    code: grpc.StatusCode,
+    fragment: str,
+    *,
+    fmt: int = ONNX,
+    trusted: bool = False,
+    markers: tuple[str, ...] = (),
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None,
+) -> Case:
+    """The model uploads fine (uploads are not parsed); SubmitJob must refuse it."""
+    return Case(
+        name,
+        "SubmitJob",
+        lambda ctx: Submit(model=model(ctx), model_fmt=fmt, edit=edit),
+        code,
+        fragment,
+        trusted,
+        markers,
+    )
+
+
+def data_case(
+    name: str,
+    data: Callable[[Context], bytes],
+    fragment: str,
+    *,
+    as_eval: bool = False,
+    markers: tuple[str, ...] = (),
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None,
+) -> Case:
+    def build(ctx: Context) -> Submit:
+        if as_eval:
+            return Submit(eval=data(ctx), edit=edit)
+        return Submit(train=data(ctx), edit=edit)
+
+    return Case(name, "SubmitJob", build, INVALID, fragment, markers=markers)
+
+
+def arrays_case(
+    name: str, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], fragment: str
+) -> Case:
+    return data_case(name, lambda ctx: b.npz_bytes(*arrays()), fragment)
+
+
+def param_case(
+    name: str,
+    edit: Callable[[pb.SubmitJobRequest], None],
+    fragment: str,
+    code: grpc.StatusCode = INVALID,
+    check: Callable[[pb.Job], None] | None = None,
+) -> Case:
+    return Case(name, "SubmitJob", lambda ctx: Submit(edit=edit, check=check), code, fragment)
+
+
+def upload_case(
+    name: str,
+    upload: Callable[[Context], Upload],
+    code: grpc.StatusCode,
+    fragment: str,
+    *,
+    rpc: str = "UploadModel",
+) -> Case:
+    return Case(name, rpc, upload, code, fragment)
+
+
+def pickle_case(
+    name: str,
+    payload: Callable[[Path], bytes],
+    fmt: int,
+    *,
+    trusted: bool = False,
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None,
+) -> Case:
+    """A payload whose unpickling creates the case's marker; refused as a pickle."""
+    return model_case(
+        name,
+        lambda ctx: payload(ctx.marker(name)),
+        INVALID,
+        "pickle",
+        fmt=fmt,
+        trusted=trusted,
+        markers=(name,),
+        edit=edit,
+    )
+
+
+def with_arrays(
+    change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    return lambda: change(*b.good_arrays())
+
+
+def _set(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
+    """Set dotted fields of the request: ``_set(**{"spec.seed": 5})``."""
+
+    def edit(request: pb.SubmitJobRequest) -> None:
+        for dotted, value in fields.items():
+            *path, last = dotted.split(".")
+            target: object = request
+            for part in path:
+                target = getattr(target, part)
+            if isinstance(value, list):
+                container = getattr(target, last)
+                del container[:]
+                container.extend(value)
+            else:
+                setattr(target, last, value)
+
+    return edit
+
+
+def _distillation(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
+    def edit(request: pb.SubmitJobRequest) -> None:
+        request.spec.training.distillation.CopyFrom(pb.Distillation(**fields))  # type: ignore[arg-type]
+
+    return edit
+
+
+def _trades(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
+    def edit(request: pb.SubmitJobRequest) -> None:
+        request.spec.training.trades.CopyFrom(pb.Trades(**fields))  # type: ignore[arg-type]
+
+    return edit
+
+
+def _unknown_method(request: pb.SubmitJobRequest) -> None:
+    """A method this server does not know: field 14 of Training (a newer client's oneof
+    member), which the server parses as an unknown field, so no method is set."""
+    request.spec.training.CopyFrom(pb.Training.FromString(b"\x08\x01" + b"\x72\x02\x08\x01"))
+
+
+def _no_method(request: pb.SubmitJobRequest) -> None:
+    request.spec.training.ClearField("fgsm")
+
+
+def _no_spec(request: pb.SubmitJobRequest) -> None:
+    request.ClearField("spec")
+
+
+def _safetensors_job(request: pb.SubmitJobRequest) -> None:
+    request.spec.architecture = "mlp"
+
+
+def _epochs_are(expected: int) -> Callable[[pb.Job], None]:
+    def check(job: pb.Job) -> None:
+        assert job.state == pb.JOB_STATE_QUEUED
+        assert job.spec.training.epochs == expected
+
+    return check
+
+
+def _temperature_is(expected: float) -> Callable[[pb.Job], None]:
+    def check(job: pb.Job) -> None:
+        assert job.spec.training.distillation.temperature == expected
+
+    return check
+
+
+def _zero_chunks(count: int) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(count):
+            yield b"\0" * CHUNK
+
+    return chunks
+
+
+def _header_message(data: bytes, fmt: int = ONNX) -> pb.UploadModelRequest:
+    return pb.UploadModelRequest(
+        header=pb.ModelUploadHeader(
+            name="m.onnx", format=fmt, size_bytes=len(data), sha256=b.sha256(data)
+        )
+    )
+
+
+def _chunk_first() -> Iterator[object]:
+    data = good_model()
+    yield pb.UploadModelRequest(chunk=data)
+    yield _header_message(data)
+
+
+def _two_headers() -> Iterator[object]:
+    data = b.linear_onnx(seed=11)
+    yield _header_message(data)
+    yield _header_message(data)
+    yield pb.UploadModelRequest(chunk=data)
+
+
+def _nothing() -> Iterator[object]:
+    yield from ()
+
+
+# --- the corpus -------------------------------------------------------------------------------
+
+GOOD_X = b.good_arrays
+
+CASES: list[Case] = [
+    # Pickles whose unpickling would run code: never unpickled, wherever they are declared.
+    upload_case(
+        "pickle-declared-torchscript-trusted-off",
+        lambda ctx: Upload(b.raw_pickle(ctx.marker("never")), fmt=TORCHSCRIPT),
+        PRECONDITION,
+        "TEMPERING_ALLOW_TRUSTED_FORMATS",
+    ),
+    pickle_case(
+        "pickle-declared-torchscript-trusted-on",
+        b.raw_pickle,
+        TORCHSCRIPT,
+        trusted=True,
+    ),
+    pickle_case(
+        "torch-save-zip-declared-torchscript-trusted-on",
+        b.torch_save_zip,
+        TORCHSCRIPT,
+        trusted=True,
+    ),
+    pickle_case(
+        "torch-save-zip-declared-torch-export-trusted-on",
+        b.torch_save_zip,
+        TORCH_EXPORT,
+        trusted=True,
+    ),
+    pickle_case("pickle-declared-onnx", b.raw_pickle, ONNX),
+    pickle_case("torch-save-zip-declared-onnx", b.torch_save_zip, ONNX),
+    pickle_case("pickle-declared-safetensors", b.raw_pickle, SAFETENSORS, edit=_safetensors_job),
+    # Truncated or corrupt files.
+    model_case("onnx-truncated-half", lambda ctx: b.truncated(good_model(), 0.5), INVALID, "ONNX"),
+    model_case(
+        "onnx-truncated-to-one-byte", lambda ctx: b.truncated(good_model(), 0.0), INVALID, "ONNX"
+    ),
+    model_case("onnx-truncated-last-byte", lambda ctx: good_model()[:-1], INVALID, "ONNX"),
+    model_case(
+        "onnx-corrupt-structure",
+        # Keeps the leading ir_version field, so the file still looks like ONNX at first sight.
+        lambda ctx: b.overwritten(good_model(), 2, b"\xff" * 48),
+        INVALID,
+        "ONNX",
+    ),
+    model_case(
+        "text-declared-onnx", lambda ctx: b.static("not_a_model.txt"), INVALID, "declared as onnx"
+    ),
+    model_case(
+        "torchscript-truncated",
+        lambda ctx: b.truncated(b.torchscript_bytes(), 0.6),
+        INVALID,
+        "declared as torchscript",
+        fmt=TORCHSCRIPT,
+        trusted=True,
+    ),
+    model_case(
+        "torchscript-corrupt-member",
+        lambda ctx: b.corrupt_member(b.torchscript_bytes(), "data/0"),
+        INVALID,
+        "corrupt",
+        fmt=TORCHSCRIPT,
+        trusted=True,
+    ),
+    model_case(
+        "torch-export-truncated",
+        lambda ctx: b.truncated(b.torch_export_bytes(), 0.6),
+        INVALID,
+        "declared as torch_export",
+        fmt=TORCH_EXPORT,
+        trusted=True,
+    ),
+    model_case(
+        "torch-export-corrupt-member",
+        lambda ctx: b.corrupt_member(b.torch_export_bytes(), "models/model.json"),
+        INVALID,
+        "corrupt",
+        fmt=TORCH_EXPORT,
+        trusted=True,
+    ),
+    model_case(
+        "safetensors-truncated",
+        lambda ctx: b.truncated(b.safetensors_bytes(seed=1), 0.7),
+        INVALID,
+        "truncated",
+        fmt=SAFETENSORS,
+        edit=_safetensors_job,
+    ),
+    # Bytes that are not what the declared format says.
+    model_case(
+        "safetensors-declared-onnx",
+        lambda ctx: b.safetensors_bytes(seed=2),
+        INVALID,
+        "declared as onnx but its bytes are safetensors",
+    ),
+    model_case(
+        "onnx-declared-safetensors",
+        lambda ctx: b.linear_onnx(seed=12),
+        INVALID,
+        "declared as safetensors but its bytes are an ONNX model",
+        fmt=SAFETENSORS,
+        edit=_safetensors_job,
+    ),
+    model_case(
+        "zip-junk-declared-torch-export",
+        lambda ctx: b.static("junk.zip"),
+        INVALID,
+        "declared as torch_export",
+        fmt=TORCH_EXPORT,
+        trusted=True,
+    ),
+    model_case(
+        "onnx-declared-torchscript",
+        lambda ctx: b.linear_onnx(seed=13),
+        INVALID,
+        "declared as torchscript but its bytes are an ONNX model",
+        fmt=TORCHSCRIPT,
+        trusted=True,
+    ),
+    upload_case(
+        "zip-junk-declared-torch-export-trusted-off",
+        lambda ctx: Upload(b.static("junk.zip"), fmt=TORCH_EXPORT),
+        PRECONDITION,
+        "export the model to ONNX",
+    ),
+    # ONNX external data pointing out of the store: refused, never read.
+    model_case(
+        "onnx-external-initializer-absolute",
+        lambda ctx: b.external_initializer_onnx(str(ctx.bait)),
+        INVALID,
+        "self-contained",
+    ),
+    model_case(
+        "onnx-external-initializer-climbs-out",
+        lambda ctx: b.external_initializer_onnx("../../../../../outside/bait/secret.bin"),
+        INVALID,
+        "self-contained",
+    ),
+    model_case(
+        "onnx-external-constant-absolute",
+        lambda ctx: b.external_constant_onnx(str(ctx.bait)),
+        INVALID,
+        "self-contained",
+    ),
+    model_case(
+        "onnx-external-constant-climbs-out",
+        lambda ctx: b.external_constant_onnx("../../../../../outside/bait/secret.bin"),
+        INVALID,
+        "self-contained",
+    ),
+    model_case(
+        "onnx-external-in-local-function",
+        lambda ctx: b.external_function_onnx(str(ctx.bait)),
+        INVALID,
+        "self-contained",
+    ),
+    # Models that are valid ONNX but not a classifier we can harden.
+    model_case("onnx-two-inputs", lambda ctx: b.two_inputs_onnx(), INVALID, "exactly one input"),
+    model_case("onnx-two-outputs", lambda ctx: b.two_outputs_onnx(), INVALID, "exactly one output"),
+    model_case(
+        "onnx-no-float-output", lambda ctx: b.integer_output_onnx(), INVALID, "must be float32"
+    ),
+    model_case(
+        "onnx-input-shape-differs-from-data",
+        lambda ctx: b.linear_proto(seed=14, features=32).SerializeToString(),
+        INVALID,
+        "expects inputs shaped (N, 32)",
+    ),
+    model_case(
+        "onnx-endless-loop", lambda ctx: b.endless_loop_onnx(), INVALID, "control flow (Loop)"
+    ),
+    # Datasets.
+    arrays_case("data-nan", with_arrays(lambda x, y: (_poke(x, np.nan), y)), "NaN or infinite"),
+    arrays_case("data-inf", with_arrays(lambda x, y: (_poke(x, np.inf), y)), "NaN or infinite"),
+    arrays_case(
+        "data-labels-beyond-classes",
+        with_arrays(lambda x, y: (x, np.where(y == 0, 10, y))),
+        "labels must lie in [0, 9]",
+    ),
+    arrays_case(
+        "data-negative-labels", with_arrays(lambda x, y: (x, y - 1)), "labels must be >= 0"
+    ),
+    arrays_case(
+        "data-huge-labels",
+        with_arrays(lambda x, y: (x, np.full(len(y), 2**63 + 5, np.uint64))),
+        "class indices",
+    ),
+    arrays_case(
+        "data-fractional-labels",
+        with_arrays(lambda x, y: (x, y + 0.5)),
+        "integer class labels",
+    ),
+    arrays_case(
+        "data-empty",
+        lambda: (np.zeros((0, b.FEATURES), np.float32), np.zeros(0, np.int64)),
+        "empty",
+    ),
+    arrays_case(
+        "data-x-and-y-counts-differ",
+        with_arrays(lambda x, y: (x, y[:-1])),
+        "x holds 64 samples but y holds 63 labels",
+    ),
+    arrays_case(
+        "data-outside-input-bounds", with_arrays(lambda x, y: (x * 255, y)), "input bounds"
+    ),
+    arrays_case("data-x-one-dimensional", with_arrays(lambda x, y: (x[:, 0], y)), "x must have"),
+    data_case(
+        "data-missing-y",
+        lambda ctx: b.zip_bytes({"x.npy": b.npy_bytes(GOOD_X()[0])}),
+        "must hold arrays 'x' and 'y'",
+    ),
+    data_case(
+        "data-object-array-pickle",
+        lambda ctx: b.npz_with_object_array(ctx.marker("data-object-array-pickle")),
+        "object array",
+        markers=("data-object-array-pickle",),
+    ),
+    data_case(
+        "data-object-array-pickle-as-eval",
+        lambda ctx: b.npz_with_object_array(ctx.marker("data-object-array-pickle-as-eval")),
+        "object array",
+        as_eval=True,
+        markers=("data-object-array-pickle-as-eval",),
+    ),
+    data_case(
+        "data-header-claims-terabytes",
+        lambda ctx: b.npz_lying_header((2**40, b.FEATURES)),
+        "truncated or corrupt",
+    ),
+    data_case(
+        "data-member-not-npy",
+        lambda ctx: b.zip_bytes({"x.npy": b"hello", "y.npy": b"world"}),
+        "not a readable .npy array",
+    ),
+    data_case("data-not-a-zip", lambda ctx: b.static("not_a_model.txt"), "not a readable .npz"),
+    data_case(
+        "data-pickle-declared-npz",
+        lambda ctx: b.raw_pickle(ctx.marker("data-pickle-declared-npz")),
+        "not a readable .npz",
+        markers=("data-pickle-declared-npz",),
+    ),
+    data_case(
+        "data-single-npy-declared-npz",
+        lambda ctx: b.npy_bytes(GOOD_X()[0]),
+        "not a readable .npz",
+    ),
+    data_case(
+        "data-truncated-npz",
+        lambda ctx: b.truncated(b.good_npz(seed=3), 0.5),
+        "not a readable .npz",
+    ),
+    data_case(
+        "eval-data-nan",
+        lambda ctx: b.npz_bytes(*with_arrays(lambda x, y: (_poke(x, np.nan), y))()),
+        "NaN or infinite",
+        as_eval=True,
+    ),
+    # Upload streams.
+    upload_case(
+        "upload-declares-more-than-the-limit",
+        lambda ctx: Upload(
+            b"",
+            declared_size=UPLOAD_LIMIT + 1,
+            declared_sha256="a" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=0,
+        ),
+        EXHAUSTED,
+        "TEMPERING_MAX_UPLOAD_BYTES",
+    ),
+    upload_case(
+        "upload-streams-past-the-limit",
+        lambda ctx: Upload(
+            b"",
+            declared_size=UPLOAD_LIMIT,
+            declared_sha256="a" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=UPLOAD_LIMIT // CHUNK + 1,
+        ),
+        EXHAUSTED,
+        "TEMPERING_MAX_UPLOAD_BYTES",
+    ),
+    upload_case(
+        "upload-streams-past-its-declared-size",
+        lambda ctx: Upload(
+            b"",
+            declared_size=1000,
+            declared_sha256="a" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=1,
+        ),
+        INVALID,
+        "more than the 1000 bytes",
+    ),
+    upload_case(
+        "dataset-streams-past-the-limit",
+        lambda ctx: Upload(
+            b"",
+            dataset=True,
+            fmt=pb.DATASET_FORMAT_NPZ,
+            declared_size=UPLOAD_LIMIT,
+            declared_sha256="b" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=UPLOAD_LIMIT // CHUNK + 1,
+        ),
+        EXHAUSTED,
+        "TEMPERING_MAX_UPLOAD_BYTES",
+        rpc="UploadDataset",
+    ),
+    upload_case(
+        "upload-ends-early",
+        lambda ctx: Upload(
+            b.linear_onnx(seed=15), declared_size=len(b.linear_onnx(seed=15)) + 4096
+        ),
+        INVALID,
+        "ended after",
+    ),
+    upload_case(
+        "upload-checksum-mismatch",
+        lambda ctx: Upload(b.linear_onnx(seed=16), declared_sha256=b.sha256(b"other bytes")),
+        INVALID,
+        "SHA-256",
+    ),
+    upload_case(
+        "upload-checksum-not-hex",
+        lambda ctx: Upload(b.linear_onnx(seed=17), declared_sha256="../" * 21 + "x"),
+        INVALID,
+        "SHA-256",
+    ),
+    upload_case(
+        "upload-declared-size-zero",
+        lambda ctx: Upload(b.linear_onnx(seed=18), declared_size=0),
+        INVALID,
+        "size_bytes",
+    ),
+    upload_case(
+        "upload-chunk-before-header",
+        lambda ctx: Upload(b"", messages=_chunk_first),
+        INVALID,
+        "must start with a header",
+    ),
+    upload_case(
+        "upload-two-headers",
+        lambda ctx: Upload(b"", messages=_two_headers),
+        INVALID,
+        "one header",
+    ),
+    upload_case(
+        "upload-empty-stream",
+        lambda ctx: Upload(b"", messages=_nothing),
+        INVALID,
+        "must start with a header",
+    ),
+    upload_case(
+        "upload-unknown-model-format",
+        lambda ctx: Upload(b.linear_onnx(seed=19), fmt=42),
+        INVALID,
+        "header.format",
+    ),
+    upload_case(
+        "upload-unspecified-dataset-format",
+        lambda ctx: Upload(good_data(), dataset=True, fmt=pb.DATASET_FORMAT_UNSPECIFIED),
+        INVALID,
+        "header.format",
+        rpc="UploadDataset",
+    ),
+    upload_case(
+        "upload-name-too-long",
+        lambda ctx: Upload(b.linear_onnx(seed=20), name="n" * 10_000),
+        INVALID,
+        "header.name",
+    ),
+    upload_case(
+        "upload-name-is-a-path-is-only-a-label",
+        lambda ctx: Upload(b.linear_onnx(seed=21), name="../../../../outside/pwned.onnx"),
+        OK,
+        "",
+    ),
+    upload_case(
+        "upload-name-absolute-path-is-only-a-label",
+        lambda ctx: Upload(b.linear_onnx(seed=22), name=str(ctx.marker("pwned.onnx"))),
+        OK,
+        "",
+    ),
+    # Parameters out of range at SubmitJob.
+    param_case("param-negative-epsilon", _set(**{"spec.threat_model.epsilon": -0.1}), "epsilon"),
+    param_case("param-nan-epsilon", _set(**{"spec.threat_model.epsilon": math.nan}), "eps"),
+    param_case("param-infinite-epsilon", _set(**{"spec.threat_model.epsilon": math.inf}), "eps"),
+    param_case(
+        "param-zero-epochs-means-the-default",
+        _set(**{"spec.training.epochs": 0}),
+        "",
+        OK,
+        check=_epochs_are(10),
+    ),
+    param_case(
+        "param-too-many-epochs", _set(**{"spec.training.epochs": 100_000}), "epochs must be"
+    ),
+    param_case(
+        "param-zero-temperature-means-the-default",
+        _distillation(temperature=0.0),
+        "",
+        OK,
+        check=_temperature_is(100.0),
+    ),
+    param_case(
+        "param-temperature-below-one", _distillation(temperature=0.5), "temperature must be"
+    ),
+    param_case(
+        "param-negative-temperature", _distillation(temperature=-3.0), "temperature must be"
+    ),
+    param_case("param-nan-temperature", _distillation(temperature=math.nan), "temperature must be"),
+    param_case("param-unknown-method", _unknown_method, "needs a method"),
+    param_case("param-no-method", _no_method, "needs a method"),
+    param_case("param-no-spec", _no_spec, "spec is required"),
+    param_case(
+        "param-bounds-lower-above-upper",
+        _set(**{"spec.threat_model.lower": [1.0], "spec.threat_model.upper": [0.0]}),
+        "lower bound must be below",
+    ),
+    param_case(
+        "param-bounds-lower-equals-upper",
+        _set(**{"spec.threat_model.lower": [0.5], "spec.threat_model.upper": [0.5]}),
+        "lower bound must be below",
+    ),
+    param_case(
+        "param-bounds-counts-differ",
+        _set(**{"spec.threat_model.lower": [0.0, 0.0], "spec.threat_model.upper": [1.0]}),
+        "as many lower as upper",
+    ),
+    param_case(
+        "param-bounds-nan",
+        _set(**{"spec.threat_model.lower": [math.nan], "spec.threat_model.upper": [1.0]}),
+        "finite",
+    ),
+    param_case(
+        "param-too-many-eval-samples",
+        _set(**{"spec.evaluation.samples": 10_000_000}),
+        "evaluation samples must be between",
+    ),
+    param_case("param-unknown-norm", _set(**{"spec.threat_model.norm": 7}), "linf or l2"),
+    param_case("param-unknown-suite", _set(**{"spec.evaluation.suite": 9}), "standard or fast"),
+    param_case("param-seed-over-2-63", _set(**{"spec.seed": 2**64 - 1}), "seed"),
+    param_case(
+        "param-huge-batch-size", _set(**{"spec.training.batch_size": 2**32 - 1}), "batch_size"
+    ),
+    param_case(
+        "param-nan-learning-rate",
+        _set(**{"spec.training.learning_rate": math.nan}),
+        "learning_rate",
+    ),
+    param_case(
+        "param-negative-step-size", _set(**{"spec.training.fgsm.step_size": -1.0}), "step_size"
+    ),
+    param_case(
+        "param-warmup-longer-than-training",
+        _set(**{"spec.training.fgsm.eps_warmup_epochs": 5.0}),
+        "eps_warmup_epochs",
+    ),
+    param_case("param-negative-trades-beta", _trades(beta=-1.0), "trades_beta"),
+    param_case("param-too-many-attack-steps", _trades(attack_steps=1_000_000), "attack_steps"),
+    param_case(
+        "param-hard-label-weight-over-one", _distillation(hard_label_weight=2.0), "hard_label"
+    ),
+    param_case(
+        "param-unknown-model-id",
+        _set(**{"spec.model_id": "model-" + "0" * 64}),
+        "UploadModel",
+        NOT_FOUND,
+    ),
+    param_case(
+        "param-model-id-is-a-path",
+        _set(**{"spec.model_id": "../../../../etc/passwd"}),
+        "UploadModel",
+        NOT_FOUND,
+    ),
+    param_case(
+        "param-dataset-id-names-a-model",
+        lambda r: setattr(r.spec, "train_dataset_id", r.spec.model_id),
+        "UploadDataset",
+        NOT_FOUND,
+    ),
+    model_case(
+        "param-safetensors-without-architecture",
+        lambda ctx: b.safetensors_bytes(seed=3),
+        INVALID,
+        "spec.architecture",
+        fmt=SAFETENSORS,
+    ),
+    param_case("param-bad-label-key", lambda r: r.labels.update({"../x": "1"}), "label key"),
+    param_case(
+        "param-idempotency-key-too-long",
+        _set(idempotency_key="k" * 10_000),
+        "idempotency_key",
+    ),
+]
+
+
+def _poke(x: np.ndarray, value: float) -> np.ndarray:
+    x = x.copy()
+    x[3, 5] = value
+    return x
