@@ -115,7 +115,10 @@ def test_hardens_an_uploaded_model_and_serves_the_results(
     assert changes[-1] == pb.JOB_STATE_SUCCEEDED, stack.logs()
     assert pb.JOB_STATE_RUNNING in changes
     stages = {e.progress.stage for e in events if e.WhichOneof("event") == "progress"}
-    assert {"training", "evaluating"} <= stages
+    # Watchers sample the stored progress, so a stage shorter than one poll may be skipped;
+    # the evaluation of this job lasts several polls.
+    assert "evaluating" in stages
+    assert stages <= {"loading", "teacher", "training", "evaluating", "exporting", "done"}
 
     header, model_bytes = download(stack.stub, job.id, pb.ARTIFACT_KIND_HARDENED_MODEL)
     assert header.sha256 == sha256(model_bytes)

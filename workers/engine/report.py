@@ -24,6 +24,8 @@ KIND = "tempering.robustness_report"
 class ExportCheck:
     max_abs_diff: float
     tolerance: float
+    output_scale: float
+    allowed_diff: float
     samples: int
     opset: int
     passed: bool
@@ -82,6 +84,8 @@ class RobustnessReport:
                 "opset": self.export.opset,
                 "max_abs_diff": self.export.max_abs_diff,
                 "tolerance": self.export.tolerance,
+                "output_scale": round(self.export.output_scale, 6),
+                "allowed_diff": self.export.allowed_diff,
                 "samples": self.export.samples,
                 "passed": self.export.passed,
             },
@@ -184,7 +188,8 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
     lines += [
         "",
         f"Export check: onnxruntime matches PyTorch within {report['export']['max_abs_diff']:.2e}"
-        f" (tolerance {report['export']['tolerance']:g}).",
+        f" (allowed {report['export']['allowed_diff']:.2g}: {report['export']['tolerance']:g},"
+        " relative to the largest output where that exceeds 1).",
         "",
     ]
     return "\n".join(lines)
