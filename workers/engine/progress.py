@@ -53,10 +53,13 @@ class Reporter:
     _last_emit: float = 0.0
 
     def emit(self, event: ProgressEvent, *, force: bool = True) -> None:
-        now = time.monotonic()
-        if force or now - self._last_emit >= self.min_interval_seconds:
-            self._last_emit = now
+        if force or self.due():
+            self._last_emit = time.monotonic()
             self.callback(event)
+
+    def due(self) -> bool:
+        """Whether a throttled event would pass now; lets hot loops skip building one."""
+        return time.monotonic() - self._last_emit >= self.min_interval_seconds
 
     def check(self) -> None:
         """Raise if the job was cancelled or ran over its time budget."""

@@ -86,18 +86,19 @@ def train_epoch(
         loss_sum += loss.detach().float().cpu() * len(y)
         correct += (logits.detach().argmax(1) == y).sum().cpu()
         seen += len(y)
-        reporter.emit(
-            ProgressEvent(
-                stage=stage,
-                epoch=epoch + 1,
-                epochs=epochs,
-                step=index + 1,
-                steps=total,
-                loss=float(loss_sum) / seen,
-                eta_seconds=_eta(started, epoch, epochs, index + 1, total),
-            ),
-            force=False,
-        )
+        if reporter.due():
+            reporter.emit(
+                ProgressEvent(
+                    stage=stage,
+                    epoch=epoch + 1,
+                    epochs=epochs,
+                    step=index + 1,
+                    steps=total,
+                    loss=float(loss_sum) / seen,
+                    eta_seconds=_eta(started, epoch, epochs, index + 1, total),
+                ),
+                force=False,
+            )
     mean_loss = float(loss_sum) / max(seen, 1)
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
