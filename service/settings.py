@@ -68,6 +68,11 @@ class Settings:
     """Jobs each tenant may have queued or running at once; 0 = no limit."""
     tenant_limits: str = ""
     """Per-tenant overrides: ``alice:stored=50G,queued=20;bob:queued=2``."""
+    # Where the artifacts live when not in artifact_dir (service/s3_artifacts.py)
+    artifact_url: str | None = None
+    """``s3://bucket/prefix``: blobs in an S3-compatible bucket instead of ``artifact_dir``."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of a non-AWS S3-compatible store (MinIO: ``http://minio:9000``)."""
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes <= 0:
@@ -93,7 +98,21 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
         if not self.queue:
             raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
+        self._check_artifact_url()
         self._check_security()
+
+    def _check_artifact_url(self) -> None:
+        if self.artifact_url:
+            from service.s3_artifacts import parse_s3_url
+
+            try:
+                parse_s3_url(self.artifact_url)
+            except ValueError as exc:
+                raise SettingsError(f"{ENV_PREFIX}ARTIFACT_URL: {exc}") from exc
+        elif self.s3_endpoint_url:
+            raise SettingsError(
+                f"{ENV_PREFIX}S3_ENDPOINT_URL needs {ENV_PREFIX}ARTIFACT_URL=s3://bucket/prefix"
+            )
 
     def _check_security(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -225,6 +244,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("tenant_max_stored_bytes", _parse_size, "stored bytes per tenant (0: no limit)"),
     FieldSpec("tenant_max_queued_jobs", int, "queued or running jobs per tenant; 0 = no limit"),
     FieldSpec("tenant_limits", str, "per-tenant limits: alice:stored=50G,queued=20;bob:..."),
+    FieldSpec("artifact_url", str, "s3://bucket/prefix: artifacts in S3 instead of artifact_dir"),
+    FieldSpec("s3_endpoint_url", str, "endpoint of a non-AWS S3-compatible store (MinIO, ...)"),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactStore, LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.checkpoints import checkpoint_root
 from service.db import Database
@@ -18,7 +18,7 @@ class Stores:
     database: Database
     jobs: JobStore
     uploads: UploadCatalog
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
 
     @classmethod
     def open(cls, settings: Settings) -> Stores:
@@ -28,11 +28,25 @@ class Stores:
             database=database,
             jobs=JobStore(database),
             uploads=UploadCatalog(database),
-            artifacts=LocalArtifactStore(settings.artifact_dir),
+            artifacts=open_artifact_store(settings),
         )
 
     def close(self) -> None:
         self.database.close()
+
+
+def open_artifact_store(settings: Settings) -> ArtifactStore:
+    """The local directory by default; an S3-compatible bucket when ``artifact_url`` is set
+    (boto3 is imported only then)."""
+    if not settings.artifact_url:
+        return LocalArtifactStore(settings.artifact_dir)
+    from service.s3_artifacts import S3ArtifactStore
+
+    return S3ArtifactStore.from_url(
+        settings.artifact_url,
+        endpoint_url=settings.s3_endpoint_url,
+        spool_dir=settings.state_dir / "s3-spool",
+    )
 
 
 def build_runner(settings: Settings) -> JobRunner:

@@ -1,0 +1,235 @@
+"""The artifact store in an S3-compatible bucket (AWS S3, MinIO, Ceph, ...), for workers on
+other machines.
+
+It keeps the local store's guarantees (:mod:`service.artifacts`):
+
+- **complete or not at all**: a blob is spooled to a local temporary file while it is hashed,
+  and only then sent, under its SHA-256, with one PUT or one multipart upload; S3 makes the
+  object visible when the PUT (or ``CompleteMultipartUpload``) succeeds, never before. A failed
+  multipart upload is aborted; a blob abandoned before ``commit`` is never sent.
+- **SHA-256 recorded and checked**: the object carries its SHA-256 in its metadata
+  (``x-amz-meta-sha256``) as well as in its key. Reading (``open``, ``local_path``) hashes the
+  bytes as they arrive and raises :class:`~service.errors.DataLoss` when they do not hash to
+  the key, or when the recorded SHA-256 is missing or different (an object replaced behind
+  the service's back).
+- **streaming**: reads come in chunks from the response body; nothing holds a blob in memory.
+- **idempotent**: the same bytes always go to the same key with the same metadata; sending
+  them again overwrites the object with identical bytes (which also repairs a damaged one).
+
+boto3 is imported only when a store is built (``pip install 'tempering[s3]'``); credentials
+come from the standard AWS variables, config files or instance roles, never from Tempering's
+settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from service.artifacts import CHUNK_BYTES, BlobWriter, StoredBlob, _damaged
+from service.errors import ChecksumMismatch, DataLoss, NotFound
+
+SHA256_METADATA = "sha256"
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; the prefix may be empty."""
+    if not url.startswith("s3://"):
+        raise ValueError("expected s3://bucket or s3://bucket/prefix")
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError("the URL names no bucket (expected s3://bucket/prefix)")
+    return bucket, prefix.strip("/")
+
+
+def _check_name(sha256: str) -> None:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise NotFound(f"{sha256!r} is not a SHA-256 of a stored blob")
+
+
+def _is_missing(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    return str(response.get("Error", {}).get("Code", "")) in _MISSING_CODES
+
+
+class _S3BlobWriter:
+    def __init__(self, store: S3ArtifactStore, spool: BinaryIO) -> None:
+        self._store = store
+        self._spool = spool
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.committed: StoredBlob | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def write(self, chunk: bytes) -> None:
+        self._spool.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+        digest = self._hash.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            raise ChecksumMismatch(
+                f"the {self._size} bytes received hash to SHA-256 {digest}, not"
+                f" {expected_sha256} as declared; the data changed on the way or the client"
+                " hashed other bytes. Upload again"
+            )
+        self._spool.flush()
+        self._spool.seek(0)
+        self._store._upload(self._spool, digest)
+        self.committed = StoredBlob(digest, self._size)
+        return self.committed
+
+
+class _VerifyingBody(io.RawIOBase):
+    """An S3 response body that hashes what it yields and raises DataLoss at the end when the
+    bytes do not hash to the blob's name."""
+
+    def __init__(self, body: Any, sha256: str) -> None:
+        self._body = body
+        self._sha256 = sha256
+        self._hash = hashlib.sha256()
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self._body.read(len(view))
+        if not chunk:
+            if not self._verified:
+                if self._hash.hexdigest() != self._sha256:
+                    raise DataLoss(_damaged(self._sha256, self._hash.hexdigest()))
+                self._verified = True
+            return 0
+        self._hash.update(chunk)
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._body.close()
+        super().close()
+
+
+class S3ArtifactStore:
+    """Blobs at ``s3://<bucket>/<prefix>/blobs/<aa>/<bb>/<sha256>``; blobs being written are
+    spooled to temporary files in ``spool_dir`` (the system's temporary directory if None)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        spool_dir: Path | None = None,
+        client: Any = None,
+        multipart_threshold: int = 64 * 1024 * 1024,
+    ) -> None:
+        try:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise RuntimeError(
+                "an s3:// artifact store needs boto3: pip install 'tempering[s3]'"
+            ) from exc
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 8 * 1024 * 1024),
+        )
+        self._spool_dir = spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, endpoint_url: str | None = None, spool_dir: Path | None = None
+    ) -> S3ArtifactStore:
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, endpoint_url=endpoint_url, spool_dir=spool_dir)
+
+    def key(self, sha256: str) -> str:
+        _check_name(sha256)
+        name = f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    @contextlib.contextmanager
+    def new_blob(self) -> Iterator[BlobWriter]:
+        with tempfile.TemporaryFile(dir=self._spool_dir, prefix="blob-", suffix=".part") as f:
+            yield _S3BlobWriter(self, f)
+
+    def put_file(self, path: Path) -> StoredBlob:
+        with self.new_blob() as blob, path.open("rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                blob.write(chunk)
+            return blob.commit()
+
+    def open(self, sha256: str) -> BinaryIO:
+        key = self.key(sha256)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"blob {sha256} is not in the artifact store") from None
+            raise
+        body = response["Body"]
+        recorded = response.get("Metadata", {}).get(SHA256_METADATA)
+        if recorded != sha256:
+            body.close()
+            raise DataLoss(
+                f"the stored artifact {sha256} is damaged: its object records SHA-256"
+                f" {recorded or 'none'}; it is not served. The operator should restore it from"
+                " a backup (or run the job again)"
+            )
+        return io.BufferedReader(_VerifyingBody(body, sha256), CHUNK_BYTES)
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+        except Exception as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        return True
+
+    @contextlib.contextmanager
+    def local_path(self, sha256: str) -> Iterator[Path]:
+        """Download the blob (checked) to a temporary file, deleted when the block ends."""
+        fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="download-", suffix=".blob")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as target, self.open(sha256) as source:
+                while chunk := source.read(CHUNK_BYTES):
+                    target.write(chunk)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _upload(self, file: BinaryIO, sha256: str) -> None:
+        self._client.upload_fileobj(
+            file,
+            self.bucket,
+            self.key(sha256),
+            ExtraArgs={
+                "Metadata": {SHA256_METADATA: sha256},
+                "ContentType": "application/octet-stream",
+            },
+            Config=self._transfer,
+        )

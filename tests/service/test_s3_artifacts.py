@@ -1,0 +1,268 @@
+"""The S3-compatible artifact store, against a real S3 server (moto's) on loopback: the same
+guarantees as the local store (test_artifact_store.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.artifacts import LocalArtifactStore, verified_chunks
+from service.errors import ChecksumMismatch, DataLoss, NotFound
+from service.settings import Settings, SettingsError
+from service.stores import open_artifact_store
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+from service.s3_artifacts import S3ArtifactStore, parse_s3_url  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"tempering-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def store(endpoint: str, bucket: str, tmp_path: Path) -> S3ArtifactStore:
+    return S3ArtifactStore.from_url(
+        f"s3://{bucket}/some/prefix", endpoint_url=endpoint, spool_dir=tmp_path / "spool"
+    )
+
+
+def object_keys(s3: Any, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_committed_blob_is_named_by_its_sha256_and_records_it(
+    store: S3ArtifactStore, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    data = b"hello " * 1000
+
+    with store.new_blob() as blob:
+        blob.write(data[:10])
+        blob.write(data[10:])
+        stored = blob.commit(expected_sha256=sha(data).upper())
+
+    assert stored.sha256 == sha(data)
+    assert stored.size_bytes == len(data)
+    key = f"some/prefix/blobs/{stored.sha256[:2]}/{stored.sha256[2:4]}/{stored.sha256}"
+    assert object_keys(s3, bucket) == [key]
+    assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {"sha256": stored.sha256}
+    with store.open(stored.sha256) as f:
+        assert f.read() == data
+    assert b"".join(verified_chunks(store, stored.sha256)) == data
+    assert store.exists(stored.sha256)
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_reads_stream_in_chunks(store: S3ArtifactStore) -> None:
+    data = bytes(range(256)) * 12_000  # ~3 MB
+    with store.new_blob() as blob:
+        blob.write(data)
+        stored = blob.commit()
+
+    with store.open(stored.sha256) as f:
+        first = f.read(1000)
+        rest = f.read()
+    assert first + rest == data
+    chunks = list(verified_chunks(store, stored.sha256))
+    assert len(chunks) == 3
+    assert b"".join(chunks) == data
+
+
+def test_a_large_blob_goes_up_in_parts_and_comes_back_checked(
+    endpoint: str, bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    store = S3ArtifactStore(
+        bucket, "big", endpoint_url=endpoint, spool_dir=tmp_path, multipart_threshold=5 * MiB
+    )
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(12 * MiB // 32))
+    source = tmp_path / "large.bin"
+    source.write_bytes(data)
+
+    stored = store.put_file(source)
+
+    head = s3.head_object(Bucket=bucket, Key=store.key(stored.sha256))
+    assert "-" in head["ETag"]  # a multipart upload's ETag
+    assert head["Metadata"] == {"sha256": sha(data)}
+    assert head["ContentLength"] == len(data)
+    with store.local_path(stored.sha256) as path:
+        assert path.read_bytes() == data
+    assert not path.exists()
+
+
+def test_a_blob_is_invisible_until_committed_and_gone_if_abandoned(
+    store: S3ArtifactStore, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    seen_while_writing: list[str] = []
+
+    def abandoned_upload() -> None:
+        with store.new_blob() as blob:
+            blob.write(b"partial")
+            seen_while_writing.extend(object_keys(s3, bucket))
+            raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        abandoned_upload()
+
+    assert seen_while_writing == []
+    assert object_keys(s3, bucket) == []
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_checksum_mismatch_keeps_nothing(store: S3ArtifactStore, s3: Any, bucket: str) -> None:
+    def upload() -> None:
+        with store.new_blob() as blob:
+            blob.write(b"actual bytes")
+            blob.commit(expected_sha256=sha(b"other bytes"))
+
+    with pytest.raises(ChecksumMismatch, match="Upload again"):
+        upload()
+
+    assert object_keys(s3, bucket) == []
+
+
+def test_same_bytes_twice_are_stored_once(
+    store: S3ArtifactStore, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 3_000_000)
+
+    first = store.put_file(source)
+    second = store.put_file(source)
+
+    assert first == second
+    assert len(object_keys(s3, bucket)) == 1
+
+
+def test_unknown_blob_is_not_found(store: S3ArtifactStore) -> None:
+    with pytest.raises(NotFound):
+        store.open("0" * 64)
+    with pytest.raises(NotFound), store.local_path("0" * 64):
+        pass
+    with pytest.raises(NotFound):
+        store.open("../../etc/passwd")
+    with pytest.raises(NotFound):
+        list(verified_chunks(store, "0" * 64))
+    assert not store.exists("0" * 64)
+
+
+def test_bytes_changed_behind_the_store_are_never_served(
+    store: S3ArtifactStore, s3: Any, bucket: str
+) -> None:
+    data = b"the real bytes" * 1000
+    with store.new_blob() as blob:
+        blob.write(data)
+        stored = blob.commit()
+    key = store.key(stored.sha256)
+    # Same length, recorded SHA-256 kept: only the content check can tell.
+    s3.put_object(Bucket=bucket, Key=key, Body=b"X" + data[1:], Metadata={"sha256": stored.sha256})
+
+    with pytest.raises(DataLoss, match="is damaged"):
+        verified_chunks(store, stored.sha256)
+    with pytest.raises(DataLoss, match="is damaged"), store.local_path(stored.sha256):
+        pass
+    with pytest.raises(DataLoss), store.open(stored.sha256) as f:
+        f.read()
+
+    # Replaced without the recorded SHA-256: refused before any byte is read.
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    with pytest.raises(DataLoss, match="records SHA-256 none"):
+        store.open(stored.sha256)
+
+    # Uploading the same bytes again repairs the object.
+    with store.new_blob() as blob:
+        blob.write(data)
+        blob.commit(expected_sha256=stored.sha256)
+    assert b"".join(verified_chunks(store, stored.sha256)) == data
+
+
+def test_settings_choose_the_store(endpoint: str, bucket: str, tmp_path: Path) -> None:
+    local = Settings.load({"TEMPERING_STATE_DIR": str(tmp_path)})
+    assert isinstance(open_artifact_store(local), LocalArtifactStore)
+
+    settings = Settings.load(
+        {
+            "TEMPERING_STATE_DIR": str(tmp_path),
+            "TEMPERING_ARTIFACT_URL": f"s3://{bucket}/tenants/",
+            "TEMPERING_S3_ENDPOINT_URL": endpoint,
+        }
+    )
+    chosen = open_artifact_store(settings)
+    assert isinstance(chosen, S3ArtifactStore)
+    assert (chosen.bucket, chosen.prefix) == (bucket, "tenants")
+    stored = chosen.put_file(_write(tmp_path / "x.bin", b"through the settings"))
+    assert chosen.key(stored.sha256).startswith("tenants/blobs/")
+    assert Settings.load(settings.to_env()).artifact_url == settings.artifact_url
+
+
+def test_bad_s3_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="TEMPERING_ARTIFACT_URL"):
+        Settings.load({"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_ARTIFACT_URL": "/x"})
+    with pytest.raises(SettingsError, match="no bucket"):
+        Settings.load({"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_ARTIFACT_URL": "s3://"})
+    with pytest.raises(SettingsError, match="needs TEMPERING_ARTIFACT_URL"):
+        Settings.load(
+            {"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_S3_ENDPOINT_URL": "http://m:9000"}
+        )
+    assert parse_s3_url("s3://b") == ("b", "")
+    assert parse_s3_url("s3://b/a/b/") == ("b", "a/b")
+
+
+def test_the_server_does_not_import_boto3_unless_configured(tmp_path: Path) -> None:
+    code = (
+        "import sys, pathlib\n"
+        "from service.settings import Settings\n"
+        "from service.stores import Stores\n"
+        "import service.server\n"
+        f"Stores.open(Settings.load({{'TEMPERING_STATE_DIR': {str(tmp_path)!r}}})).close()\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=root,
+        env={"PYTHONPATH": f"{root}:{root / 'proto'}", "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
