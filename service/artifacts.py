@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from service.errors import ChecksumMismatch, DataLoss, NotFound
-
-CHUNK_BYTES = 1024 * 1024
+from workers.engine.files import CHUNK_BYTES, fsync_directory, sha256_file, sha256_of
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,12 @@ class ArtifactStore(Protocol):
     def local_path(self, sha256: str) -> contextlib.AbstractContextManager[Path]: ...
 
 
-class _LocalBlobWriter:
-    def __init__(self, store: LocalArtifactStore, file: BinaryIO, temp_path: Path) -> None:
-        self._store = store
+class HashingWriter:
+    """The part every store's writer shares: spool bytes to a local file while hashing them,
+    and check the declared checksum before anything is made visible."""
+
+    def __init__(self, file: BinaryIO) -> None:
         self._file = file
-        self._temp_path = temp_path
         self._hash = hashlib.sha256()
         self._size = 0
         self.committed: StoredBlob | None = None
@@ -77,7 +77,7 @@ class _LocalBlobWriter:
         self._hash.update(chunk)
         self._size += len(chunk)
 
-    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+    def _verified_digest(self, expected_sha256: str | None) -> str:
         digest = self._hash.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256.lower():
             raise ChecksumMismatch(
@@ -85,6 +85,17 @@ class _LocalBlobWriter:
                 f" {expected_sha256} as declared; the data changed on the way or the client"
                 " hashed other bytes. Upload again"
             )
+        return digest
+
+
+class _LocalBlobWriter(HashingWriter):
+    def __init__(self, store: LocalArtifactStore, file: BinaryIO, temp_path: Path) -> None:
+        super().__init__(file)
+        self._store = store
+        self._temp_path = temp_path
+
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+        digest = self._verified_digest(expected_sha256)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -92,7 +103,7 @@ class _LocalBlobWriter:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self._temp_path, 0o444)
         os.replace(self._temp_path, final)
-        _fsync_directory(final.parent)
+        fsync_directory(final.parent)
         self.committed = StoredBlob(digest, self._size)
         return self.committed
 
@@ -159,12 +170,9 @@ def read_chunks(file: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[byte
 
 def check_sha256(path: Path, expected: str) -> None:
     """Raise DataLoss unless the file's bytes hash to ``expected``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
-        raise DataLoss(_damaged(expected, digest.hexdigest()))
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DataLoss(_damaged(expected, actual))
 
 
 def verified_chunks(store: ArtifactStore, sha256: str) -> Iterator[bytes]:
@@ -172,11 +180,9 @@ def verified_chunks(store: ArtifactStore, sha256: str) -> Iterator[bytes]:
     damaged blob fails before anything is sent), and hashed again as it streams (a blob that
     changes meanwhile ends the stream with DataLoss instead of a clean end)."""
     with store.open(sha256) as handle:
-        digest = hashlib.sha256()
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        raise DataLoss(_damaged(sha256, digest.hexdigest()))
+        actual = sha256_of(handle)
+    if actual != sha256:
+        raise DataLoss(_damaged(sha256, actual))
     return _checked_stream(store.open(sha256), sha256)
 
 
@@ -194,13 +200,3 @@ def _damaged(expected: str, actual: str) -> str:
         f"the stored artifact {expected} is damaged: its bytes now hash to {actual}; it is not"
         " served. The operator should restore it from a backup (or run the job again)"
     )
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from service.artifacts import CHUNK_BYTES, BlobWriter, StoredBlob, _damaged
-from service.errors import ChecksumMismatch, DataLoss, NotFound
+from service.artifacts import CHUNK_BYTES, BlobWriter, HashingWriter, StoredBlob, _damaged
+from service.errors import DataLoss, NotFound
 
 SHA256_METADATA = "sha256"
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -61,34 +61,16 @@ def _is_missing(exc: Exception) -> bool:
     return str(response.get("Error", {}).get("Code", "")) in _MISSING_CODES
 
 
-class _S3BlobWriter:
+class _S3BlobWriter(HashingWriter):
     def __init__(self, store: S3ArtifactStore, spool: BinaryIO) -> None:
+        super().__init__(spool)
         self._store = store
-        self._spool = spool
-        self._hash = hashlib.sha256()
-        self._size = 0
-        self.committed: StoredBlob | None = None
-
-    @property
-    def size_bytes(self) -> int:
-        return self._size
-
-    def write(self, chunk: bytes) -> None:
-        self._spool.write(chunk)
-        self._hash.update(chunk)
-        self._size += len(chunk)
 
     def commit(self, expected_sha256: str | None = None) -> StoredBlob:
-        digest = self._hash.hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256.lower():
-            raise ChecksumMismatch(
-                f"the {self._size} bytes received hash to SHA-256 {digest}, not"
-                f" {expected_sha256} as declared; the data changed on the way or the client"
-                " hashed other bytes. Upload again"
-            )
-        self._spool.flush()
-        self._spool.seek(0)
-        self._store._upload(self._spool, digest)
+        digest = self._verified_digest(expected_sha256)
+        self._file.flush()
+        self._file.seek(0)
+        self._store._upload(self._file, digest)
         self.committed = StoredBlob(digest, self._size)
         return self.committed
 

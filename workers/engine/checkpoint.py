@@ -14,7 +14,6 @@ a resumed run continues with the very draws the uninterrupted run would have mad
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -25,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from workers.engine.files import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class FileCheckpointer:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -101,16 +102,6 @@ class MemoryCheckpointer:
         torch.save({**state, "format": FORMAT_VERSION}, buffer)
         self._blob = buffer.getvalue()
         self.saves += 1
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def capture_rng(generator: torch.Generator) -> State:

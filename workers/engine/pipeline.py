@@ -6,7 +6,6 @@ This is the engine's single entry point; the CLI's ``--local`` mode and the Cele
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from workers.engine.errors import ExportCheckFailed, InvalidData
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
 from workers.engine.evaluation.types import Box
 from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
+from workers.engine.files import sha256_file
 from workers.engine.models.loading import LoadedModel, load_model
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import (
@@ -244,11 +244,3 @@ def _write_outputs(
     card_path.write_text(model_card(as_dict, PLOT_FILE))
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
     return HardeningResult(model_path, report_path, card_path, plot_path, as_dict)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
