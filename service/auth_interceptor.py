@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from service.auth import ApiKeyStore
+from service.interceptor import rebuild_handler
 from service.tenancy import CURRENT_TENANT, DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def _with_tenant(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodH
 
         return run
 
-    return _rebuild(handler, unary, stream)
+    return rebuild_handler(handler, unary, stream)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, method: str, message: str) -> grpc.RpcMethodHandler:
@@ -128,26 +129,4 @@ def _refusal(handler: grpc.RpcMethodHandler, method: str, message: str) -> grpc.
 
         return refuse_stream
 
-    return _rebuild(handler, unary, stream, parse_requests=False)
-
-
-def _rebuild(
-    handler: grpc.RpcMethodHandler,
-    unary: Callable[[Callable[..., Any]], Callable[..., Any]],
-    stream: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
-    *,
-    parse_requests: bool = True,
-) -> grpc.RpcMethodHandler:
-    """The same kind of handler around a new behaviour. A refusal does not parse requests:
-    nothing an unauthenticated caller sends is deserialized."""
-    codecs = {
-        "request_deserializer": handler.request_deserializer if parse_requests else None,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **codecs)
-    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **codecs)
+    return rebuild_handler(handler, unary, stream, parse_requests=False)

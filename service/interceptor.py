@@ -68,25 +68,34 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary, method), **codecs
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _guard_unary(handler.stream_unary, method), **codecs
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(handler.unary_stream, method), **codecs
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _guard_stream(handler.stream_stream, method), **codecs
+        return rebuild_handler(
+            handler,
+            lambda behavior: _guard_unary(behavior, method),
+            lambda behavior: _guard_stream(behavior, method),
         )
+
+
+def rebuild_handler(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[Callable[..., Any]], Callable[..., Any]],
+    stream: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
+    *,
+    parse_requests: bool = True,
+) -> grpc.RpcMethodHandler:
+    """The same kind of handler (unary or streaming, either side) around a new behaviour.
+    ``parse_requests=False`` leaves requests undeserialized, for refusals: nothing an
+    unauthenticated caller sends is parsed."""
+    codecs = {
+        "request_deserializer": handler.request_deserializer if parse_requests else None,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **codecs)
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **codecs)
 
 
 def _guard_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
