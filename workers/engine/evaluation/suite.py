@@ -13,7 +13,7 @@ See docs/evaluation.md for the choice of attacks and their budgets.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -270,18 +270,7 @@ def _large_eps_accuracy(
     dims = target.x[0].numel()
     eps = span if target.norm == "linf" else span * dims**0.5
     n = min(LARGE_EPS_SAMPLES, len(target.y))
-    sub = EvaluationTarget(
-        target.x[:n],
-        target.y[:n],
-        target.norm,
-        eps,
-        target.box,
-        target.suite,
-        target.curve_points,
-        target.batch_size,
-        target.seed,
-        target.num_classes,
-    )
+    sub = replace(target, x=target.x[:n], y=target.y[:n], eps=eps)
     robust = clean_correct[:n].clone()
     for attack in curve_attacks(target.suite):
         robust &= _survives(model, attack, sub, eps, box, clean_correct[:n], device)
