@@ -22,6 +22,7 @@ from service.domain import (
     JobQuery,
     JobSpec,
     JobState,
+    MlflowTracking,
     NewJob,
     OutputFile,
     OutputKind,
@@ -70,6 +71,7 @@ _KINDS = {
     OutputKind.HARDENED_MODEL: pb.ARTIFACT_KIND_HARDENED_MODEL,
     OutputKind.REPORT: pb.ARTIFACT_KIND_REPORT,
     OutputKind.MODEL_CARD: pb.ARTIFACT_KIND_MODEL_CARD,
+    OutputKind.ROBUSTNESS_PLOT: pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
 }
 
 K = TypeVar("K")
@@ -186,6 +188,12 @@ def job_spec(spec: pb.JobSpec) -> JobSpec:
         time_limit_seconds=spec.time_limit_seconds,
         architecture=spec.architecture,
         num_classes=spec.num_classes,
+        webhook_url=spec.webhook_url,
+        mlflow=(
+            MlflowTracking(experiment=spec.mlflow.experiment, run_name=spec.mlflow.run_name)
+            if spec.HasField("mlflow")
+            else None
+        ),
     )
 
 
@@ -283,6 +291,12 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         time_limit_seconds=spec.time_limit_seconds,
         architecture=spec.architecture,
         num_classes=spec.num_classes,
+        webhook_url=spec.webhook_url,
+        mlflow=(
+            pb.MlflowTracking(experiment=spec.mlflow.experiment, run_name=spec.mlflow.run_name)
+            if spec.mlflow is not None
+            else None
+        ),
     )
 
 
@@ -459,7 +473,9 @@ def job_event_to_pb(event: JobEvent) -> pb.JobEvent:
 
 
 def output_kind(kind: int) -> OutputKind:
-    return _lookup(_KINDS_FROM_PB, kind, "kind", "HARDENED_MODEL, REPORT or MODEL_CARD")
+    return _lookup(
+        _KINDS_FROM_PB, kind, "kind", "HARDENED_MODEL, REPORT, MODEL_CARD or ROBUSTNESS_PLOT"
+    )
 
 
 def download_messages(download: Download) -> Iterator[pb.DownloadArtifactResponse]:

@@ -59,6 +59,7 @@ class OutputKind(StrEnum):
     HARDENED_MODEL = "hardened_model"
     REPORT = "report"
     MODEL_CARD = "model_card"
+    ROBUSTNESS_PLOT = "robustness_plot"
 
     @property
     def filename(self) -> str:
@@ -73,6 +74,7 @@ _OUTPUT_FILES = {
     OutputKind.HARDENED_MODEL: ("hardened.onnx", "application/onnx"),
     OutputKind.REPORT: ("report.json", "application/json"),
     OutputKind.MODEL_CARD: ("model_card.md", "text/markdown"),
+    OutputKind.ROBUSTNESS_PLOT: ("robustness_curve.png", "image/png"),
 }
 
 
@@ -106,6 +108,21 @@ class UploadResult:
 
 
 @dataclass(frozen=True)
+class MlflowTracking:
+    """Log a job to the operator's MLflow tracking server, in this experiment."""
+
+    experiment: str
+    run_name: str = ""
+    """Empty: the job id."""
+
+    def validate(self) -> None:
+        if not self.experiment.strip():
+            raise InvalidParameter("mlflow.experiment must name an experiment")
+        if len(self.experiment) > 250 or len(self.run_name) > 250:
+            raise InvalidParameter("mlflow.experiment and mlflow.run_name: 250 characters at most")
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What the user asked for. Artifacts are referenced by id; the worker resolves paths."""
 
@@ -119,6 +136,9 @@ class JobSpec:
     time_limit_seconds: float = 0.0
     architecture: str = ""
     num_classes: int = 0
+    webhook_url: str = ""
+    """Called when the job ends, besides the tenant's own webhook (:mod:`service.webhooks`)."""
+    mlflow: MlflowTracking | None = None
 
     def validate(self) -> None:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
@@ -131,6 +151,8 @@ class JobSpec:
             raise InvalidParameter("time_limit_seconds must be >= 0 (0 = the server's limit)")
         if self.num_classes < 0:
             raise InvalidParameter("num_classes must be >= 0 (0 = infer from the labels)")
+        if self.mlflow is not None:
+            self.mlflow.validate()
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -156,6 +178,8 @@ class JobSpec:
             time_limit_seconds=float(data.get("time_limit_seconds", 0.0)),
             architecture=data.get("architecture", ""),
             num_classes=int(data.get("num_classes", 0)),
+            webhook_url=data.get("webhook_url", ""),
+            mlflow=MlflowTracking(**tracking) if (tracking := data.get("mlflow")) else None,
         )
 
 

@@ -73,6 +73,30 @@ class Settings:
     """``s3://bucket/prefix``: blobs in an S3-compatible bucket instead of ``artifact_dir``."""
     s3_endpoint_url: str | None = None
     """Endpoint of a non-AWS S3-compatible store (MinIO: ``http://minio:9000``)."""
+    # Observability (service/metrics.py, service/logs.py)
+    metrics_address: str = ""
+    """host:port of the server's Prometheus endpoint; empty: no endpoint."""
+    worker_metrics_address: str = ""
+    """host:port of a worker's Prometheus endpoint; empty: no endpoint."""
+    log_format: str = "text"
+    """``text`` for people, ``json`` (one object per line, with job id and tenant) for machines."""
+    # Hooks (service/webhooks.py, MLflow)
+    webhook_secret_file: Path | None = None
+    """Master key that each tenant's webhook signing secret is derived from."""
+    tenant_webhooks: str = ""
+    """Each tenant's own webhook: ``alice=https://hooks.alice.example/t;bob=...``."""
+    webhook_allowed_hosts: str = ""
+    """Hosts (``host`` or ``host:port``, comma-separated) a job's own webhook_url may call;
+    empty: jobs may not name their own webhook."""
+    webhook_max_attempts: int = 8
+    """Deliveries of one notification before it is given up."""
+    webhook_timeout: float = 10.0
+    """Seconds one delivery may take."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server that jobs asking for MLflow logging log to; unset: refused."""
+    # Submit-time checks (service/validation.py)
+    validation_memory_limit: int = 4 * GiB
+    """Address space the server's submit-time check of a model and dataset may use."""
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes <= 0:
@@ -98,6 +122,15 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
         if not self.queue:
             raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT must be text or json")
+        if self.webhook_max_attempts < 1 or self.webhook_timeout <= 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS must be at least 1 and"
+                f" {ENV_PREFIX}WEBHOOK_TIMEOUT positive"
+            )
+        if self.validation_memory_limit < 256 * MiB:
+            raise SettingsError(f"{ENV_PREFIX}VALIDATION_MEMORY_LIMIT must be at least 256M")
         self._check_artifact_url()
         self._check_security()
 
@@ -246,6 +279,18 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("tenant_limits", str, "per-tenant limits: alice:stored=50G,queued=20;bob:..."),
     FieldSpec("artifact_url", str, "s3://bucket/prefix: artifacts in S3 instead of artifact_dir"),
     FieldSpec("s3_endpoint_url", str, "endpoint of a non-AWS S3-compatible store (MinIO, ...)"),
+    FieldSpec("metrics_address", str, "host:port of the server's Prometheus endpoint (empty: off)"),
+    FieldSpec("worker_metrics_address", str, "host:port of a worker's Prometheus endpoint"),
+    FieldSpec("log_format", str, "text or json (one object per line with job id and tenant)"),
+    FieldSpec("webhook_secret_file", Path, "master key the tenants' webhook secrets derive from"),
+    FieldSpec("tenant_webhooks", str, "each tenant's webhook: alice=https://...;bob=https://..."),
+    FieldSpec(
+        "webhook_allowed_hosts", str, "hosts a job's own webhook_url may call (h[:port],...)"
+    ),
+    FieldSpec("webhook_max_attempts", int, "deliveries of one notification before giving up"),
+    FieldSpec("webhook_timeout", float, "seconds one webhook delivery may take"),
+    FieldSpec("mlflow_tracking_uri", str, "MLflow tracking URI for jobs that ask for MLflow"),
+    FieldSpec("validation_memory_limit", _parse_size, "memory of the submit-time check, e.g. 4G"),
 )
 
 

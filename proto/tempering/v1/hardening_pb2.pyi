@@ -50,6 +50,7 @@ class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_KIND_HARDENED_MODEL: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_REPORT: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_MODEL_CARD: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_ROBUSTNESS_PLOT: _ClassVar[ArtifactKind]
 MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_SAFETENSORS: ModelFormat
@@ -73,6 +74,7 @@ ARTIFACT_KIND_UNSPECIFIED: ArtifactKind
 ARTIFACT_KIND_HARDENED_MODEL: ArtifactKind
 ARTIFACT_KIND_REPORT: ArtifactKind
 ARTIFACT_KIND_MODEL_CARD: ArtifactKind
+ARTIFACT_KIND_ROBUSTNESS_PLOT: ArtifactKind
 
 class ModelUploadHeader(_message.Message):
     __slots__ = ("name", "format", "size_bytes", "sha256")
@@ -210,8 +212,16 @@ class Evaluation(_message.Message):
     samples: int
     def __init__(self, suite: _Optional[_Union[EvaluationSuite, str]] = ..., samples: _Optional[int] = ...) -> None: ...
 
+class MlflowTracking(_message.Message):
+    __slots__ = ("experiment", "run_name")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    run_name: str
+    def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes")
+    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     EVAL_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +232,8 @@ class JobSpec(_message.Message):
     TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     train_dataset_id: str
     eval_dataset_id: str
@@ -232,7 +244,9 @@ class JobSpec(_message.Message):
     time_limit_seconds: float
     architecture: str
     num_classes: int
-    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ...) -> None: ...
+    webhook_url: str
+    mlflow: MlflowTracking
+    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "epoch", "epochs", "step", "steps", "loss", "clean_accuracy", "robust_accuracy", "eta_seconds", "message", "update_time")
