@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from service.checkpoints import CheckpointFiles, checkpoint_root
+from service.checkpoints import CheckpointStore
 from service.domain import JobState, utcnow
 from service.errors import Unavailable
 from service.leases import ActiveJob, Leases
@@ -75,7 +75,7 @@ class Reconciler:
         lease_timeout: float,
         interval: float,
         grace: float | None = None,
-        checkpoints: CheckpointFiles | None = None,
+        checkpoints: CheckpointStore | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._leases = leases
@@ -286,7 +286,7 @@ def _task_id(message: Any) -> str:
 
 
 def start_reconciler(
-    settings: Settings, leases: Leases, dispatcher: Dispatcher
+    settings: Settings, leases: Leases, dispatcher: Dispatcher, checkpoints: CheckpointStore
 ) -> Reconciler | None:
     """The server's reconciler thread, running; None when ``reconcile_interval`` is 0."""
     if settings.reconcile_interval <= 0:
@@ -298,5 +298,5 @@ def start_reconciler(
         max_attempts=settings.max_attempts,
         lease_timeout=settings.lease_timeout,
         interval=settings.reconcile_interval,
-        checkpoints=CheckpointFiles(checkpoint_root(settings.artifact_dir)),
+        checkpoints=checkpoints,
     ).start()

@@ -8,6 +8,7 @@ workers only ever share the database and the artifact store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 import time
@@ -20,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.artifacts import ArtifactStore, check_sha256
 from service.catalog import UploadCatalog
-from service.checkpoints import CheckpointFiles
+from service.checkpoints import CheckpointStore, PushingCheckpointer
 from service.domain import (
     Job,
     JobSpec,
@@ -65,8 +66,8 @@ class HardeningOutcome(Protocol):
 
 
 HardenFunction = Callable[..., HardeningOutcome]
-"""``(request, output_dir, reporter)``, plus ``checkpoint_path=`` when the runner keeps
-checkpoints (:attr:`RunnerConfig.checkpoint_dir`)."""
+"""``(request, output_dir, reporter)``, plus ``checkpoint_path=`` and ``after_checkpoint=`` (to
+call after each save) when the runner keeps checkpoints (:attr:`RunnerConfig.checkpoints`)."""
 
 
 def engine_harden(
@@ -75,12 +76,17 @@ def engine_harden(
     reporter: Reporter,
     *,
     checkpoint_path: Path | None = None,
+    after_checkpoint: Callable[[], None] | None = None,
 ) -> Any:
     """The real engine, imported on first use so that importing this module stays torch-free."""
     from workers.engine.checkpoint import FileCheckpointer
     from workers.engine.pipeline import harden
 
-    checkpointer = FileCheckpointer(checkpoint_path) if checkpoint_path is not None else None
+    checkpointer: Any = None
+    if checkpoint_path is not None:
+        checkpointer = FileCheckpointer(checkpoint_path)
+        if after_checkpoint is not None:
+            checkpointer = PushingCheckpointer(checkpointer, after_checkpoint)
     return harden(request, output_dir, reporter, checkpointer=checkpointer)
 
 
@@ -93,8 +99,8 @@ class RunnerConfig:
     cancel_poll_interval: float = 1.0
     lease_timeout: float = 30.0
     heartbeat_interval: float = 2.0
-    checkpoint_dir: Path | None = None
-    """Where jobs keep their training checkpoints (one folder per job); None: no checkpoints."""
+    checkpoints: CheckpointStore | None = None
+    """Where jobs keep their training checkpoints between attempts; None: no checkpoints."""
 
 
 class ProgressRecorder:
@@ -303,8 +309,8 @@ class JobRunner:
         return self._store.get(job_id).state
 
     def _discard_checkpoints(self, job_id: str) -> None:
-        if self._config.checkpoint_dir is not None:
-            CheckpointFiles(self._config.checkpoint_dir).discard(job_id)
+        if self._config.checkpoints is not None:
+            self._config.checkpoints.discard(job_id)
 
     def _harden_and_store(
         self, job: Job, reporter: Reporter
@@ -313,12 +319,17 @@ class JobRunner:
         with tempfile.TemporaryDirectory(dir=self._config.work_dir, prefix=f"{job.id}-") as tmp:
             work = Path(tmp)
             with self._inputs(job.spec, work / "inputs", job.tenant) as request:
-                if self._config.checkpoint_dir is None:
+                checkpoints = self._config.checkpoints
+                if checkpoints is None:
                     outcome = self._harden(request, work / "outputs", reporter)
                 else:
-                    checkpoint = CheckpointFiles(self._config.checkpoint_dir).path(job.id)
+                    checkpoints.fetch(job.id)
                     outcome = self._harden(
-                        request, work / "outputs", reporter, checkpoint_path=checkpoint
+                        request,
+                        work / "outputs",
+                        reporter,
+                        checkpoint_path=checkpoints.path(job.id),
+                        after_checkpoint=functools.partial(checkpoints.push, job.id),
                     )
             return self._store_outputs(outcome), outcome.report
 

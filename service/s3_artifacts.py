@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +34,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from service.artifacts import CHUNK_BYTES, BlobWriter, HashingWriter, StoredBlob, _damaged
+from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, job_folder
 from service.errors import DataLoss, NotFound
+
+log = logging.getLogger(__name__)
 
 SHA256_METADATA = "sha256"
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -147,6 +151,10 @@ class S3ArtifactStore:
         bucket, prefix = parse_s3_url(url)
         return cls(bucket, prefix, endpoint_url=endpoint_url, spool_dir=spool_dir)
 
+    def checkpoints(self, local_root: Path) -> S3Checkpoints:
+        """Job checkpoints in this bucket and prefix, with working copies under ``local_root``."""
+        return S3Checkpoints(self._client, self.bucket, self.prefix, local_root)
+
     def key(self, sha256: str) -> str:
         _check_name(sha256)
         name = f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
@@ -215,3 +223,49 @@ class S3ArtifactStore:
             },
             Config=self._transfer,
         )
+
+
+class S3Checkpoints:
+    """Checkpoints in an S3-compatible bucket, with a working copy under ``local_root``."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, local_root: Path) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._local = CheckpointFiles(local_root)
+
+    def key(self, job_id: str) -> str:
+        name = f"checkpoints/{job_folder(Path(), job_id).name}/{CHECKPOINT_FILE}"
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    def path(self, job_id: str) -> Path:
+        return self._local.path(job_id)
+
+    def fetch(self, job_id: str) -> None:
+        """Replace the working copy with the bucket's, or remove it when the bucket has none
+        (a stale local file from an attempt whose push never happened must not win)."""
+        target = self.path(job_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".tmp")
+        temp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._client.download_fileobj(self._bucket, self.key(job_id), handle)
+        except Exception as exc:
+            temp.unlink(missing_ok=True)
+            if not _is_missing(exc):
+                raise
+            target.unlink(missing_ok=True)
+            return
+        os.replace(temp, target)
+        log.info("job %s: fetched its checkpoint from the bucket", job_id)
+
+    def push(self, job_id: str) -> None:
+        self._client.upload_file(str(self.path(job_id)), self._bucket, self.key(job_id))
+
+    def discard(self, job_id: str) -> None:
+        self._local.discard(job_id)
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=self.key(job_id))
+        except Exception:
+            log.warning("could not delete the checkpoint of job %s from the bucket", job_id)

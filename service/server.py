@@ -113,5 +113,5 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         port,
         exposure.describe(),
     )
-    reconciler = start_reconciler(settings, stores.jobs.leases, queue)
+    reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
     return RunningServer(server, port, jobs, stores, health_servicer, exposure, reconciler)

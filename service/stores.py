@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from service.artifacts import ArtifactStore, LocalArtifactStore
 from service.catalog import UploadCatalog
-from service.checkpoints import checkpoint_root
+from service.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
 from service.db import Database
 from service.jobstore import JobStore
 from service.runner import JobRunner, RunnerConfig
@@ -19,16 +19,19 @@ class Stores:
     jobs: JobStore
     uploads: UploadCatalog
     artifacts: ArtifactStore
+    checkpoints: CheckpointStore
 
     @classmethod
     def open(cls, settings: Settings) -> Stores:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         database = Database.open(settings.database_url, settings.table_prefix)
+        artifacts = open_artifact_store(settings)
         return cls(
             database=database,
             jobs=JobStore(database),
             uploads=UploadCatalog(database),
-            artifacts=open_artifact_store(settings),
+            artifacts=artifacts,
+            checkpoints=open_checkpoint_store(settings, artifacts),
         )
 
     def close(self) -> None:
@@ -49,6 +52,16 @@ def open_artifact_store(settings: Settings) -> ArtifactStore:
     )
 
 
+def open_checkpoint_store(settings: Settings, artifacts: ArtifactStore) -> CheckpointStore:
+    """Beside the artifacts: in the shared artifact directory, or in the bucket with a working
+    copy in this machine's state directory."""
+    from service.s3_artifacts import S3ArtifactStore
+
+    if isinstance(artifacts, S3ArtifactStore):
+        return artifacts.checkpoints(settings.state_dir / "checkpoints")
+    return CheckpointFiles(checkpoint_root(settings.artifact_dir))
+
+
 def build_runner(settings: Settings) -> JobRunner:
     stores = Stores.open(settings)
     return JobRunner(
@@ -61,6 +74,6 @@ def build_runner(settings: Settings) -> JobRunner:
             allow_trusted_formats=settings.allow_trusted_formats,
             lease_timeout=settings.lease_timeout,
             heartbeat_interval=settings.heartbeat_interval,
-            checkpoint_dir=checkpoint_root(settings.artifact_dir),
+            checkpoints=stores.checkpoints,
         ),
     )

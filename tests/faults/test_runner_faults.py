@@ -19,6 +19,7 @@ import pytest
 
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
+from service.checkpoints import CheckpointFiles
 from service.db import Database
 from service.domain import JobSpec, JobState, NewJob, UploadKind, utcnow
 from service.jobstore import JobStore
@@ -94,7 +95,7 @@ def rig(tmp_path: Path) -> Rig:
         cancel_poll_interval=0.01,
         lease_timeout=3.0,
         heartbeat_interval=0.05,
-        checkpoint_dir=checkpoints,
+        checkpoints=CheckpointFiles(checkpoints),
     )
 
     def runner_for(harden: Callable[..., Any]) -> JobRunner:
@@ -107,7 +108,12 @@ def test_the_engine_gets_a_checkpoint_path_deleted_when_the_job_ends(rig: Rig) -
     given: list[Path] = []
 
     def saving(
-        request: HardeningRequest, output_dir: Path, reporter: Reporter, *, checkpoint_path: Path
+        request: HardeningRequest,
+        output_dir: Path,
+        reporter: Reporter,
+        *,
+        checkpoint_path: Path,
+        **_: Any,
     ) -> Outcome:
         given.append(checkpoint_path)
         checkpoint_path.parent.mkdir(parents=True)

@@ -231,6 +231,31 @@ def test_settings_choose_the_store(endpoint: str, bucket: str, tmp_path: Path) -
     assert Settings.load(settings.to_env()).artifact_url == settings.artifact_url
 
 
+def test_settings_put_checkpoints_where_the_artifacts_are(
+    endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    from service.checkpoints import CheckpointFiles
+    from service.s3_artifacts import S3Checkpoints
+    from service.stores import open_checkpoint_store
+
+    local = Settings.load({"TEMPERING_STATE_DIR": str(tmp_path)})
+    in_bucket = Settings.load(
+        {
+            "TEMPERING_STATE_DIR": str(tmp_path),
+            "TEMPERING_ARTIFACT_URL": f"s3://{bucket}/tenants/",
+            "TEMPERING_S3_ENDPOINT_URL": endpoint,
+        }
+    )
+
+    shared = open_checkpoint_store(local, open_artifact_store(local))
+    remote = open_checkpoint_store(in_bucket, open_artifact_store(in_bucket))
+
+    assert isinstance(shared, CheckpointFiles)
+    assert shared.path("j").is_relative_to(local.artifact_dir)
+    assert isinstance(remote, S3Checkpoints)
+    assert remote.key("j") == "tenants/checkpoints/j/checkpoint.pt"
+
+
 def test_bad_s3_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="TEMPERING_ARTIFACT_URL"):
         Settings.load({"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_ARTIFACT_URL": "/x"})
@@ -266,3 +291,109 @@ def test_the_server_does_not_import_boto3_unless_configured(tmp_path: Path) -> N
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# --- job checkpoints in the bucket ------------------------------------------------------------
+
+
+def test_a_checkpoint_pushed_on_one_machine_is_fetched_on_another(
+    store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    first, second = store.checkpoints(tmp_path / "a"), store.checkpoints(tmp_path / "b")
+    first.path("job-1").parent.mkdir(parents=True)
+    first.path("job-1").write_bytes(b"epoch 3")
+    first.push("job-1")
+
+    second.fetch("job-1")
+
+    assert second.path("job-1").read_bytes() == b"epoch 3"
+
+
+def test_fetching_a_job_without_a_checkpoint_drops_a_stale_working_copy(
+    store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    checkpoints = store.checkpoints(tmp_path / "a")
+    checkpoints.path("job-2").parent.mkdir(parents=True)
+    checkpoints.path("job-2").write_bytes(b"from an attempt that never pushed")
+
+    checkpoints.fetch("job-2")
+
+    assert not checkpoints.path("job-2").exists()
+
+
+def test_discarding_a_checkpoint_removes_the_bucket_copy_and_the_working_copy(
+    store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    first, second = store.checkpoints(tmp_path / "a"), store.checkpoints(tmp_path / "b")
+    first.path("job-3").parent.mkdir(parents=True)
+    first.path("job-3").write_bytes(b"epoch 1")
+    first.push("job-3")
+
+    first.discard("job-3")
+    second.fetch("job-3")
+
+    assert not first.path("job-3").exists()
+    assert not second.path("job-3").exists()
+
+
+def test_the_engine_checkpointer_pushes_every_save_so_another_worker_resumes_it(
+    store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from service.checkpoints import PushingCheckpointer
+    from workers.engine.checkpoint import FileCheckpointer
+
+    here, there = store.checkpoints(tmp_path / "a"), store.checkpoints(tmp_path / "b")
+    saving = PushingCheckpointer(FileCheckpointer(here.path("job-4")), lambda: here.push("job-4"))
+    saving.save({"epoch": 1, "weights": torch.ones(3)})
+    saving.save({"epoch": 2, "weights": torch.full((3,), 2.0)})
+
+    there.fetch("job-4")
+    resumed = FileCheckpointer(there.path("job-4")).load()
+
+    assert resumed is not None
+    assert resumed["epoch"] == 2
+    assert torch.equal(resumed["weights"], torch.full((3,), 2.0))
+
+
+def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discards_it(
+    store: S3ArtifactStore, tmp_path: Path
+) -> None:
+    from service.catalog import UploadCatalog
+    from service.db import Database
+    from service.domain import JobSpec, JobState, NewJob, UploadKind
+    from service.jobstore import JobStore
+    from service.runner import JobRunner, RunnerConfig
+    from workers.engine.spec import ThreatModel
+
+    database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "s3ck_")
+    jobs, catalog = JobStore(database), UploadCatalog(database)
+    ids = {}
+    for kind, data, fmt in ((UploadKind.MODEL, b"onnx", "onnx"), (UploadKind.DATASET, b"n", "npz")):
+        with store.new_blob() as blob:
+            blob.write(data)
+            stored = blob.commit()
+        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    job, _ = jobs.create(
+        NewJob(JobSpec(ids[UploadKind.MODEL], ids[UploadKind.DATASET], threat=ThreatModel(eps=0.1)))
+    )
+    elsewhere = store.checkpoints(tmp_path / "machine-a")
+    elsewhere.path(job.id).parent.mkdir(parents=True)
+    elsewhere.path(job.id).write_bytes(b"epoch 2 of 3")
+    elsewhere.push(job.id)
+    here = store.checkpoints(tmp_path / "machine-b")
+    seen: list[bytes] = []
+
+    def resuming(*_: Any, checkpoint_path: Path, after_checkpoint: Any) -> Any:
+        seen.append(checkpoint_path.read_bytes())
+        raise RuntimeError("stop here: what the engine saw is what this test is about")
+
+    config = RunnerConfig(
+        work_dir=tmp_path / "work", max_attempts=3, allow_trusted_formats=False, checkpoints=here
+    )
+    state = JobRunner(jobs, catalog, store, config, harden=resuming).run(job.id)
+
+    assert seen == [b"epoch 2 of 3"]
+    assert state is JobState.FAILED
+    elsewhere.fetch(job.id)
+    assert not elsewhere.path(job.id).exists(), "an ended job's checkpoint stayed in the bucket"
