@@ -9,14 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_helpers import CliResult, CliRunner
+from client_helpers import ASSETS, CliResult, CliRunner
 
 from client.cli import main
 from client.commands.common import API_KEY_ENV, SERVER_ENV
 from client.sdk import HardeningClient
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ASSETS = REPO_ROOT / "client" / "demo_assets"
 
 
 @pytest.fixture(scope="session")

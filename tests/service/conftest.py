@@ -4,36 +4,17 @@ server in-process on port 0."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-import sqlalchemy as sa
+from service_support import POSTGRES_URL, make_settings, postgres_available, unique_prefix
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.db import Database
 from service.server import RunningServer, start_server
 from service.settings import Settings
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-UPLOAD_LIMIT = 8 * 1024 * 1024
-
-
-def unique_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}_"
-
-
-def postgres_available() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,21 +33,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     yield db
     db.drop()
     db.close()
-
-
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "state_dir": tmp_path,
-        "artifact_dir": tmp_path / "artifacts",
-        "database_url": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-        "broker_url": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
-        "grpc_address": "127.0.0.1:0",
-        "grpc_threads": 8,
-        "max_upload_bytes": UPLOAD_LIMIT,
-        "queue": f"tempering.test-{uuid.uuid4().hex[:8]}",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

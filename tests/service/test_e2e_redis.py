@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import POSTGRES_URL, postgres_available, unique_prefix
 from e2e_support import (
     RssSampler,
     Stack,
@@ -26,6 +25,7 @@ from e2e_support import (
     state_changes,
     watch_to_end,
 )
+from service_support import POSTGRES_URL, postgres_available, unique_prefix
 from svc_helpers import (
     chunked,
     download,
@@ -149,6 +149,9 @@ def test_hardens_an_uploaded_model_and_serves_the_results(
     assert 0 <= report["hardened"]["clean_accuracy"]["value"] <= 1
     _, card = download(stack.stub, job.id, pb.ARTIFACT_KIND_MODEL_CARD)
     assert card.strip()
+    plot_header, plot = download(stack.stub, job.id, pb.ARTIFACT_KIND_ROBUSTNESS_PLOT)
+    assert plot.startswith(b"\x89PNG\r\n\x1a\n")
+    assert plot_header.media_type == "image/png"
 
     final = stack.stub.GetJob(pb.GetJobRequest(job_id=job.id))
     assert final.result.hardened.clean_accuracy.value == pytest.approx(
@@ -158,6 +161,7 @@ def test_hardens_an_uploaded_model_and_serves_the_results(
         pb.ARTIFACT_KIND_HARDENED_MODEL,
         pb.ARTIFACT_KIND_REPORT,
         pb.ARTIFACT_KIND_MODEL_CARD,
+        pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
     }
 
 

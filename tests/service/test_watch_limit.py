@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import make_settings
+from service_support import make_settings
 from svc_helpers import digits_like, fgsm_spec, linear_onnx, upload_dataset, upload_model
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
