@@ -35,7 +35,18 @@ class OutputLayout:
             ArtifactKind.MODEL: self.model,
             ArtifactKind.REPORT: self.report,
             ArtifactKind.CARD: self.card,
+            ArtifactKind.PLOT: self.plot,
         }[kind]
+
+
+def plot_beside(card_path: Path) -> Path:
+    """Where a downloaded card's plot goes: ``hardened.model_card.md`` ->
+    ``hardened.robustness_curve.png`` (as in :class:`OutputLayout`), ``card.md`` ->
+    ``card.robustness_curve.png``."""
+    suffix = ".model_card.md"
+    name = card_path.name
+    stem = name.removesuffix(suffix) if name.endswith(suffix) else card_path.stem
+    return card_path.parent / f"{stem}.{ENGINE_PLOT_NAME}"
 
 
 def relink_plot(card_text: str, plot_path: Path) -> str:

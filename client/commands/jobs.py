@@ -66,7 +66,8 @@ def register(subparsers: Any) -> None:
         "--kind",
         choices=[k.value for k in ArtifactKind],
         default=ArtifactKind.MODEL.value,
-        help="model (hardened ONNX, default), report (JSON) or card (Markdown)",
+        help="model (hardened ONNX, default), report (JSON), card (Markdown; its plot is"
+        " written beside it) or plot (PNG)",
     )
     download.add_argument("-o", "--output", type=Path, required=True, metavar="PATH")
     add_connection_arguments(download, top_level=False)
@@ -124,10 +125,23 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    plot: Path | None = None
     with connect(args) as api:
-        path = api.download(args.job_id, ArtifactKind(args.kind), args.output)
+        if args.kind == ArtifactKind.CARD:
+            path, plot = api.download_card(args.job_id, args.output)
+        else:
+            path = api.download(args.job_id, ArtifactKind(args.kind), args.output)
     if args.json:
-        print_json({"job_id": args.job_id, "kind": args.kind, "path": str(path)})
+        written: dict[str, str | None] = {
+            "job_id": args.job_id,
+            "kind": args.kind,
+            "path": str(path),
+        }
+        if args.kind == ArtifactKind.CARD:
+            written["plot"] = str(plot) if plot else None
+        print_json(written)
     else:
         print(path)
+        if plot is not None:
+            print(plot)
     return ExitCode.OK

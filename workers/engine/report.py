@@ -1,5 +1,5 @@
 """The robustness report: one typed value, one JSON schema (``report.schema.json``), a Markdown
-model card with a robustness-versus-epsilon plot.
+model card with a picture: robustness versus epsilon, and per attack.
 
 The report holds nothing that varies between runs with the same inputs and seed on the same
 machine (no timestamps, no durations), so two such runs give byte-identical JSON.
@@ -178,7 +178,7 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in report["model_notes"] + report["training"]["notes"]]
     if plot_name:
-        lines += ["", "## Robustness versus epsilon", "", f"![robustness curve]({plot_name})"]
+        lines += ["", "## Robustness versus epsilon", "", f"![robustness plots]({plot_name})"]
     lines += ["", "| eps | original | hardened |", "|---|---|---|"]
     for before, after in zip(original["curve"], hardened["curve"], strict=True):
         lines.append(
@@ -195,31 +195,78 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
     return "\n".join(lines)
 
 
+PLOT_SIZE_INCHES = (10.0, 3.6)
+PLOT_DPI = 100
+_STYLES = {"original": ("C0", "o--"), "hardened": ("C1", "s-")}
+
+
 def plot_curve(report: dict[str, Any], path: Path) -> None:
+    """Two panels: robust accuracy against epsilon, and robust accuracy per attack at the
+    threat model's epsilon (the worst case over the suite as its own bar); both with their 95%
+    intervals. The PNG carries no timestamp or version, so the same report gives the same bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
-    for label, style in (("original", "o--"), ("hardened", "s-")):
+    figure, (curve_axes, attack_axes) = plt.subplots(
+        1, 2, figsize=PLOT_SIZE_INCHES, dpi=PLOT_DPI, gridspec_kw={"width_ratios": [2, 3]}
+    )
+    _draw_curve(curve_axes, report)
+    _draw_attacks(attack_axes, report)
+    figure.legend(*curve_axes.get_legend_handles_labels(), loc="upper center", ncols=2)
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
+    figure.savefig(path, metadata={"Software": None})
+    plt.close(figure)
+
+
+def _draw_curve(axes: Any, report: dict[str, Any]) -> None:
+    for label, (color, style) in _STYLES.items():
         curve = report[label]["curve"]
         eps = [p["eps"] for p in curve]
-        axes.plot(eps, [p["robust_accuracy"]["value"] for p in curve], style, label=label)
+        values = [p["robust_accuracy"]["value"] for p in curve]
+        axes.plot(eps, values, style, color=color, label=label)
         axes.fill_between(
             eps,
             [p["robust_accuracy"]["low"] for p in curve],
             [p["robust_accuracy"]["high"] for p in curve],
+            color=color,
             alpha=0.2,
         )
     axes.axvline(report["threat_model"]["eps"], color="grey", linewidth=0.8, linestyle=":")
+    axes.set_title("Robustness versus epsilon")
     axes.set_xlabel(f"epsilon ({report['threat_model']['norm']})")
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(0, 1)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, metadata={"Software": None})
-    plt.close(figure)
+
+
+def _draw_attacks(axes: Any, report: dict[str, Any]) -> None:
+    names = [a["name"] for a in report["original"]["attacks"]]
+    positions = list(range(len(names) + 1))
+    width = 0.38
+    for offset, (label, (color, _)) in zip((-width / 2, width / 2), _STYLES.items(), strict=True):
+        by_name = {a["name"]: a["robust_accuracy"] for a in report[label]["attacks"]}
+        scores = [by_name[name] for name in names] + [report[label]["robust_accuracy"]]
+        bars = axes.bar(
+            [x + offset for x in positions],
+            [s["value"] for s in scores],
+            width,
+            yerr=[
+                [s["value"] - s["low"] for s in scores],
+                [s["high"] - s["value"] for s in scores],
+            ],
+            color=color,
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+        )
+        bars[-1].set_hatch("//")
+        bars[-1].set_edgecolor("black")
+    axes.axvline(len(names) - 0.5, color="grey", linewidth=0.8)
+    axes.set_xticks(positions, [*names, "worst case"], rotation=30, ha="right")
+    threat = report["threat_model"]
+    axes.set_title(f"Per attack at eps = {threat['eps']:g} ({threat['norm']})")
+    axes.set_ylabel("robust accuracy")
+    axes.set_ylim(0, 1)
 
 
 def _pct(accuracy: dict[str, Any]) -> str:
