@@ -7,7 +7,7 @@ worker of an operator who turned trusted formats on loads them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,9 @@ from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import ModelFormat, ThreatModel
 
 _FLOAT = "tensor(float)"
+
+InputCheck = Callable[[ModelFormat, Path, Sequence[Path], ThreatModel], None]
+""":func:`check_job_inputs`, or something that runs it elsewhere (service/validation_pool.py)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
     del model
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # One sample needs no thread pool, and each pool thread's stack counts against the check's
+    # capped address space (service/validation_pool.py).
+    options.intra_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -19,7 +19,7 @@ def test_missing_eps_exits_2_naming_the_flag(
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--eps", "-0.1"), ("--eps", "nan"), ("--epochs", "0"), ("--epochs", "two")],
+    [("--eps", "-0.1"), ("--eps", "nan"), ("--epochs", "-1"), ("--epochs", "two")],
 )
 def test_out_of_range_numbers_exit_2_naming_the_flag(
     temper: CliRunner,
@@ -36,6 +36,19 @@ def test_out_of_range_numbers_exit_2_naming_the_flag(
 
     assert result.code == 2
     assert flag in result.err
+
+
+def test_local_step_size_of_zero_is_refused_like_the_servers_exits_4(
+    temper: CliRunner, digits_model: Path, digits_train: Path, tmp_path: Path
+) -> None:
+    result = temper(
+        "harden", digits_model, "--data", digits_train, "--eps", "0.1", "--step-size", "0",
+        "--local", "-o", tmp_path / "h.onnx",
+    )  # fmt: skip
+
+    assert result.code == 4
+    assert "step_size must be greater than 0" in result.err
+    assert not (tmp_path / "h.onnx").exists()
 
 
 def test_unknown_method_exits_2_listing_the_choices(

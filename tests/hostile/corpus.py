@@ -9,7 +9,7 @@ Conventions: ``fragment`` is a piece of the status message that makes it actiona
 field, the limit or the fix); ``trusted`` picks the server with TorchScript / torch.export
 uploads switched on; ``markers`` names the files a payload's code would create if anything ever
 ran it (they must never appear). A few cases expect OK: they pin down inputs that look odd but
-are harmless by contract (an upload name is never a path; 0 means "the default").
+are harmless by contract (an upload name is never a path; an unset field means "the default").
 """
 
 from __future__ import annotations
@@ -230,6 +230,13 @@ def _set(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
 def _distillation(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
     def edit(request: pb.SubmitJobRequest) -> None:
         request.spec.training.distillation.CopyFrom(pb.Distillation(**fields))  # type: ignore[arg-type]
+
+    return edit
+
+
+def _pgd(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
+    def edit(request: pb.SubmitJobRequest) -> None:
+        request.spec.training.pgd.CopyFrom(pb.Pgd(**fields))  # type: ignore[arg-type]
 
     return edit
 
@@ -697,21 +704,65 @@ CASES: list[Case] = [
     param_case("param-nan-epsilon", _set(**{"spec.threat_model.epsilon": math.nan}), "eps"),
     param_case("param-infinite-epsilon", _set(**{"spec.threat_model.epsilon": math.inf}), "eps"),
     param_case(
-        "param-zero-epochs-means-the-default",
-        _set(**{"spec.training.epochs": 0}),
+        "param-unset-epochs-mean-the-default",
+        lambda r: r.spec.training.ClearField("epochs"),
         "",
         OK,
         check=_epochs_are(10),
     ),
     param_case(
+        "param-zero-epochs",
+        _set(**{"spec.training.epochs": 0}),
+        "epochs must be between 1 and 1000, got 0",
+    ),
+    param_case(
         "param-too-many-epochs", _set(**{"spec.training.epochs": 100_000}), "epochs must be"
     ),
     param_case(
-        "param-zero-temperature-means-the-default",
-        _distillation(temperature=0.0),
+        "param-unset-temperature-means-the-default",
+        _distillation(),
         "",
         OK,
         check=_temperature_is(100.0),
+    ),
+    param_case(
+        "param-zero-temperature", _distillation(temperature=0.0), "temperature must be at least 1"
+    ),
+    param_case(
+        "param-zero-teacher-epochs",
+        _distillation(teacher_epochs=0),
+        "spec.training.distillation.teacher_epochs must be greater than 0",
+    ),
+    param_case(
+        "param-zero-batch-size",
+        _set(**{"spec.training.batch_size": 0}),
+        "batch_size must be between 1 and 8192",
+    ),
+    param_case(
+        "param-zero-learning-rate",
+        _set(**{"spec.training.learning_rate": 0.0}),
+        "spec.training.learning_rate must be greater than 0",
+    ),
+    param_case(
+        "param-zero-attack-steps",
+        _pgd(attack_steps=0),
+        "attack_steps must be between 1 and 1000",
+    ),
+    param_case(
+        "param-zero-step-size",
+        _set(**{"spec.training.fgsm.step_size": 0.0}),
+        "spec.training.fgsm.step_size must be greater than 0",
+    ),
+    param_case(
+        "param-negative-pgd-step-size",
+        _pgd(step_size=-0.01),
+        "spec.training.pgd.step_size must be greater than 0",
+    ),
+    param_case("param-zero-trades-beta", _trades(beta=0.0), "trades_beta must be positive"),
+    param_case(
+        "param-zero-eval-samples",
+        _set(**{"spec.evaluation.samples": 0}),
+        "evaluation samples must be between 1 and 100000",
     ),
     param_case(
         "param-temperature-below-one", _distillation(temperature=0.5), "temperature must be"
