@@ -32,7 +32,16 @@ SERVER_EXTRA_MESSAGE = (
 
 
 def server_command(port_file: Path) -> list[str]:
-    return [sys.executable, "-m", "service", "--port-file", str(port_file)]
+    """The server stops with this process, even if this one is killed outright."""
+    return [
+        sys.executable,
+        "-m",
+        "service",
+        "--port-file",
+        str(port_file),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
 
 
 def _python_path() -> str:
@@ -90,6 +99,11 @@ class LocalStack:
         }
         self._process: subprocess.Popen[bytes] | None = None
         self._target: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id, once started."""
+        return None if self._process is None else self._process.pid
 
     @property
     def target(self) -> str:

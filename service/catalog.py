@@ -8,16 +8,19 @@ uploaded by two tenants share a blob but neither can tell nor use the other's up
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from service.db import Database, as_utc
 from service.domain import UploadedArtifact, UploadKind, utcnow
 from service.errors import AlreadyExists, NotFound
 from service.tenancy import DEFAULT_TENANT
+from service.tenant_lock import TenantLock
 
 _UPLOAD_RPC = {UploadKind.MODEL: "UploadModel", UploadKind.DATASET: "UploadDataset"}
 
@@ -31,6 +34,7 @@ class UploadCatalog:
         self._engine = database.engine
         self._uploads = database.tables.uploads
         self._owners = database.tables.upload_owners
+        self._tenant_lock = TenantLock(self._engine, database.tables.tenant_locks)
 
     def record(
         self,
@@ -40,30 +44,22 @@ class UploadCatalog:
         size_bytes: int,
         name: str,
         tenant: str = DEFAULT_TENANT,
+        admit: Callable[[int], None] | None = None,
     ) -> tuple[UploadedArtifact, bool]:
         """Record an upload of ``tenant``; returns it and whether this tenant had uploaded the
-        same bytes before (what other tenants uploaded is never told)."""
+        same bytes before (what other tenants uploaded is never told).
+
+        ``admit``, when given, is called with the bytes the tenant stores, under the tenant's
+        lock (:mod:`service.tenant_lock`) and in the transaction that records the upload for
+        it; raising refuses the upload. Bytes the tenant holds already are never refused."""
         artifact_id = upload_id(kind, sha256)
         self._ensure_blob_row(artifact_id, kind, fmt, sha256, size_bytes, name)
         known = self._find(artifact_id, tenant)
         if known is None:
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(
-                        self._owners.insert().values(
-                            tenant=tenant,
-                            upload_id=artifact_id,
-                            format=fmt,
-                            name=name,
-                            size_bytes=size_bytes,
-                            created_at=utcnow(),
-                        )
-                    )
+            if self._add_owner(artifact_id, fmt, name, size_bytes, tenant, admit):
                 return self.get(artifact_id, kind, tenant), False
-            except IntegrityError:
-                known = self._find(artifact_id, tenant)
-                if known is None:
-                    raise
+            known = self._find(artifact_id, tenant)
+            assert known is not None
         if known.format != fmt:
             raise AlreadyExists(
                 f"these bytes were uploaded before as a {known.format} {kind.value}"
@@ -90,14 +86,55 @@ class UploadCatalog:
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes of every upload the tenant holds (what its stored-bytes quota counts)."""
-        owners = self._owners
         with self._engine.connect() as conn:
-            total = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(owners.c.size_bytes), 0)).where(
-                    owners.c.tenant == tenant
-                )
-            ).scalar()
+            return self._stored_bytes(conn, tenant)
+
+    def _stored_bytes(self, conn: Connection, tenant: str) -> int:
+        owners = self._owners
+        total = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(owners.c.size_bytes), 0)).where(
+                owners.c.tenant == tenant
+            )
+        ).scalar()
         return int(total or 0)
+
+    def _add_owner(
+        self,
+        artifact_id: str,
+        fmt: str,
+        name: str,
+        size_bytes: int,
+        tenant: str,
+        admit: Callable[[int], None] | None,
+    ) -> bool:
+        """Give ``tenant`` the upload; False when it had it already (a concurrent upload of
+        the same bytes got there first)."""
+        owners = self._owners
+        held = owners.c.tenant == tenant, owners.c.upload_id == artifact_id
+        transaction: contextlib.AbstractContextManager[Connection] = (
+            self._engine.begin() if admit is None else self._tenant_lock.hold(tenant)
+        )
+        try:
+            with transaction as conn:
+                if admit is not None:
+                    if conn.execute(sa.select(owners.c.tenant).where(*held)).first():
+                        return False
+                    admit(self._stored_bytes(conn, tenant))
+                conn.execute(
+                    owners.insert().values(
+                        tenant=tenant,
+                        upload_id=artifact_id,
+                        format=fmt,
+                        name=name,
+                        size_bytes=size_bytes,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            if self._find(artifact_id, tenant) is None:
+                raise
+            return False
+        return True
 
     def _ensure_blob_row(
         self, artifact_id: str, kind: UploadKind, fmt: str, sha256: str, size: int, name: str

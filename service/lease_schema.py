@@ -3,7 +3,9 @@
 - ``lease_owner``: the worker attempt that runs the job (host:pid:random), NULL when none;
 - ``lease_expires_at``: until when that worker is presumed alive; it renews this every
   heartbeat while the job runs;
-- ``dispatched_at``: when the job's broker message was last sent again by the reconciler.
+- ``dispatched_at``: when the job's broker message was last sent again by the reconciler;
+- ``run_seconds``: how long the job has run, over all its attempts, as of the last heartbeat
+  (its time limit counts this total, so a resumed job gets only what is left).
 
 :func:`upgrade` adds them to a jobs table created before them (they are all nullable, so an
 ``ALTER TABLE ... ADD COLUMN`` works on SQLite and PostgreSQL alike).
@@ -20,7 +22,7 @@ from sqlalchemy.schema import SchemaItem
 
 log = logging.getLogger(__name__)
 
-LEASE_COLUMNS = ("lease_owner", "lease_expires_at", "dispatched_at")
+LEASE_COLUMNS = ("lease_owner", "lease_expires_at", "dispatched_at", "run_seconds")
 
 
 def job_columns() -> list[SchemaItem]:
@@ -29,6 +31,7 @@ def job_columns() -> list[SchemaItem]:
         sa.Column("lease_owner", sa.String(200)),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
         sa.Column("dispatched_at", sa.DateTime(timezone=True)),
+        sa.Column("run_seconds", sa.Float),
     ]
 
 

@@ -124,10 +124,16 @@ class Leases:
         )
         return self._get(job_id) if changed else None
 
-    def renew(self, job_id: str, owner: str, lease_seconds: float) -> bool:
-        """Push the lease forward. False when ``owner`` no longer holds the job (another worker
-        took it over, the reconciler queued it again, or it ended)."""
+    def renew(
+        self, job_id: str, owner: str, lease_seconds: float, run_seconds: float | None = None
+    ) -> bool:
+        """Push the lease forward and, when given, record how long the job has run over all its
+        attempts. False when ``owner`` no longer holds the job (another worker took it over,
+        the reconciler queued it again, or it ended)."""
         jobs = self._jobs
+        values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+        if run_seconds is not None:
+            values["run_seconds"] = run_seconds
         return self._update(
             sa.and_(
                 jobs.c.id == job_id,
@@ -135,8 +141,16 @@ class Leases:
                 jobs.c.lease_owner == owner,
             ),
             bump=False,
-            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+            **values,
         )
+
+    def run_seconds(self, job_id: str) -> float:
+        """How long the job has run over its attempts, as of its last heartbeat."""
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                sa.select(self._jobs.c.run_seconds).where(self._jobs.c.id == job_id)
+            ).scalar()
+        return float(value or 0.0)
 
     # --- the reconciler's side ---------------------------------------------------------------
 
@@ -279,8 +293,10 @@ def _active(row: Any) -> ActiveJob:
 
 class LeaseKeeper:
     """Renews a job's lease every ``interval`` seconds from a background thread while the job
-    runs. ``lost`` turns true, and stays so, when the lease was taken away or could not be
-    renewed for ``timeout`` seconds; the job must then stop without recording anything."""
+    runs, and with it the job's run time: ``run_seconds_before`` (earlier attempts) plus the
+    time since the keeper was made. ``lost`` turns true, and stays so, when the lease was taken
+    away or could not be renewed for ``timeout`` seconds; the job must then stop without
+    recording anything."""
 
     def __init__(
         self,
@@ -290,6 +306,7 @@ class LeaseKeeper:
         *,
         interval: float,
         timeout: float,
+        run_seconds_before: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leases = leases
@@ -301,6 +318,8 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._last_renewed = clock()
+        self._run_seconds_before = run_seconds_before
+        self._attempt_started = self._last_renewed
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:12]}", daemon=True)
 
     @property
@@ -317,7 +336,8 @@ class LeaseKeeper:
 
     def renew_now(self) -> None:
         try:
-            renewed = self._leases.renew(self._job_id, self._owner, self._timeout)
+            run_seconds = self._run_seconds_before + self._clock() - self._attempt_started
+            renewed = self._leases.renew(self._job_id, self._owner, self._timeout, run_seconds)
         except SQLAlchemyError:
             if self._clock() - self._last_renewed >= self._timeout - self._interval:
                 log.error(

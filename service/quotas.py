@@ -6,8 +6,10 @@ tenant's limits (0: no limit); ``TEMPERING_TENANT_LIMITS`` overrides them per te
     TEMPERING_TENANT_LIMITS="alice:stored=50G,queued=20; bob:queued=2; ci:stored=0"
 
 A limit reached is a :class:`QuotaExceeded` (RESOURCE_EXHAUSTED) whose message names the limit,
-the usage and the setting. The checks read the usage and then act, without a lock: two calls of
-one tenant racing each other can pass a limit by one upload or one job.
+the usage and the setting. The binding checks run in the job store, under a per-tenant lock and
+in the transaction that records the job or the upload (:mod:`service.tenant_lock`), so calls of
+one tenant racing each other cannot pass a limit together; the earlier checks without the lock
+only refuse early what would be refused anyway.
 """
 
 from __future__ import annotations
