@@ -4,7 +4,8 @@ Every call except health checks and reflection must carry ``authorization: Beare
 metadata; a missing, malformed or unknown key is answered UNAUTHENTICATED before any servicer
 code runs. A known key runs the call with :data:`service.tenancy.CURRENT_TENANT` set to the
 key's tenant, in a copy of the context made for this call alone, so that a value can never leak
-into the next call served by the same pool thread.
+into the next call served by the same pool thread. The same copy carries the tenant, and the job
+id of a request naming one, to the call's log lines (:mod:`service.logs`).
 
 Without a key store (no keys configured: single-tenant open mode) every call runs as
 :data:`service.tenancy.DEFAULT_TENANT` and any key sent is ignored.
@@ -21,6 +22,7 @@ import grpc
 
 from service.auth import ApiKeyStore
 from service.interceptor import rebuild_handler
+from service.logs import bind_log_context
 from service.tenancy import CURRENT_TENANT, DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
@@ -86,16 +88,14 @@ def bearer_token(metadata: Sequence[tuple[str, Any]]) -> tuple[str | None, str |
 def _with_tenant(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodHandler:
     def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            call_context = contextvars.copy_context()
-            call_context.run(CURRENT_TENANT.set, tenant)
+            call_context = _call_context(tenant, request)
             return call_context.run(behavior, request, context)
 
         return run
 
     def stream(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call_context = contextvars.copy_context()
-            call_context.run(CURRENT_TENANT.set, tenant)
+            call_context = _call_context(tenant, request)
             responses = call_context.run(behavior, request, context)
             try:
                 while True:
@@ -112,6 +112,15 @@ def _with_tenant(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodH
         return run
 
     return rebuild_handler(handler, unary, stream)
+
+
+def _call_context(tenant: str, request: Any) -> contextvars.Context:
+    """A fresh copy of the context for one call, with its tenant set."""
+    job_id = getattr(request, "job_id", None)
+    call_context = contextvars.copy_context()
+    call_context.run(CURRENT_TENANT.set, tenant)
+    call_context.run(bind_log_context, tenant=tenant, job_id=job_id or None)
+    return call_context
 
 
 def _refusal(handler: grpc.RpcMethodHandler, method: str, message: str) -> grpc.RpcMethodHandler:
