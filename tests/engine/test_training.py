@@ -208,6 +208,27 @@ def test_loop_reports_progress_with_an_eta() -> None:
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in events)
 
 
+def test_an_epoch_counts_the_samples_it_trained_on() -> None:
+    model = _linear()
+
+    def step(m: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float):
+        logits = m(x)
+        return F.cross_entropy(logits, y), logits
+
+    stats = train_epoch(
+        model,
+        _batches(n=43),
+        step,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        epoch=0,
+        epochs=1,
+        lr=lambda t: 0.1,
+        eps=lambda t: 0.0,
+        reporter=Reporter(),
+    )
+    assert stats.samples == 43
+
+
 def test_one_cycle_rate_peaks_then_returns_to_zero() -> None:
     rate = one_cycle(0.1, epochs=10)
     assert rate(0) == 0

@@ -28,6 +28,10 @@ class ProgressEvent:
     robust_accuracy: float | None = None
     eta_seconds: float | None = None
     message: str = ""
+    samples: int = 0
+    """Training samples the epoch that this event ends went through (epoch-end events only)."""
+    samples_per_second: float | None = None
+    """Training throughput of that epoch (epoch-end events only)."""
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

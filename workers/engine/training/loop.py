@@ -52,6 +52,7 @@ class EpochStats:
     loss: float
     train_accuracy: float
     seconds: float
+    samples: int
 
 
 def train_epoch(
@@ -104,7 +105,9 @@ def train_epoch(
         raise TrainingDiverged(
             f"the training loss became {mean_loss} in epoch {epoch + 1}; lower the learning rate"
         )
-    return EpochStats(epoch + 1, mean_loss, int(correct) / max(seen, 1), time.monotonic() - started)
+    return EpochStats(
+        epoch + 1, mean_loss, int(correct) / max(seen, 1), time.monotonic() - started, seen
+    )
 
 
 def _eta(epoch_started: float, epoch: int, epochs: int, done: int, total: int) -> float:

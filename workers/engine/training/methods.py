@@ -194,6 +194,8 @@ def _fit(
                 robust_accuracy=robust,
                 eta_seconds=stats.seconds * (epochs - epoch - 1),
                 message=f"epoch {epoch + 1}/{epochs} done in {stats.seconds:.1f} s",
+                samples=stats.samples,
+                samples_per_second=stats.samples / stats.seconds if stats.seconds > 0 else None,
             )
         )
         score = robust if (select_robust and robust is not None) else clean
