@@ -33,7 +33,7 @@ class ConnectionFailed(ClientError):
 
 
 class AuthenticationFailed(ClientError):
-    """The server refused the credentials (missing or wrong API key, not allowed)."""
+    """The server refused the credentials (a missing or wrong API key)."""
 
 
 class RequestRefused(ClientError):
@@ -43,6 +43,11 @@ class RequestRefused(ClientError):
 class InvalidInput(RequestRefused):
     """A parameter, the model or the data is invalid, or the job is not in a state that allows
     the request (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)."""
+
+
+class NotPermitted(RequestRefused):
+    """The caller is known but may not ask for this, e.g. a webhook on a host the operator did
+    not allow (PERMISSION_DENIED). A wrong or missing key is :class:`AuthenticationFailed`."""
 
 
 class NotFound(RequestRefused):
@@ -93,7 +98,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ClientError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: ConnectionFailed,
     grpc.StatusCode.CANCELLED: ConnectionFailed,
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationFailed,
-    grpc.StatusCode.PERMISSION_DENIED: AuthenticationFailed,
+    grpc.StatusCode.PERMISSION_DENIED: NotPermitted,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidInput,
     grpc.StatusCode.OUT_OF_RANGE: InvalidInput,

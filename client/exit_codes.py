@@ -30,7 +30,8 @@ exit codes:
   3  server or connection error (unreachable, authentication, server failure, corrupt download),
      or `temper harden --timeout` passed
   4  the server (or the engine, with --local) refused the input as invalid: model, data or
-     parameters (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS, limits)
+     parameters (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, PERMISSION_DENIED,
+     ALREADY_EXISTS, limits)
   5  a robustness gate failed (--min-robust-accuracy, --max-clean-drop, --fail-on-masking)
   130 interrupted (Ctrl-C)
 """

@@ -12,6 +12,7 @@ from client.errors import (
     JobFailed,
     MissingExtra,
     NotFound,
+    NotPermitted,
     ServerError,
     from_rpc_error,
 )
@@ -35,6 +36,7 @@ class FailedCall(grpc.RpcError):
         (grpc.StatusCode.INVALID_ARGUMENT, InvalidInput, ExitCode.REFUSED),
         (grpc.StatusCode.FAILED_PRECONDITION, InvalidInput, ExitCode.REFUSED),
         (grpc.StatusCode.NOT_FOUND, NotFound, ExitCode.REFUSED),
+        (grpc.StatusCode.PERMISSION_DENIED, NotPermitted, ExitCode.REFUSED),
         (grpc.StatusCode.UNAVAILABLE, ConnectionFailed, ExitCode.SERVER),
         (grpc.StatusCode.DEADLINE_EXCEEDED, ConnectionFailed, ExitCode.SERVER),
         (grpc.StatusCode.INTERNAL, ServerError, ExitCode.SERVER),
