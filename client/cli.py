@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from client.commands import demo, harden, jobs, stack
+from client.commands import demo, harden, jobs, report, stack
 from client.commands.common import UsageError, add_connection_arguments
 from client.errors import ClientError, JobFailed
 from client.exit_codes import HELP as EXIT_CODES_HELP
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     harden.register(subparsers)
     jobs.register(subparsers)
+    report.register(subparsers)
     stack.register(subparsers)
     return parser
 

@@ -21,6 +21,7 @@ from client.domain import (
     JobSpec,
     JobState,
     Method,
+    MlflowTracking,
     ModelFormat,
     Norm,
     OutputArtifact,
@@ -63,6 +64,7 @@ _ARTIFACT_KINDS = {
     ArtifactKind.MODEL: pb.ARTIFACT_KIND_HARDENED_MODEL,
     ArtifactKind.REPORT: pb.ARTIFACT_KIND_REPORT,
     ArtifactKind.CARD: pb.ARTIFACT_KIND_MODEL_CARD,
+    ArtifactKind.PLOT: pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
 }
 _ARTIFACT_KINDS_BACK = {v: k for k, v in _ARTIFACT_KINDS.items()}
 
@@ -159,10 +161,20 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         time_limit_seconds=params.time_limit_seconds,
         architecture=params.architecture,
         num_classes=params.num_classes,
+        webhook_url=spec.webhook_url,
+        mlflow=mlflow_to_proto(spec.mlflow),
     )
 
 
+def mlflow_to_proto(tracking: MlflowTracking | None) -> pb.MlflowTracking | None:
+    if tracking is None:
+        return None
+    return pb.MlflowTracking(experiment=tracking.experiment, run_name=tracking.run_name)
+
+
 def training_to_proto(params: HardeningParams) -> pb.Training:
+    """A parameter left at None stays unset (the server's default); one given is sent, even 0,
+    for the server to check. protobuf leaves a field given None unset."""
     training = pb.Training(
         epochs=params.epochs,
         batch_size=params.batch_size,
@@ -236,18 +248,14 @@ def spec(message: pb.JobSpec) -> JobSpec:
         "norm": _NORMS_BACK.get(threat.norm, Norm.LINF),
         "lower": tuple(threat.lower),
         "upper": tuple(threat.upper),
-        "epochs": training.epochs,
-        "batch_size": training.batch_size,
-        "learning_rate": training.learning_rate,
+        "epochs": _optional(training, "epochs"),
+        "batch_size": _optional(training, "batch_size"),
+        "learning_rate": _optional(training, "learning_rate"),
         "from_scratch": training.from_scratch,
-        "select_best_robust": (
-            training.select_best_robust if training.HasField("select_best_robust") else None
-        ),
-        "validation_size": (
-            training.validation_size if training.HasField("validation_size") else None
-        ),
+        "select_best_robust": _optional(training, "select_best_robust"),
+        "validation_size": _optional(training, "validation_size"),
         "suite": _SUITES_BACK.get(message.evaluation.suite, EvaluationSuite.STANDARD),
-        "eval_samples": message.evaluation.samples,
+        "eval_samples": _optional(message.evaluation, "samples"),
         "seed": message.seed,
         "time_limit_seconds": message.time_limit_seconds,
         "architecture": message.architecture,
@@ -259,6 +267,12 @@ def spec(message: pb.JobSpec) -> JobSpec:
         train_dataset_id=message.train_dataset_id,
         eval_dataset_id=message.eval_dataset_id or None,
         params=HardeningParams(**values),
+        webhook_url=message.webhook_url,
+        mlflow=(
+            MlflowTracking(message.mlflow.experiment, message.mlflow.run_name)
+            if message.HasField("mlflow")
+            else None
+        ),
     )
 
 
@@ -266,30 +280,34 @@ def _method_params(training: pb.Training, method_field: str | None) -> dict[str,
     if method_field == "distillation":
         return {
             "method": Method.DISTILLATION,
-            "temperature": training.distillation.temperature,
+            "temperature": _optional(training.distillation, "temperature"),
             "hard_label_weight": training.distillation.hard_label_weight,
-            "teacher_epochs": training.distillation.teacher_epochs,
+            "teacher_epochs": _optional(training.distillation, "teacher_epochs"),
         }
     if method_field == "fgsm":
         return {
             "method": Method.FGSM,
-            "step_size": training.fgsm.step_size,
+            "step_size": _optional(training.fgsm, "step_size"),
             "eps_warmup_epochs": training.fgsm.eps_warmup_epochs,
         }
     if method_field == "trades":
         return {
             "method": Method.TRADES,
-            "attack_steps": training.trades.attack_steps,
-            "step_size": training.trades.step_size,
+            "attack_steps": _optional(training.trades, "attack_steps"),
+            "step_size": _optional(training.trades, "step_size"),
             "eps_warmup_epochs": training.trades.eps_warmup_epochs,
-            "trades_beta": training.trades.beta,
+            "trades_beta": _optional(training.trades, "beta"),
         }
     return {
         "method": Method.PGD,
-        "attack_steps": training.pgd.attack_steps,
-        "step_size": training.pgd.step_size,
+        "attack_steps": _optional(training.pgd, "attack_steps"),
+        "step_size": _optional(training.pgd, "step_size"),
         "eps_warmup_epochs": training.pgd.eps_warmup_epochs,
     }
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
 
 
 def progress(message: pb.Progress) -> Progress:
@@ -351,7 +369,9 @@ def job(message: pb.Job) -> Job:
         reason=message.reason,
         cancel_requested=message.cancel_requested,
         attempts=message.attempts,
-        outputs=tuple(output_artifact(o) for o in message.outputs),
+        outputs=tuple(
+            output_artifact(o) for o in message.outputs if o.kind in _ARTIFACT_KINDS_BACK
+        ),
         result=result(message.result) if message.HasField("result") else None,
     )
 

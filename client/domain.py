@@ -56,6 +56,7 @@ class ArtifactKind(StrEnum):
     MODEL = "model"
     REPORT = "report"
     CARD = "card"
+    PLOT = "plot"
 
 
 MODEL_SUFFIXES: Mapping[str, ModelFormat] = {
@@ -75,8 +76,9 @@ def format_from_suffix(path: Path) -> ModelFormat | None:
 
 @dataclass(frozen=True)
 class HardeningParams:
-    """How to harden and how to score. Zero (or empty) numeric fields take the server's default;
-    method-specific fields are ignored by the other methods."""
+    """How to harden and how to score. A field left at None takes the server's default; a value
+    given is sent as it is and checked by the server (an explicit 0 epochs or temperature is
+    refused). Method-specific fields are ignored by the other methods."""
 
     method: Method
     eps: float
@@ -84,27 +86,27 @@ class HardeningParams:
     lower: tuple[float, ...] = ()
     """Input domain: one value, or one per channel/feature; empty means [0, 1]."""
     upper: tuple[float, ...] = ()
-    epochs: int = 0
-    batch_size: int = 0
-    learning_rate: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
     from_scratch: bool = False
     select_best_robust: bool | None = None
     validation_size: int | None = None
-    attack_steps: int = 0
+    attack_steps: int | None = None
     """PGD and TRADES."""
-    step_size: float = 0.0
+    step_size: float | None = None
     """PGD, FGSM and TRADES."""
     eps_warmup_epochs: float = 0.0
     """PGD, FGSM and TRADES."""
-    trades_beta: float = 0.0
-    temperature: float = 0.0
+    trades_beta: float | None = None
+    temperature: float | None = None
     """Distillation."""
     hard_label_weight: float = 0.0
     """Distillation."""
-    teacher_epochs: int = 0
+    teacher_epochs: int | None = None
     """Distillation."""
     suite: EvaluationSuite = EvaluationSuite.STANDARD
-    eval_samples: int = 0
+    eval_samples: int | None = None
     seed: int = 0
     time_limit_seconds: float = 0.0
     architecture: str = ""
@@ -124,11 +126,25 @@ class HardeningParams:
 
 
 @dataclass(frozen=True)
+class MlflowTracking:
+    """Log the job to MLflow, in this experiment: on the server, to its operator's tracking
+    server; with ``--local``, to the tracking URI given."""
+
+    experiment: str
+    run_name: str = ""
+    """Empty: the job id."""
+
+
+@dataclass(frozen=True)
 class JobSpec:
     model_id: str
     train_dataset_id: str
     params: HardeningParams
     eval_dataset_id: str | None = None
+    webhook_url: str = ""
+    """Told (signed, see :mod:`client.webhooks`) when the job ends; the server calls only hosts
+    its operator allows."""
+    mlflow: MlflowTracking | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,7 @@ class HardeningOutcome:
     report_path: Path
     card_path: Path
     plot_path: Path | None
-    """Written by ``--local`` runs; the server does not serve the plot."""
+    """None only for a job the server finished before it served the plot."""
     report: dict[str, Any]
     job: Job | None = None
     """The server's job, or None for a run in this process."""

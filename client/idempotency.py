@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from client.domain import HardeningParams, ModelFormat
+from client.domain import HardeningParams, MlflowTracking, ModelFormat
 from client.transfer import digest_file
 
 KEY_PREFIX = "temper-"
@@ -38,6 +38,8 @@ def derive_idempotency_key(
     eval_data_path: Path | None,
     params: HardeningParams,
     labels: Mapping[str, str] | None = None,
+    webhook_url: str = "",
+    mlflow: MlflowTracking | None = None,
 ) -> str:
     """``temper-v1-`` and 40 hex digits of the SHA-256 of the inputs' digests, the parameters
     and the labels (the server compares both when a key comes back)."""
@@ -48,6 +50,10 @@ def derive_idempotency_key(
         "params": _plain(dataclasses.asdict(params)),
         "labels": dict(sorted((labels or {}).items())),
     }
+    if webhook_url:  # only when set, so that keys of jobs without one stay as they were
+        document["webhook_url"] = webhook_url
+    if mlflow is not None:
+        document["mlflow"] = dataclasses.asdict(mlflow)
     return _key(json.dumps(document, sort_keys=True, separators=(",", ":")))
 
 

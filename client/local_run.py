@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from client.domain import (
     HardeningParams,
     JobEvent,
     JobState,
+    MlflowTracking,
     ModelFormat,
     Progress,
 )
@@ -33,6 +37,10 @@ LOCAL_JOB_ID = "local"
 _PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Progress) if f.name != "updated_at")
 PROGRESS_INTERVAL_SECONDS = 0.2
 
+MLFLOW_EXTRA_MESSAGE = (
+    "--mlflow-uri logs the run to MLflow and needs it: install tempering[mlflow]"
+    " (pip install 'tempering[mlflow]')"
+)
 WORKER_EXTRA_MESSAGE = (
     "--local runs the hardening engine in this process and needs its dependencies:"
     " install tempering[worker] (pip install 'tempering[worker]')"
@@ -50,9 +58,11 @@ def harden_locally(
     allow_trusted_formats: bool = False,
     on_event: Callable[[JobEvent], None] | None = None,
     deadline: Deadline | None = None,
+    mlflow: LocalTracking | None = None,
 ) -> HardeningOutcome:
     """Harden in this process; the files land where :class:`OutputLayout` puts them. The run
     stops within a training or attack step once ``deadline`` passes (:class:`DeadlineExceeded`).
+    With ``mlflow``, the run is logged there as a server job would be (docs/mlflow.md).
     """
     engine_errors, pipeline, progress_module = _engine("errors", "pipeline", "progress")
 
@@ -60,9 +70,12 @@ def harden_locally(
         if on_event is not None:
             progress = Progress(**{name: getattr(event, name) for name in _PROGRESS_FIELDS})
             on_event(JobEvent(job_id=LOCAL_JOB_ID, state=JobState.RUNNING, progress=progress))
+        if run is not None:
+            run.on_progress(event)
 
     request = engine_request(model_path, model_format, data_path, eval_data_path, params)
     request = dataclasses.replace(request, allow_trusted_formats=allow_trusted_formats)
+    run = _open_run(mlflow, request)
     layout = OutputLayout.beside(output)
     layout.model.parent.mkdir(parents=True, exist_ok=True)
     reporter = progress_module.Reporter(
@@ -74,7 +87,9 @@ def harden_locally(
         reporter.should_stop = deadline.expired
     with tempfile.TemporaryDirectory(prefix=".temper-", dir=layout.model.parent) as work:
         try:
-            result = pipeline.harden(request, Path(work), reporter)
+            result = _harden_tracked(
+                run, lambda: pipeline.harden(request, Path(work), reporter), engine_errors.Cancelled
+            )
         except (
             engine_errors.InvalidModel,
             engine_errors.InvalidData,
@@ -104,6 +119,51 @@ def harden_locally(
     )
 
 
+@dataclass(frozen=True)
+class LocalTracking:
+    """Log a ``--local`` run to MLflow at the user's own tracking URI."""
+
+    tracking_uri: str
+    tracking: MlflowTracking
+
+
+def _open_run(mlflow: LocalTracking | None, request: Any) -> Any:
+    if mlflow is None:
+        return None
+    if importlib.util.find_spec("mlflow") is None:
+        raise MissingExtra(MLFLOW_EXTRA_MESSAGE)
+    tracking = importlib.import_module("workers.mlflow_tracking")
+    target = tracking.RunTarget(
+        mlflow.tracking_uri,
+        mlflow.tracking.experiment,
+        job_id=f"local-{uuid.uuid4().hex[:12]}",
+        run_name=mlflow.tracking.run_name,
+        tenant="local",
+    )
+    try:
+        return tracking.open_run(target, request)
+    except tracking.TrackingUnavailable as error:
+        raise JobFailed(f"the run did not start: {error}: {error.__cause__}") from error
+
+
+def _harden_tracked(run: Any, harden: Callable[[], Any], cancelled: type[Exception]) -> Any:
+    """The engine's result; with an MLflow ``run``, logged there, the run ended as the engine
+    did."""
+    if run is None:
+        return harden()
+    try:
+        result = harden()
+    except BaseException as error:
+        killed = isinstance(error, cancelled) or not isinstance(error, Exception)
+        run.end("KILLED" if killed else "FAILED")
+        raise
+    run.log_outcome(
+        result.report, [result.report_path, result.card_path, result.plot_path, result.model_path]
+    )
+    run.end("FINISHED")
+    return result
+
+
 def engine_request(
     model_path: Path,
     model_format: ModelFormat,
@@ -111,8 +171,9 @@ def engine_request(
     eval_data_path: Path | None,
     params: HardeningParams,
 ) -> Any:
-    """The engine's ``HardeningRequest`` for ``params``; zero values keep the engine's defaults,
-    as the server does."""
+    """The engine's ``HardeningRequest`` for ``params``; None keeps the engine's default, as the
+    server does."""
+    _check_zero_means_default(params)
     (spec,) = _engine("spec")
 
     threat = _given(
@@ -164,10 +225,20 @@ def _engine(*modules: str) -> list[Any]:
 
 
 def _given(**values: Any) -> dict[str, Any]:
-    """The values the caller set: drops None, zeros and empty tuples (the API's "default").
-    ``False`` is kept, so a switched-off flag reaches the engine."""
-    return {
-        name: value
-        for name, value in values.items()
-        if value is not None and value != () and (isinstance(value, bool) or value != 0)
-    }
+    """The values the caller set: drops None and empty tuples (the API's "default"). A 0 is
+    kept, for the engine's checks to refuse as the server's would."""
+    return {name: value for name, value in values.items() if value is not None and value != ()}
+
+
+_ZERO_MEANS_DEFAULT = ("learning_rate", "step_size", "teacher_epochs")
+"""The engine reads 0 in these as "pick the default"; the server refuses a 0 given, so does this."""
+
+
+def _check_zero_means_default(params: HardeningParams) -> None:
+    for name in _ZERO_MEANS_DEFAULT:
+        value = getattr(params, name)
+        if value is not None and not value > 0:
+            raise InvalidInput(
+                f"{name} must be greater than 0 when given (leave it out for the default),"
+                f" got {value}"
+            )

@@ -35,6 +35,7 @@ from client.domain import (
     JobPage,
     JobSpec,
     JobState,
+    MlflowTracking,
     ModelFormat,
     format_from_suffix,
 )
@@ -49,7 +50,7 @@ from client.errors import (
     translated_stream,
 )
 from client.idempotency import next_idempotency_key
-from client.layout import OutputLayout
+from client.layout import OutputLayout, plot_beside, relink_plot
 from client.retry import (
     DEFAULT_RETRY,
     NO_RETRY,
@@ -212,18 +213,25 @@ class HardeningClient:
         eval_dataset_id: str | None = None,
         idempotency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
+        webhook_url: str = "",
+        mlflow: MlflowTracking | None = None,
         **param_fields: Any,
     ) -> Job:
         """Queue a hardening job. Give the parameters as a :class:`HardeningParams`, as keyword
         arguments named like its fields (``method="pgd", eps=0.1, epochs=5``), or both (the
         keywords override). Returns the job in state QUEUED, or, when ``idempotency_key`` was
         used before with the same request, the job it created then, in whatever state it is.
-        Retried on transient errors only when it carries an ``idempotency_key``."""
+        Retried on transient errors only when it carries an ``idempotency_key``. With
+        ``webhook_url``, the server POSTs a signed notification there when the job ends
+        (docs/webhooks.md). With ``mlflow``, the job is logged to the MLflow tracking server of
+        the service's operator (docs/mlflow.md)."""
         spec = JobSpec(
             model_id=model_id,
             train_dataset_id=train_dataset_id,
             eval_dataset_id=eval_dataset_id,
             params=_params(params, param_fields),
+            webhook_url=webhook_url,
+            mlflow=mlflow,
         )
         request = convert.submit_request(spec, idempotency_key, labels)
         return self._call(
@@ -373,6 +381,22 @@ class HardeningClient:
 
         return self._call(f"downloading the {kind} of job {job_id}", attempt, stream=True)
 
+    def download_card(
+        self, job_id: str, dest_path: str | os.PathLike[str]
+    ) -> tuple[Path, Path | None]:
+        """Save the model card at ``dest_path`` and its plot beside it
+        (:func:`client.layout.plot_beside`), the card's image link pointing at the plot. The
+        plot is None for a job the server finished before it kept plots."""
+        return self._download_card(self.get(job_id), Path(dest_path))
+
+    def _download_card(self, job: Job, card_path: Path) -> tuple[Path, Path | None]:
+        card = self.download(job.id, ArtifactKind.CARD, card_path)
+        if not any(output.kind is ArtifactKind.PLOT for output in job.outputs):
+            return card, None
+        plot = self.download(job.id, ArtifactKind.PLOT, plot_beside(card))
+        card.write_text(relink_plot(card.read_text(), plot))
+        return card, plot
+
     # -----------------------------------------------------------------------------------------
     # All of it
 
@@ -387,14 +411,16 @@ class HardeningClient:
         model_format: ModelFormat | str | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str = "",
+        mlflow: MlflowTracking | None = None,
         on_event: EventCallback | None = None,
         timeout: float | None = None,
         resubmit_if_failed: bool = False,
         **param_fields: Any,
     ) -> HardeningOutcome:
-        """Upload, submit, wait, download: the hardened ONNX model at ``output``, its report and
-        model card beside it (see :class:`client.layout.OutputLayout`). ``timeout`` bounds the
-        wait for the job; :meth:`deadline` bounds all of it.
+        """Upload, submit, wait, download: the hardened ONNX model at ``output``, its report,
+        model card and plot beside it (see :class:`client.layout.OutputLayout`). ``timeout``
+        bounds the wait for the job; :meth:`deadline` bounds all of it.
 
         With ``resubmit_if_failed``, an ``idempotency_key`` that names a job that already failed
         or was cancelled (an earlier run of the same step) leads to a new job under a key
@@ -413,6 +439,8 @@ class HardeningClient:
             eval_dataset_id=eval_id,
             idempotency_key=idempotency_key,
             labels=labels,
+            webhook_url=webhook_url,
+            mlflow=mlflow,
             **param_fields,
         )
         for _ in range(MAX_RESUBMISSIONS if resubmit_if_failed and idempotency_key else 0):
@@ -427,6 +455,8 @@ class HardeningClient:
                 eval_dataset_id=eval_id,
                 idempotency_key=idempotency_key,
                 labels=labels,
+                webhook_url=webhook_url,
+                mlflow=mlflow,
                 **param_fields,
             )
         if on_event is not None:
@@ -439,13 +469,14 @@ class HardeningClient:
                 cancelled=final.state is JobState.CANCELLED,
             )
         layout = OutputLayout.beside(Path(output))
-        for kind in ArtifactKind:
+        for kind in (ArtifactKind.MODEL, ArtifactKind.REPORT):
             self.download(final.id, kind, layout.path_for(kind))
+        _, plot_path = self._download_card(final, layout.card)
         return HardeningOutcome(
             model_path=layout.model,
             report_path=layout.report,
             card_path=layout.card,
-            plot_path=None,
+            plot_path=plot_path,
             report=json.loads(layout.report.read_text()),
             job=final,
         )

@@ -3,6 +3,8 @@
 With no settings at all this needs no other server: the job store is SQLite and the broker a
 SQLite file under the state directory. With ``TEMPERING_BROKER_URL=redis://...`` the same
 command uses Redis; ``--no-worker`` serves only, for workers started elsewhere.
+``python -m service webhook-secret TENANT`` prints a tenant's webhook secret instead
+(:mod:`service.webhook_cli`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from service import webhook_cli
 from service.local_worker import LocalWorker
+from service.logs import configure_logging
+from service.parent_death import die_with_parent
 from service.server import start_server
 from service.settings import Settings, SettingsError, add_settings_arguments
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 30.0
+"""Time a server whose parent is gone gets to stop its calls and its worker before it exits."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,25 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="write the port the server listens on to this file once it serves",
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="shut down, as on SIGTERM, once process PID (the one that started this server) is"
+        " gone, even if it was killed outright (temper serve and temper demo pass their own)",
+    )
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["webhook-secret"]:
+        return webhook_cli.main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     try:
         settings = Settings.load(os.environ, args)
     except SettingsError as exc:
         print(f"tempering: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -67,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid, signal.SIGTERM, force_exit_after=SHUTDOWN_SECONDS)
     try:
         running = start_server(settings)
     except (OSError, SettingsError) as exc:

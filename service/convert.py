@@ -206,47 +206,75 @@ def _training(training: pb.Training) -> TrainingConfig:
     default = TrainingConfig()
     values: dict[str, Any] = {
         "method": Method(method),
-        "epochs": training.epochs or default.epochs,
-        "batch_size": training.batch_size or default.batch_size,
-        "learning_rate": training.learning_rate,
+        "epochs": _given(training, "epochs", default.epochs),
+        "batch_size": _given(training, "batch_size", default.batch_size),
+        "learning_rate": _above_zero(
+            training, "learning_rate", "spec.training.learning_rate", "the method's default"
+        ),
         "from_scratch": training.from_scratch,
-        "select_best_robust": (
-            training.select_best_robust
-            if training.HasField("select_best_robust")
-            else default.select_best_robust
-        ),
-        "validation_size": (
-            training.validation_size
-            if training.HasField("validation_size")
-            else default.validation_size
-        ),
+        "select_best_robust": _given(training, "select_best_robust", default.select_best_robust),
+        "validation_size": _given(training, "validation_size", default.validation_size),
     }
     if method == "distillation":
         d = training.distillation
         values |= {
-            "temperature": d.temperature or default.temperature,
+            "temperature": _given(d, "temperature", default.temperature),
             "hard_label_weight": d.hard_label_weight,
-            "teacher_epochs": d.teacher_epochs,
+            "teacher_epochs": _above_zero(
+                d,
+                "teacher_epochs",
+                "spec.training.distillation.teacher_epochs",
+                "as many as spec.training.epochs",
+            ),
         }
     elif method == "trades":
         t = training.trades
         values |= {
-            "attack_steps": t.attack_steps or default.attack_steps,
-            "step_size": t.step_size,
+            "attack_steps": _given(t, "attack_steps", default.attack_steps),
+            "step_size": _above_zero(
+                t, "step_size", "spec.training.trades.step_size", "2.5 * epsilon / attack_steps"
+            ),
             "eps_warmup_epochs": t.eps_warmup_epochs,
-            "trades_beta": t.beta or default.trades_beta,
+            "trades_beta": _given(t, "beta", default.trades_beta),
         }
     elif method == "pgd":
         p = training.pgd
         values |= {
-            "attack_steps": p.attack_steps or default.attack_steps,
-            "step_size": p.step_size,
+            "attack_steps": _given(p, "attack_steps", default.attack_steps),
+            "step_size": _above_zero(
+                p, "step_size", "spec.training.pgd.step_size", "2.5 * epsilon / attack_steps"
+            ),
             "eps_warmup_epochs": p.eps_warmup_epochs,
         }
     else:
         f = training.fgsm
-        values |= {"step_size": f.step_size, "eps_warmup_epochs": f.eps_warmup_epochs}
+        values |= {
+            "step_size": _above_zero(
+                f, "step_size", "spec.training.fgsm.step_size", "1.25 * epsilon"
+            ),
+            "eps_warmup_epochs": f.eps_warmup_epochs,
+        }
     return TrainingConfig(**values)
+
+
+def _given(message: Any, name: str, default: V) -> V:
+    """An optional field's value when the client set it (the engine's checks then see it as
+    sent, 0 included), else the engine's default."""
+    value: V = getattr(message, name) if message.HasField(name) else default
+    return value
+
+
+def _above_zero(message: Any, name: str, field: str, unset: str) -> Any:
+    """The engine reads 0 in these fields as "pick the default", so a value the client set must
+    be above 0; unset gives the engine that 0."""
+    if not message.HasField(name):
+        return 0
+    value = getattr(message, name)
+    if not value > 0:
+        raise InvalidRequest(
+            f"{field} must be greater than 0 when set (leave it unset for {unset}), got {value}"
+        )
+    return value
 
 
 def _threat(threat: pb.ThreatModel) -> ThreatModel:
@@ -267,7 +295,7 @@ def _evaluation(evaluation: pb.Evaluation) -> EvaluationConfig:
     default = EvaluationConfig()
     return EvaluationConfig(
         suite=_lookup(_SUITES, evaluation.suite, "spec.evaluation.suite", "standard or fast"),
-        samples=evaluation.samples or default.samples,
+        samples=_given(evaluation, "samples", default.samples),
     )
 
 
@@ -284,8 +312,7 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
             upper=spec.threat.upper,
         ),
         evaluation=pb.Evaluation(
-            suite=_SUITES_TO_PB[spec.evaluation.suite],
-            samples=spec.evaluation.samples,
+            suite=_SUITES_TO_PB[spec.evaluation.suite], samples=spec.evaluation.samples
         ),
         seed=spec.seed,
         time_limit_seconds=spec.time_limit_seconds,
@@ -301,10 +328,12 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
 
 
 def _training_to_pb(training: TrainingConfig) -> pb.Training:
+    """The engine's 0 = "default" values (learning rate, step size, teacher epochs) stay unset,
+    so that the message submitted again means the same job."""
     message = pb.Training(
         epochs=training.epochs,
         batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
+        learning_rate=training.learning_rate or None,
         from_scratch=training.from_scratch,
         select_best_robust=training.select_best_robust,
         validation_size=training.validation_size,
@@ -315,14 +344,14 @@ def _training_to_pb(training: TrainingConfig) -> pb.Training:
             pb.Distillation(
                 temperature=training.temperature,
                 hard_label_weight=training.hard_label_weight,
-                teacher_epochs=training.teacher_epochs,
+                teacher_epochs=training.teacher_epochs or None,
             )
         )
     elif method is Method.TRADES:
         message.trades.CopyFrom(
             pb.Trades(
                 attack_steps=training.attack_steps,
-                step_size=training.step_size,
+                step_size=training.step_size or None,
                 eps_warmup_epochs=training.eps_warmup_epochs,
                 beta=training.trades_beta,
             )
@@ -331,13 +360,15 @@ def _training_to_pb(training: TrainingConfig) -> pb.Training:
         message.pgd.CopyFrom(
             pb.Pgd(
                 attack_steps=training.attack_steps,
-                step_size=training.step_size,
+                step_size=training.step_size or None,
                 eps_warmup_epochs=training.eps_warmup_epochs,
             )
         )
     else:
         message.fgsm.CopyFrom(
-            pb.Fgsm(step_size=training.step_size, eps_warmup_epochs=training.eps_warmup_epochs)
+            pb.Fgsm(
+                step_size=training.step_size or None, eps_warmup_epochs=training.eps_warmup_epochs
+            )
         )
     return message
 

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import lease_schema, tenancy_schema
+from service import lease_schema, method_schema, tenancy_schema, webhook_schema
+from service.tenant_lock import tenant_locks_table
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ class Tables:
     uploads: sa.Table
     upload_owners: sa.Table
     """Which tenant holds which upload (see :mod:`service.tenancy_schema`)."""
+    tenant_locks: sa.Table
+    """One row per tenant, locked while a limit is checked (see :mod:`service.tenant_lock`)."""
+    webhook_deliveries: sa.Table
+    """The webhook outbox (see :mod:`service.webhook_schema`)."""
 
 
 def define_tables(prefix: str) -> Tables:
@@ -86,6 +91,7 @@ def define_tables(prefix: str) -> Tables:
         sa.Column("result", sa.JSON),
         *tenancy_schema.job_columns(prefix),
         *lease_schema.job_columns(),
+        *method_schema.job_columns(prefix),
     )
     job_labels = sa.Table(
         f"{prefix}job_labels",
@@ -112,7 +118,9 @@ def define_tables(prefix: str) -> Tables:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     upload_owners = tenancy_schema.upload_owners_table(prefix, metadata, uploads)
-    return Tables(metadata, jobs, job_labels, uploads, upload_owners)
+    tenant_locks = tenant_locks_table(prefix, metadata)
+    deliveries = webhook_schema.deliveries_table(prefix, metadata)
+    return Tables(metadata, jobs, job_labels, uploads, upload_owners, tenant_locks, deliveries)
 
 
 def create_schema(engine: Engine, tables: Tables) -> None:
@@ -125,6 +133,7 @@ def create_schema(engine: Engine, tables: Tables) -> None:
         tables.metadata.create_all(engine)
     tenancy_schema.upgrade(engine, tables.jobs)
     lease_schema.upgrade(engine, tables.jobs)
+    method_schema.upgrade(engine, tables.jobs)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ class FailedPrecondition(ServiceError):
     """The request is valid but the job is not in a state that allows it."""
 
 
+class PermissionDenied(ServiceError):
+    """The caller may not do this on this server (e.g. call a webhook host the operator did not
+    allow)."""
+
+
 class ResourceExhausted(ServiceError):
     """A configured limit was reached (upload size, page size)."""
 

@@ -31,7 +31,8 @@ from service.domain import (
 from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.jobstore import JobStore
 from service.quotas import UNLIMITED, QuotaPolicy
-from service.validation import check_job_inputs
+from service.validation import InputCheck, check_job_inputs
+from service.webhook_targets import WEBHOOKS_OFF, WebhookTargets
 from workers.engine.errors import InvalidParameter, UntrustedFormat
 from workers.engine.spec import ModelFormat
 
@@ -67,6 +68,9 @@ class Jobs:
         allow_trusted_formats: bool,
         watch_poll_seconds: float = 0.25,
         quotas: QuotaPolicy = UNLIMITED,
+        mlflow_tracking: bool = False,
+        webhooks: WebhookTargets = WEBHOOKS_OFF,
+        check_inputs: InputCheck = check_job_inputs,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -76,6 +80,9 @@ class Jobs:
         self._allow_trusted_formats = allow_trusted_formats
         self._watch_poll_seconds = watch_poll_seconds
         self._quotas = quotas
+        self._mlflow_tracking = mlflow_tracking
+        self._webhooks = webhooks
+        self._check_job_inputs = check_inputs
 
     def submit(self, new: NewJob, *, tenant: str) -> Job:
         """Check everything the server can check, record the job for ``tenant`` and queue it.
@@ -92,8 +99,12 @@ class Jobs:
         if self._quotas.limits_for(tenant).max_queued_jobs:
             self._quotas.check_new_job(tenant, self._store.count_unfinished(tenant))
         new.spec.validate()
+        self._check_tracking(new.spec)
+        webhook_urls = self._webhooks.for_job(tenant, new.spec.webhook_url)
         self._check_inputs(new.spec, tenant)
-        job, created = self._store.create(new)
+        job, created = self._store.create(
+            new, admit=self._admission(tenant), webhook_urls=webhook_urls
+        )
         if created:
             try:
                 self._queue.enqueue(job.id)
@@ -162,11 +173,24 @@ class Jobs:
                 sent_state = job.state
                 yield JobEvent(job)
 
+    def _admission(self, tenant: str) -> Callable[[int], None] | None:
+        """The queued-jobs check that the store runs atomically with recording the job."""
+        if not self._quotas.limits_for(tenant).max_queued_jobs:
+            return None
+        return lambda unfinished: self._quotas.check_new_job(tenant, unfinished)
+
     def _with_time_limit(self, spec: JobSpec) -> JobSpec:
         requested = spec.time_limit_seconds
         limit = self._job_time_limit
         effective = min(requested, limit) if requested > 0 else limit
         return dataclasses.replace(spec, time_limit_seconds=float(effective))
+
+    def _check_tracking(self, spec: JobSpec) -> None:
+        if spec.mlflow is not None and not self._mlflow_tracking:
+            raise FailedPrecondition(
+                "this job asks for MLflow tracking and this server has no tracking server:"
+                " its operator sets TEMPERING_MLFLOW_TRACKING_URI (see docs/mlflow.md)"
+            )
 
     def _check_inputs(self, spec: JobSpec, tenant: str) -> None:
         model = self._catalog.get(spec.model_id, UploadKind.MODEL, tenant)
@@ -189,7 +213,7 @@ class Jobs:
             dataset_paths = [
                 stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
             ]
-            check_job_inputs(model_format, model_path, dataset_paths, spec.threat)
+            self._check_job_inputs(model_format, model_path, dataset_paths, spec.threat)
 
 
 def _started_between_polls(sent_state: JobState, job: Job) -> bool:

@@ -7,13 +7,14 @@ SQLite and PostgreSQL alike. Every change bumps ``version``, which watchers poll
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from service.db import Database, as_utc
@@ -33,6 +34,8 @@ from service.domain import (
 from service.errors import AlreadyExists, FailedPrecondition, NotFound
 from service.leases import Leases
 from service.tenancy import DEFAULT_TENANT
+from service.tenant_lock import TenantLock
+from service.webhook_schema import delivery_rows
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -42,27 +45,50 @@ class JobStore:
         self._engine = database.engine
         self._jobs = database.tables.jobs
         self._labels = database.tables.job_labels
+        self._deliveries = database.tables.webhook_deliveries
+        self._tenant_lock = TenantLock(self._engine, database.tables.tenant_locks)
 
     @property
     def leases(self) -> Leases:
         """Claiming, renewing and taking back jobs (:mod:`service.leases`)."""
         return Leases(self._engine, self._jobs, self.get)
 
-    def create(self, new: NewJob) -> tuple[Job, bool]:
+    def create(
+        self,
+        new: NewJob,
+        admit: Callable[[int], None] | None = None,
+        *,
+        webhook_urls: Sequence[str] = (),
+    ) -> tuple[Job, bool]:
         """Record a QUEUED job. Returns the job and whether it is new: a known idempotency key
-        returns the job it created, and refuses different parameters."""
+        returns the job it created, and refuses different parameters.
+
+        ``admit``, when given, is called with the tenant's count of queued and running jobs
+        under the tenant's lock (:mod:`service.tenant_lock`), in the transaction that inserts
+        the job; raising refuses it. Concurrent calls of one tenant therefore cannot pass a
+        limit together.
+
+        Each of ``webhook_urls`` gets a row in the webhook outbox (:mod:`service.webhooks`), in
+        the same transaction: an accepted job is always announced when it ends."""
         if new.idempotency_key and (known := self.find_by_key(new.idempotency_key, new.tenant)):
             return self.same_request(known, new), False
         job_id = uuid.uuid4().hex
         now = utcnow()
         try:
-            with self._engine.begin() as conn:
+            with self._transaction(new.tenant, locked=admit is not None) as conn:
+                if admit is not None:
+                    if new.idempotency_key and (
+                        known := self._by_key(conn, new.idempotency_key, new.tenant)
+                    ):
+                        return self.same_request(known, new), False
+                    admit(self._count_unfinished(conn, new.tenant))
                 conn.execute(
                     self._jobs.insert().values(
                         id=job_id,
                         tenant=new.tenant,
                         state=JobState.QUEUED.value,
                         spec=new.spec.to_json(),
+                        method=new.spec.training.method.value,
                         labels=dict(new.labels),
                         idempotency_key=new.idempotency_key or None,
                         created_at=now,
@@ -78,6 +104,10 @@ class JobStore:
                     conn.execute(
                         self._labels.insert(),
                         [{"job_id": job_id, "key": k, "value": v} for k, v in new.labels.items()],
+                    )
+                if webhook_urls:
+                    conn.execute(
+                        self._deliveries.insert(), delivery_rows(job_id, webhook_urls, now)
                     )
         except IntegrityError:
             if new.idempotency_key and (known := self.find_by_key(new.idempotency_key, new.tenant)):
@@ -258,23 +288,34 @@ class JobStore:
 
     def find_by_key(self, key: str, tenant: str = DEFAULT_TENANT) -> Job | None:
         """The tenant's job recorded with this idempotency key (keys are per tenant)."""
-        jobs = self._jobs
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(jobs.c.idempotency_key == key, jobs.c.tenant == tenant)
-            ).first()
-        return _job_from_row(row) if row else None
+            return self._by_key(conn, key, tenant)
 
     def count_unfinished(self, tenant: str) -> int:
         """The tenant's jobs that are queued or running (its queued-jobs quota counts these)."""
-        jobs = self._jobs
         with self._engine.connect() as conn:
-            count = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(jobs)
-                .where(jobs.c.tenant == tenant, jobs.c.state.in_(_ACTIVE))
-            ).scalar()
+            return self._count_unfinished(conn, tenant)
+
+    def _by_key(self, conn: Connection, key: str, tenant: str) -> Job | None:
+        jobs = self._jobs
+        row = conn.execute(
+            sa.select(jobs).where(jobs.c.idempotency_key == key, jobs.c.tenant == tenant)
+        ).first()
+        return _job_from_row(row) if row else None
+
+    def _count_unfinished(self, conn: Connection, tenant: str) -> int:
+        jobs = self._jobs
+        count = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.tenant == tenant, jobs.c.state.in_(_ACTIVE))
+        ).scalar()
         return int(count or 0)
+
+    def _transaction(
+        self, tenant: str, *, locked: bool
+    ) -> contextlib.AbstractContextManager[Connection]:
+        return self._tenant_lock.hold(tenant) if locked else self._engine.begin()
 
     def _scoped(self, where: Any, tenant: str | None) -> Any:
         return where if tenant is None else sa.and_(where, self._jobs.c.tenant == tenant)

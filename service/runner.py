@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from service.domain import (
 )
 from service.jobstore import JobStore
 from service.leases import LeaseKeeper, new_owner_id
+from service.logs import bind_log_context, log_context
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
@@ -62,12 +63,33 @@ class HardeningOutcome(Protocol):
     def card_path(self) -> Path: ...
 
     @property
+    def plot_path(self) -> Path: ...
+
+    @property
     def report(self) -> dict[str, Any]: ...
 
 
 HardenFunction = Callable[..., HardeningOutcome]
 """``(request, output_dir, reporter)``, plus ``checkpoint_path=`` and ``after_checkpoint=`` (to
 call after each save) when the runner keeps checkpoints (:attr:`RunnerConfig.checkpoints`)."""
+
+
+class JobTracker(Protocol):
+    """Logs one job to an experiment tracker (:mod:`workers.mlflow_tracking`)."""
+
+    def start(self, request: HardeningRequest) -> None:
+        """Raise a TemperingError when tracking cannot start: the job fails before training."""
+        ...
+
+    def on_progress(self, event: ProgressEvent) -> None: ...
+
+    def log_outcome(self, report: dict[str, Any], files: list[Path]) -> None: ...
+
+    def end(self, state: JobState) -> None: ...
+
+
+TrackerFactory = Callable[[Job], "JobTracker | None"]
+"""The tracker of a job that asks for one, else None."""
 
 
 def engine_harden(
@@ -200,6 +222,27 @@ def progress_from_event(event: ProgressEvent) -> Progress:
     )
 
 
+@dataclass(frozen=True)
+class _Ending:
+    """How a job ends, as the job store records it."""
+
+    state: JobState
+    reason: str = ""
+    outputs: list[OutputFile] = field(default_factory=list)
+    result: ResultSummary | None = None
+
+
+class JobObserver(Protocol):
+    """Sees the jobs a runner runs (a worker's metrics, :mod:`workers.worker_metrics`)."""
+
+    def progress(self, job: Job, event: ProgressEvent) -> None: ...
+
+    def finished(self, job: Job, state: JobState) -> None:
+        """Called once for each job whose end this runner recorded, whether it ran the job or
+        ended it without running (cancelled before it started, out of attempts or of time)."""
+        ...
+
+
 class JobRunner:
     def __init__(
         self,
@@ -208,12 +251,16 @@ class JobRunner:
         artifacts: ArtifactStore,
         config: RunnerConfig,
         harden: HardenFunction = engine_harden,
+        observer: JobObserver | None = None,
+        tracker_factory: TrackerFactory | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._artifacts = artifacts
         self._config = config
         self._harden = harden
+        self._observer = observer
+        self._tracker_factory = tracker_factory
 
     def run(self, job_id: str) -> JobState:
         """Run the job if it is still to run, and return the state it ends in. Safe to call
@@ -222,10 +269,15 @@ class JobRunner:
 
         While the job runs, a :class:`~service.leases.LeaseKeeper` renews its lease; if the
         lease is lost (taken over after this worker looked dead), the engine stops at the next
-        batch and nothing is recorded: the job belongs to whoever holds it now."""
+        batch and nothing is recorded: the job belongs to whoever holds it now.
+
+        Every line logged meanwhile carries the job id, and the tenant once the job is read."""
+        with log_context(job_id=job_id):
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> JobState:
         owner = new_owner_id()
-        leases = self._store.leases
-        job = leases.claim(
+        job = self._store.leases.claim(
             job_id,
             owner,
             max_attempts=self._config.max_attempts,
@@ -233,56 +285,90 @@ class JobRunner:
         )
         if job is None:
             return self._not_claimed(job_id)
+        bind_log_context(tenant=job.tenant)
         log.info("job %s: attempt %d started (lease %s)", job_id, job.attempts, owner)
-        recorder = ProgressRecorder(
-            self._store, job_id, self._config.progress_interval, owner=owner
-        )
+        limit, run_before = job.spec.time_limit_seconds, self._store.leases.run_seconds(job_id)
+        if limit and run_before >= limit:
+            return self._end_out_of_time(job, owner)
+        return self._attempt(job, owner, run_before)
+
+    def _attempt(self, job: Job, owner: str, run_before: float) -> JobState:
+        """Run the engine while a :class:`~service.leases.LeaseKeeper` renews the lease, and
+        record how it ended."""
         keeper = LeaseKeeper(
-            leases,
-            job_id,
+            self._store.leases,
+            job.id,
             owner,
             interval=self._config.heartbeat_interval,
             timeout=self._config.lease_timeout,
+            run_seconds_before=run_before,
         )
-        cancel = CancelFlag(self._store, job_id, self._config.cancel_poll_interval)
+        recorder = ProgressRecorder(
+            self._store, job.id, self._config.progress_interval, owner=owner
+        )
+        tracker = self._tracker_factory(job) if self._tracker_factory is not None else None
+        cancel = CancelFlag(self._store, job.id, self._config.cancel_poll_interval)
+        limit = job.spec.time_limit_seconds
         reporter = Reporter(
-            callback=recorder,
+            callback=self._progress_callback(job, recorder, tracker),
             should_stop=lambda: keeper.lost or cancel(),
-            time_limit_seconds=job.spec.time_limit_seconds,
+            time_limit_seconds=limit - run_before if limit else 0.0,
         )
-        state, reason = JobState.FAILED, ""
-        outputs: list[OutputFile] = []
-        result: ResultSummary | None = None
         with keeper:
-            try:
-                outputs, report = self._harden_and_store(job, reporter)
-                result = ResultSummary.from_report(report)
-                state = JobState.SUCCEEDED
-            except TimeLimitExceeded as exc:
-                reason = f"time limit: {exc}"
-            except Cancelled as exc:
-                if keeper.lost:
-                    log.warning("job %s: lost its lease; left to whoever holds it now", job_id)
-                    return JobState.RUNNING
-                state, reason = JobState.CANCELLED, str(exc) or "the job was cancelled"
-            except TemperingError as exc:
-                reason = str(exc)
-            except Exception as exc:
-                reason = _unexpected_failure(job_id, exc)
+            ending = self._harden_to_end(job, reporter, tracker, keeper, run_before)
+            if ending is None:
+                log.warning("job %s: lost its lease; left to whoever holds it now", job.id)
+                return JobState.RUNNING
             recorder.flush()
-            finished = self._store.finish(
-                job_id, state, reason=reason, outputs=outputs, result=result, owner=owner
-            )
-        if finished or self._store.get(job_id).state.is_terminal:
-            self._discard_checkpoints(job_id)
-        if not finished:
-            log.warning("job %s: not recorded as %s, it changed hands meanwhile", job_id, state)
-            return self._store.get(job_id).state
-        log.info("job %s: %s %s", job_id, state.value, reason)
-        return state
+            finished = self._finish(job.id, ending, owner)
+        return self._report_end(job, ending, finished, tracker)
+
+    def _harden_to_end(
+        self,
+        job: Job,
+        reporter: Reporter,
+        tracker: JobTracker | None,
+        keeper: LeaseKeeper,
+        run_before: float,
+    ) -> _Ending | None:
+        """How this attempt ends; None when it stopped because its lease was lost."""
+        try:
+            outputs, report = self._harden_and_store(job, reporter, tracker)
+            return _Ending(JobState.SUCCEEDED, "", outputs, ResultSummary.from_report(report))
+        except TimeLimitExceeded as exc:
+            if run_before:
+                return _Ending(
+                    JobState.FAILED, _over_time_limit(job.spec.time_limit_seconds, job.attempts)
+                )
+            return _Ending(JobState.FAILED, f"time limit: {exc}")
+        except Cancelled as exc:
+            if keeper.lost:
+                return None
+            return _Ending(JobState.CANCELLED, str(exc) or "the job was cancelled")
+        except TemperingError as exc:
+            return _Ending(JobState.FAILED, str(exc))
+        except Exception as exc:
+            return _Ending(JobState.FAILED, _unexpected_failure(job.id, exc))
+
+    def _progress_callback(
+        self, job: Job, recorder: ProgressRecorder, tracker: JobTracker | None
+    ) -> Callable[[ProgressEvent], None]:
+        """The job store first, then the observer and the tracker, when there are."""
+        callbacks: list[Callable[[ProgressEvent], None]] = [recorder]
+        if self._observer is not None:
+            callbacks.append(functools.partial(self._observer.progress, job))
+        if tracker is not None:
+            callbacks.append(tracker.on_progress)
+        return _each(callbacks)
+
+    def _end_out_of_time(self, job: Job, owner: str) -> JobState:
+        """A resumed job whose earlier attempts used up its time limit ends without running."""
+        reason = _over_time_limit(job.spec.time_limit_seconds, job.attempts - 1)
+        return self._end(job, _Ending(JobState.FAILED, reason), owner)
 
     def _not_claimed(self, job_id: str) -> JobState:
         job = self._store.get(job_id)
+        bind_log_context(tenant=job.tenant)
         if job.state.is_terminal:
             log.info("job %s is already %s; nothing to run", job_id, job.state.value)
             return job.state
@@ -292,33 +378,59 @@ class JobRunner:
             log.info("job %s runs in another worker (%s); dropping this message", job_id, owner)
             return job.state
         if job.cancel_requested:
-            self._store.finish(job_id, JobState.CANCELLED, reason="the job was cancelled")
-        elif job.attempts >= self._config.max_attempts:
-            self._store.finish(
-                job_id,
-                JobState.FAILED,
-                reason=(
-                    f"the job was started {job.attempts} times and its worker was lost each"
-                    " time (often: out of memory); try a smaller batch size or model"
-                ),
-            )
-        else:
-            log.info("job %s was claimed by another worker first", job_id)
-            return job.state
-        self._discard_checkpoints(job_id)
-        return self._store.get(job_id).state
+            return self._end(job, _Ending(JobState.CANCELLED, "the job was cancelled"))
+        if job.attempts >= self._config.max_attempts:
+            return self._end(job, _Ending(JobState.FAILED, _workers_lost(job.attempts)))
+        log.info("job %s was claimed by another worker first", job_id)
+        return job.state
+
+    def _end(self, job: Job, ending: _Ending, owner: str | None = None) -> JobState:
+        """Record ``ending`` without having run the job (see :meth:`_report_end`)."""
+        return self._report_end(job, ending, self._finish(job.id, ending, owner), tracker=None)
+
+    def _finish(self, job_id: str, ending: _Ending, owner: str | None) -> bool:
+        return self._store.finish(
+            job_id,
+            ending.state,
+            reason=ending.reason,
+            outputs=ending.outputs,
+            result=ending.result,
+            owner=owner,
+        )
+
+    def _report_end(
+        self, job: Job, ending: _Ending, finished: bool, tracker: JobTracker | None
+    ) -> JobState:
+        """Once the store was asked to record ``ending``: when it did, the tracker, the
+        checkpoints and the observer learn that the job ended; when it did not (the job ended
+        or changed hands meanwhile), the state the job has now is returned."""
+        if not finished:
+            current = self._store.get(job.id).state
+            if current.is_terminal:
+                self._discard_checkpoints(job.id)
+            log.warning("job %s: not recorded as %s, it changed hands meanwhile", job.id, current)
+            return current
+        if tracker is not None:
+            tracker.end(ending.state)
+        self._discard_checkpoints(job.id)
+        log.info("job %s: %s %s", job.id, ending.state.value, ending.reason)
+        if self._observer is not None:
+            self._observer.finished(job, ending.state)
+        return ending.state
 
     def _discard_checkpoints(self, job_id: str) -> None:
         if self._config.checkpoints is not None:
             self._config.checkpoints.discard(job_id)
 
     def _harden_and_store(
-        self, job: Job, reporter: Reporter
+        self, job: Job, reporter: Reporter, tracker: JobTracker | None = None
     ) -> tuple[list[OutputFile], dict[str, Any]]:
         self._config.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self._config.work_dir, prefix=f"{job.id}-") as tmp:
             work = Path(tmp)
             with self._inputs(job.spec, work / "inputs", job.tenant) as request:
+                if tracker is not None:
+                    tracker.start(request)
                 checkpoints = self._config.checkpoints
                 if checkpoints is None:
                     outcome = self._harden(request, work / "outputs", reporter)
@@ -331,7 +443,10 @@ class JobRunner:
                         checkpoint_path=checkpoints.path(job.id),
                         after_checkpoint=functools.partial(checkpoints.push, job.id),
                     )
-            return self._store_outputs(outcome), outcome.report
+            outputs = self._store_outputs(outcome)
+            if tracker is not None:
+                tracker.log_outcome(outcome.report, _tracked_files(outcome))
+            return outputs, outcome.report
 
     @contextlib.contextmanager
     def _inputs(self, spec: JobSpec, folder: Path, tenant: str) -> Iterator[HardeningRequest]:
@@ -377,12 +492,40 @@ class JobRunner:
             (OutputKind.HARDENED_MODEL, outcome.model_path),
             (OutputKind.REPORT, outcome.report_path),
             (OutputKind.MODEL_CARD, outcome.card_path),
+            (OutputKind.ROBUSTNESS_PLOT, outcome.plot_path),
         )
         outputs = []
         for kind, path in files:
             blob = self._artifacts.put_file(path)
             outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes))
         return outputs
+
+
+def _each(callbacks: list[Callable[[ProgressEvent], None]]) -> Callable[[ProgressEvent], None]:
+    if len(callbacks) == 1:
+        return callbacks[0]
+
+    def each(event: ProgressEvent) -> None:
+        for callback in callbacks:
+            callback(event)
+
+    return each
+
+
+def _tracked_files(outcome: HardeningOutcome) -> list[Path]:
+    return [outcome.report_path, outcome.card_path, outcome.plot_path, outcome.model_path]
+
+
+def _workers_lost(attempts: int) -> str:
+    return (
+        f"the job was started {attempts} times and its worker was lost each"
+        " time (often: out of memory); try a smaller batch size or model"
+    )
+
+
+def _over_time_limit(limit: float, attempts: int) -> str:
+    counted = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return f"time limit: the job ran over its time limit of {limit:.0f} s, counted over {counted}"
 
 
 def _unexpected_failure(job_id: str, exc: Exception) -> str:

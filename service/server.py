@@ -18,6 +18,8 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 from service.auth_interceptor import AuthInterceptor
 from service.interceptor import ErrorInterceptor
 from service.jobs import Jobs
+from service.metrics import ServerMetrics, metrics_address
+from service.metrics_endpoint import MetricsEndpoint
 from service.queue import CeleryJobQueue
 from service.quotas import QuotaPolicy
 from service.reconciler import Reconciler, start_reconciler
@@ -26,7 +28,9 @@ from service.settings import Settings
 from service.stores import Stores
 from service.transport import Exposure, plan_exposure
 from service.uploads import Uploads
+from service.validation_pool import ValidationPool
 from service.watch_limit import WatchLimitInterceptor, watch_limit
+from service.webhooks import Notifier, WebhookConfig, start_notifier
 from workers.celery_app import create_app
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,13 @@ class RunningServer:
     health: health.HealthServicer
     exposure: Exposure | None = None
     reconciler: Reconciler | None = None
+    notifier: Notifier | None = None
+    metrics: MetricsEndpoint | None = None
+    validation: ValidationPool | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, give open ones ``grace`` seconds, then cancel the rest (watchers)."""
@@ -50,6 +61,12 @@ class RunningServer:
         self.server.stop(grace).wait()
         if self.reconciler is not None:
             self.reconciler.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.validation is not None:
+            self.validation.close()
         self.stores.close()
 
 
@@ -57,10 +74,13 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
     """Raises SettingsError (:class:`service.transport.InsecureSetup`) for an exposure the
     server refuses, before opening anything."""
     exposure = plan_exposure(settings)
+    metrics_at = metrics_address(settings)
+    webhooks = WebhookConfig.from_settings(settings)
     quotas = QuotaPolicy.from_settings(
         settings.tenant_max_stored_bytes, settings.tenant_max_queued_jobs, settings.tenant_limits
     )
     stores = Stores.open(settings)
+    metrics = ServerMetrics(stores.database) if metrics_at is not None else None
     queue = CeleryJobQueue(celery_app or create_app(settings), settings.queue)
     uploads = Uploads(
         stores.artifacts,
@@ -68,7 +88,9 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         max_bytes=settings.max_upload_bytes,
         allow_trusted_formats=settings.allow_trusted_formats,
         quotas=quotas,
+        count_received=metrics.count_upload if metrics is not None else None,
     )
+    validation = ValidationPool(settings.validation_memory_limit)
     jobs = Jobs(
         stores.jobs,
         stores.uploads,
@@ -77,10 +99,14 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         job_time_limit=settings.job_time_limit,
         allow_trusted_formats=settings.allow_trusted_formats,
         quotas=quotas,
+        mlflow_tracking=bool(settings.mlflow_tracking_uri),
+        webhooks=webhooks.targets,
+        check_inputs=validation.check,
     )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         interceptors=[
+            *([metrics.interceptor()] if metrics is not None else []),
             AuthInterceptor(exposure.keys),
             ErrorInterceptor(),
             WatchLimitInterceptor(watch_limit(settings.grpc_threads), settings.grpc_threads),
@@ -100,7 +126,14 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
             port = server.add_secure_port(settings.grpc_address, exposure.credentials)
     except RuntimeError as exc:
         stores.close()
+        validation.close()
         raise OSError(f"cannot listen on {settings.grpc_address}: {exc}") from exc
+    try:
+        endpoint = metrics.serve(*metrics_at) if metrics and metrics_at else None
+    except OSError as exc:
+        stores.close()
+        validation.close()
+        raise OSError(f"cannot serve metrics on {settings.metrics_address}: {exc}") from exc
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -113,5 +146,19 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
         port,
         exposure.describe(),
     )
+    if endpoint is not None:
+        log.info("serving Prometheus metrics at %s", endpoint.url)
     reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
-    return RunningServer(server, port, jobs, stores, health_servicer, exposure, reconciler)
+    notifier = start_notifier(settings, stores.database, stores.jobs.get, webhooks)
+    return RunningServer(
+        server,
+        port,
+        jobs,
+        stores,
+        health_servicer,
+        exposure,
+        reconciler,
+        notifier=notifier,
+        metrics=endpoint,
+        validation=validation,
+    )

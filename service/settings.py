@@ -133,6 +133,7 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}VALIDATION_MEMORY_LIMIT must be at least 256M")
         self._check_artifact_url()
         self._check_security()
+        self._check_webhooks()
 
     def _check_artifact_url(self) -> None:
         if self.artifact_url:
@@ -168,6 +169,23 @@ class Settings:
             parse_overrides(self.tenant_limits)
         except ValueError as exc:
             raise SettingsError(f"{ENV_PREFIX}TENANT_LIMITS: {exc}") from exc
+
+    def _check_webhooks(self) -> None:
+        from service.webhook_targets import parse_allowed_hosts, parse_tenant_webhooks
+
+        for name, parse in (
+            ("tenant_webhooks", parse_tenant_webhooks),
+            ("webhook_allowed_hosts", parse_allowed_hosts),
+        ):
+            try:
+                parse(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {exc}") from exc
+        if self.tenant_webhooks.strip() and self.webhook_secret_file is None:
+            raise SettingsError(
+                f"{ENV_PREFIX}TENANT_WEBHOOKS needs {ENV_PREFIX}WEBHOOK_SECRET_FILE, the master"
+                " key the webhooks are signed with"
+            )
 
     @property
     def uses_local_broker(self) -> bool:

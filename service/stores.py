@@ -9,8 +9,9 @@ from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
 from service.db import Database
 from service.jobstore import JobStore
-from service.runner import JobRunner, RunnerConfig
+from service.runner import JobObserver, JobRunner, RunnerConfig
 from service.settings import Settings
+from workers.mlflow_tracking import job_tracking
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def open_checkpoint_store(settings: Settings, artifacts: ArtifactStore) -> Check
     return CheckpointFiles(checkpoint_root(settings.artifact_dir))
 
 
-def build_runner(settings: Settings) -> JobRunner:
+def build_runner(settings: Settings, observer: JobObserver | None = None) -> JobRunner:
     stores = Stores.open(settings)
     return JobRunner(
         stores.jobs,
@@ -76,4 +77,6 @@ def build_runner(settings: Settings) -> JobRunner:
             heartbeat_interval=settings.heartbeat_interval,
             checkpoints=stores.checkpoints,
         ),
+        observer=observer,
+        tracker_factory=job_tracking(settings.mlflow_tracking_uri),
     )

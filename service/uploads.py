@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from service.artifacts import ArtifactStore
 from service.catalog import UploadCatalog
@@ -26,19 +26,22 @@ class Uploads:
         max_bytes: int,
         allow_trusted_formats: bool,
         quotas: QuotaPolicy = UNLIMITED,
+        count_received: Callable[[UploadKind, int], None] | None = None,
     ) -> None:
         self._artifacts = artifacts
         self._catalog = catalog
         self._max_bytes = max_bytes
         self._allow_trusted_formats = allow_trusted_formats
         self._quotas = quotas
+        self._count_received = count_received
 
     def receive(
         self, header: UploadHeader, chunks: Iterable[bytes], *, tenant: str
     ) -> UploadResult:
         """Store the stream for ``tenant`` if it matches its header. Stops reading as soon as
         the stream runs past the size limit or the declared size; nothing partial is ever
-        kept. The tenant's stored-bytes quota is checked before any byte is read."""
+        kept. The tenant's stored-bytes quota is checked before any byte is read, and again,
+        atomically with recording the upload, once the bytes are in (see docs/security.md)."""
         self._check_header(header)
         self._check_quota(tenant, header)
         with self._artifacts.new_blob() as blob:
@@ -61,9 +64,22 @@ class Uploads:
             self._check_quota(tenant, header)  # again: another upload may have ended meanwhile
             stored = blob.commit(expected_sha256=header.sha256)
         artifact, already_present = self._catalog.record(
-            header.kind, header.format, stored.sha256, stored.size_bytes, header.name, tenant
+            header.kind,
+            header.format,
+            stored.sha256,
+            stored.size_bytes,
+            header.name,
+            tenant,
+            admit=self._admission(tenant, stored.size_bytes),
         )
+        if self._count_received is not None:
+            self._count_received(header.kind, stored.size_bytes)
         return UploadResult(artifact, already_present)
+
+    def _admission(self, tenant: str, size_bytes: int) -> Callable[[int], None] | None:
+        if not self._quotas.limits_for(tenant).max_stored_bytes:
+            return None
+        return lambda stored_bytes: self._quotas.check_upload(tenant, stored_bytes, size_bytes)
 
     def _check_quota(self, tenant: str, header: UploadHeader) -> None:
         if not self._quotas.limits_for(tenant).max_stored_bytes:

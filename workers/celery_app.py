@@ -9,6 +9,14 @@ Celery result backend.
 
 ``celery -A workers.celery_app worker`` finds :data:`app`, built from ``TEMPERING_*`` variables
 the first time it is asked for; :func:`worker_main` does the same with command-line flags.
+
+Logging is :func:`service.logs.configure_logging`'s, not Celery's, so that the worker's own
+lines, Celery's task lines and the job's share one format, text or JSON, and carry the job id
+while a job runs. It is configured on ``celeryd_init``, the first thing a starting worker does
+(before Celery's own warnings), and Celery leaves it alone because a receiver of its
+``setup_logging`` signal is connected (``worker_hijack_root_logger`` then never applies). The
+pool's process inherits it when it is forked. In JSON the worker starts ``--quiet``, without its
+banner; what Celery still prints itself on a shutdown signal goes to stdout, the log to stderr.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, current_app, signals
 
+from service.logs import configure_logging
 from service.settings import Settings, SettingsError, add_settings_arguments
 
 RUN_JOB_TASK = "tempering.run_job"
@@ -61,7 +70,11 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def settings_of(app: Celery) -> Settings:
-    settings = app.conf.get(SETTINGS_KEY)
+    return settings_of_conf(app.conf)
+
+
+def settings_of_conf(conf: Any) -> Settings:
+    settings = conf.get(SETTINGS_KEY)
     if not isinstance(settings, Settings):
         raise RuntimeError("this Celery app was not made by workers.celery_app.create_app")
     return settings
@@ -69,7 +82,8 @@ def settings_of(app: Celery) -> Settings:
 
 def worker_command(settings: Settings, hostname: str | None = None) -> list[str]:
     """Arguments after ``celery -A workers.celery_app`` that start one worker process."""
-    command = [
+    command = ["--quiet"] if settings.log_format == "json" else []
+    command += [
         "worker",
         "--queues",
         settings.queue,
@@ -102,6 +116,24 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         return 2
     create_app(settings).worker_main(argv=worker_command(settings, args.hostname))
     return 0
+
+
+@signals.celeryd_init.connect
+def _configure_worker_logging(conf: Any, **_: Any) -> None:
+    configure_logging(settings_of_conf(conf))
+
+
+@signals.setup_logging.connect
+def _keep_celery_from_configuring_logging(**_: Any) -> None:
+    """Connected, Celery skips its own logging set-up; the worker's was done at ``celeryd_init``."""
+
+
+@signals.worker_process_init.connect
+def _serve_worker_metrics(**_: Any) -> None:
+    """In the pool process that runs the jobs (concurrency 1), not in the parent."""
+    from workers.worker_metrics import start_worker_metrics
+
+    start_worker_metrics(settings_of(current_app))
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from service.runner import JobRunner
 from service.stores import build_runner
 from workers.celery_app import RUN_JOB_TASK, settings_of
+from workers.worker_metrics import active_metrics
 
 
 @shared_task(
@@ -32,4 +33,4 @@ def run_job(self: Task, job_id: str) -> str:
 def _runner(app: Celery, pid: int) -> JobRunner:
     """One runner (and database pool) per worker process; ``pid`` keeps a forked child from
     reusing its parent's connections."""
-    return build_runner(settings_of(app))
+    return build_runner(settings_of(app), observer=active_metrics())

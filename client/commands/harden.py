@@ -22,7 +22,6 @@ from client.commands.common import (
     non_negative_float,
     non_negative_int,
     positive_float,
-    positive_int,
     print_json,
     server_address,
 )
@@ -32,6 +31,7 @@ from client.domain import (
     HardeningParams,
     JobEvent,
     Method,
+    MlflowTracking,
     ModelFormat,
     Norm,
     format_from_suffix,
@@ -39,7 +39,7 @@ from client.domain import (
 from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.idempotency import derive_idempotency_key
 from client.job_format import outcome_json
-from client.local_run import harden_locally
+from client.local_run import LocalTracking, harden_locally
 from client.progress_display import choose_display
 from client.retry import Deadline
 from client.sdk import EventCallback
@@ -104,9 +104,42 @@ def register(subparsers: Any) -> None:
         help="submit at most once per key (default: one derived from the inputs' SHA-256,"
         " the parameters and the labels)",
     )
+    jobs.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        default="",
+        help="POST a signed notification here when the job ends (a host the server allows;"
+        " see docs/webhooks.md)",
+    )
+    _add_mlflow_arguments(parser)
     ci_step.add_arguments(parser)
     add_connection_arguments(parser, top_level=False)
     parser.set_defaults(handler=run)
+
+
+def _add_mlflow_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "MLflow",
+        "log the run to MLflow (docs/mlflow.md): on a server, to its operator's tracking"
+        " server; with --local, to --mlflow-uri",
+    )
+    group.add_argument("--mlflow-experiment", metavar="NAME", help="the MLflow experiment")
+    group.add_argument("--mlflow-run-name", metavar="NAME", default="", help="default: job id")
+    group.add_argument("--mlflow-uri", metavar="URI", help="with --local: the tracking URI")
+
+
+def mlflow_of(args: argparse.Namespace) -> MlflowTracking | None:
+    if not args.mlflow_experiment:
+        if args.mlflow_uri or args.mlflow_run_name:
+            raise UsageError("--mlflow-uri and --mlflow-run-name need --mlflow-experiment")
+        return None
+    if args.local and not args.mlflow_uri:
+        raise UsageError("--local logs to MLflow at the tracking URI given by --mlflow-uri")
+    if not args.local and args.mlflow_uri:
+        raise UsageError(
+            "--mlflow-uri is for --local; a server logs to its operator's tracking server"
+        )
+    return MlflowTracking(args.mlflow_experiment, args.mlflow_run_name)
 
 
 def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,21 +165,25 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("hardening (0 or absent = the engine's default)")
+    group = parser.add_argument_group(
+        "hardening (absent = the server's default; a value given is checked, 0 epochs refused)"
+    )
     group.add_argument(
         "--method", choices=[m.value for m in Method], default=Method.PGD.value, help="default pgd"
     )
-    group.add_argument("--epochs", type=positive_int, default=0, help="default 10")
-    group.add_argument("--batch-size", type=positive_int, default=0, help="default 128")
-    group.add_argument("--learning-rate", type=positive_float, default=0.0)
+    group.add_argument("--epochs", type=non_negative_int, help="default 10")
+    group.add_argument("--batch-size", type=non_negative_int, help="default 128")
+    group.add_argument("--learning-rate", type=non_negative_float, help="default: the method's own")
     group.add_argument(
         "--from-scratch", action="store_true", help="train fresh weights instead of fine-tuning"
     )
     group.add_argument(
-        "--attack-steps", type=positive_int, default=0, help="pgd, trades: attack steps (10)"
+        "--attack-steps", type=non_negative_int, help="pgd, trades: attack steps (10)"
     )
     group.add_argument(
-        "--step-size", type=non_negative_float, default=0.0, help="pgd, fgsm, trades: step size"
+        "--step-size",
+        type=non_negative_float,
+        help="pgd, fgsm, trades: step size (2.5 * eps / steps; fgsm 1.25 * eps)",
     )
     group.add_argument(
         "--eps-warmup-epochs",
@@ -154,9 +191,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="pgd, fgsm, trades: epochs to ramp eps up",
     )
-    group.add_argument("--trades-beta", type=positive_float, default=0.0, help="trades (6)")
+    group.add_argument("--trades-beta", type=non_negative_float, help="trades (6)")
     group.add_argument(
-        "--temperature", type=positive_float, default=0.0, help="distillation: temperature (100)"
+        "--temperature", type=non_negative_float, help="distillation: temperature (100)"
     )
     group.add_argument("--seed", type=non_negative_int, default=0)
     group.add_argument(
@@ -173,7 +210,7 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         help="standard (default) or fast (fewer iterations, for previews)",
     )
     group.add_argument(
-        "--eval-samples", type=positive_int, default=0, help="samples scored (default 1000)"
+        "--eval-samples", type=non_negative_int, help="samples scored (default 1000)"
     )
 
 
@@ -248,6 +285,9 @@ def model_format_of(args: argparse.Namespace) -> ModelFormat:
 def check_inputs(args: argparse.Namespace) -> None:
     if args.local and args.server:
         raise UsageError("choose one of --local and --server")
+    if args.local and args.webhook_url:
+        raise UsageError("--webhook-url is for server jobs; a --local run calls no webhook")
+    mlflow_of(args)
     if not args.local and not server_address(args):
         raise UsageError(
             f"choose where to run: --local, or --server HOST:PORT (or set {SERVER_ENV})"
@@ -300,7 +340,13 @@ def _run_locally(
         allow_trusted_formats=args.allow_trusted_formats,
         on_event=on_event,
         deadline=deadline,
+        mlflow=_local_tracking(args),
     )
+
+
+def _local_tracking(args: argparse.Namespace) -> LocalTracking | None:
+    tracking = mlflow_of(args)
+    return None if tracking is None else LocalTracking(args.mlflow_uri, tracking)
 
 
 def _run_on_server(
@@ -318,7 +364,14 @@ def _run_on_server(
 
     labels = labels_dict(args.label)
     key = args.idempotency_key or derive_idempotency_key(
-        args.model, model_format, args.data, args.eval_data, params, labels
+        args.model,
+        model_format,
+        args.data,
+        args.eval_data,
+        params,
+        labels,
+        args.webhook_url,
+        mlflow_of(args),
     )
     with connect(args) as api:
         try:
@@ -332,6 +385,8 @@ def _run_on_server(
                     model_format=model_format,
                     labels=labels,
                     idempotency_key=key,
+                    webhook_url=args.webhook_url,
+                    mlflow=mlflow_of(args),
                     on_event=track,
                     resubmit_if_failed=not args.idempotency_key,
                 )

@@ -53,12 +53,13 @@ RUN apt-get update \
     && chown 10001:10001 /var/lib/tempering /artifacts
 # torch first and alone: the largest layer, cached across changes to the project.
 RUN pip install "torch==${TORCH_VERSION}"
-# Then the project with its worker extra; the torch range it asks for admits the build above, so
+# Then the project with its worker and mlflow extras (MLflow logging of the jobs that ask for it,
+# docs/mlflow.md); the torch range it asks for admits the build above, so
 # nothing is replaced. The wheel is named by path: a PyPI package of the same name cannot win.
 # psycopg is the PostgreSQL driver of the job store URL (postgresql+psycopg://); it is named here
 # until the worker extra lists it (the server extra already does).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install "$(ls /wheels/tempering-*.whl)[worker]" "psycopg[binary]>=3.1" \
+    pip install "$(ls /wheels/tempering-*.whl)[worker,mlflow]" "psycopg[binary]>=3.1" \
     && python -c "import torch, workers.tasks; print('torch', torch.__version__)"
 USER 10001:10001
 WORKDIR /var/lib/tempering

@@ -70,6 +70,21 @@ def test_download_from_an_unfinished_job_exits_4_with_the_servers_reason(
     assert "SUCCEEDED" in result.err
 
 
+def test_harden_with_zero_epochs_reaches_the_server_and_exits_4_with_its_message(
+    temper: CliRunner, server_address: str, digits_model: Path, digits_train: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    result = temper(
+        "harden", digits_model, "--data", digits_train, "--eps", "0.1", "--epochs", "0",
+        "--server", server_address, "-o", tmp_path / "h.onnx", "--json",
+    )  # fmt: skip
+
+    assert result.code == 4
+    error = json.loads(result.out)["error"]
+    assert error["grpc_code"] == "INVALID_ARGUMENT"
+    assert "epochs must be between 1 and 1000, got 0" in error["message"]
+
+
 def test_harden_on_a_server_refusing_the_model_exits_4_with_json_error(
     temper: CliRunner, server_address: str, digits_train: Path, tmp_path: Path
 ) -> None:

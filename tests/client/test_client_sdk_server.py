@@ -157,6 +157,38 @@ def test_an_out_of_range_parameter_is_refused_as_invalid_input(
     assert "epochs" in caught.value.message
 
 
+def test_a_temperature_of_zero_reaches_the_server_and_is_refused_with_its_range(
+    api: HardeningClient, digits_model: Path, digits_train: Path
+) -> None:
+    model_id = api.upload_model(digits_model)
+    train_id = api.upload_dataset(digits_train)
+
+    with pytest.raises(InvalidInput) as caught:
+        api.submit(model_id, train_id, method="distillation", eps=0.1, temperature=0.0)
+
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "temperature must be at least 1" in caught.value.message
+
+
+def test_parameters_left_out_come_back_as_the_servers_defaults(
+    api: HardeningClient, digits_model: Path, digits_train: Path
+) -> None:
+    model_id = api.upload_model(digits_model)
+    train_id = api.upload_dataset(digits_train)
+
+    job = api.submit(model_id, train_id, method="pgd", eps=0.1)
+
+    assert job.spec is not None
+    params = job.spec.params
+    assert (params.epochs, params.batch_size, params.attack_steps, params.eval_samples) == (
+        10,
+        128,
+        10,
+        1000,
+    )
+    assert (params.learning_rate, params.step_size) == (None, None)
+
+
 def test_an_unreachable_server_raises_connection_failed() -> None:
     with HardeningClient("127.0.0.1:1", timeout=5) as api, pytest.raises(ConnectionFailed):
         api.list()

@@ -148,14 +148,22 @@ def test_artifacts_are_one_named_volume_mounted_at_the_artifact_dir(
 def test_server_publishes_the_port_it_listens_on(compose: dict[str, Any]) -> None:
     settings = settings_of(compose, "service")
     port = settings.grpc_address.rpartition(":")[2]
+    metrics_port = settings.metrics_address.rpartition(":")[2]
     published = [p.rpartition(":")[2] for p in compose["services"]["service"]["ports"]]
-    assert published == [port]
+    assert published == [port, metrics_port]
     args = build_parser().parse_args(compose["services"]["service"]["command"])
     assert args.no_worker, "the server container must not start a local worker"
     assert image_command("service.Dockerfile", compose["services"]["service"]["command"])[:2] == [
         "temper",
         "serve",
     ]
+
+
+def test_workers_expose_the_port_they_serve_metrics_on(compose: dict[str, Any]) -> None:
+    for name in ("worker", "worker-cpu"):
+        address = settings_of(compose, name).worker_metrics_address
+        assert address, f"{name} serves no metrics"
+        assert compose["services"][name]["expose"] == [address.rpartition(":")[2]]
 
 
 def test_gpu_worker_reserves_one_gpu_and_cpu_worker_is_a_profile(

@@ -98,7 +98,7 @@ def test_service_image_installs_the_server_extra_and_never_torch() -> None:
     assert "torch" not in requirement_names(extra_requirements("server"))
 
 
-def test_worker_image_installs_the_pinned_cuda_torch_then_the_worker_extra() -> None:
+def test_worker_image_installs_the_pinned_cuda_torch_then_the_worker_and_mlflow_extras() -> None:
     dockerfile = parse_dockerfile(DOCKER / "worker.Dockerfile")
     base = dockerfile.resolve(dockerfile.final.base)
     assert re.fullmatch(
@@ -108,10 +108,10 @@ def test_worker_image_installs_the_pinned_cuda_torch_then_the_worker_extra() -> 
     torch = [c for c in installs if "torch==" in c]
     assert len(torch) == 1
     assert f'"torch=={TORCH_PIN}"' in torch[0]
-    assert installs.index(torch[0]) < next(i for i, c in enumerate(installs) if "[worker]" in c), (
+    assert installs.index(torch[0]) < next(i for i, c in enumerate(installs) if "[worker" in c), (
         "torch first, so the worker extra finds it and pulls no other build"
     )
-    assert installed_extras(installs) == {"worker"}
+    assert installed_extras(installs) == {"worker", "mlflow"}
     (torch_requirement,) = [
         Requirement(r) for r in extra_requirements("worker") if r.startswith("torch")
     ]

@@ -75,10 +75,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         artifacts={"existingClaim": "shared-nfs", "mountPath": "/srv/artifacts"},
         metrics={"enabled": True},
     ),
+    "metrics-off": with_secure(metrics={"enabled": False}),
     "renamed-release-and-queue": with_secure(
         fullnameOverride="hardening",
         settings={"TEMPERING_QUEUE": "tempering.a100", "TEMPERING_JOB_TIME_LIMIT": "7200"},
         worker={"terminationGracePeriodSeconds": 7500},
+    ),
+    "webhooks": with_secure(
+        webhooks={
+            "existingSecret": "tempering-webhook-key",
+            "tenantWebhooks": "alice=https://hooks.alice.example/t",
+            "allowedHosts": "hooks.example.com,registry.internal:8080",
+        }
     ),
 }
 EXISTING_SECRETS = {
@@ -247,6 +255,18 @@ def test_server_and_workers_load_valid_settings_that_agree(rendered: Rendered) -
     )
 
 
+def test_the_webhook_master_key_is_mounted_where_the_server_reads_it(rendered: Rendered) -> None:
+    secret = rendered.values["webhooks"]["existingSecret"]
+    key_file = rendered.settings("service").webhook_secret_file
+
+    if not secret:
+        assert key_file is None
+        return
+    assert key_file is not None
+    assert rendered.mounts("service")[str(key_file.parent)]["secret"]["secretName"] == secret
+    assert key_file.name == rendered.values["webhooks"]["key"]
+
+
 def test_artifact_dir_is_the_same_shared_volume_everywhere(rendered: Rendered) -> None:
     claims = set()
     for component in ("service", "worker"):
@@ -304,6 +324,28 @@ def test_server_listens_on_the_port_the_pod_and_service_expose(rendered: Rendere
     assert by_name["grpc"]["targetPort"] == "grpc"
     assert ("metrics" in by_name) == rendered.values["metrics"]["enabled"]
     assert ("metrics" in ports) == rendered.values["metrics"]["enabled"]
+
+
+def test_metrics_are_served_on_the_ports_the_pods_expose_and_announce(rendered: Rendered) -> None:
+    addresses = {
+        "service": rendered.settings("service").metrics_address,
+        "worker": rendered.settings("worker").worker_metrics_address,
+    }
+    for component, address in addresses.items():
+        annotations = rendered.workload(component)["spec"]["template"]["metadata"]["annotations"]
+        container = rendered.container(component)
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if not rendered.values["metrics"]["enabled"]:
+            assert not address
+            assert "prometheus.io/scrape" not in annotations
+            continue
+        port = int(address.rpartition(":")[2])
+        assert ports["metrics"] == port
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/path"] == "/metrics"
+    if rendered.values["metrics"]["enabled"]:
+        assert addresses["service"] != addresses["worker"]
 
 
 def test_probes_ask_the_grpc_health_service(rendered: Rendered) -> None:

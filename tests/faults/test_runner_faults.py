@@ -44,14 +44,18 @@ class Outcome:
     model_path: Path
     report_path: Path
     card_path: Path
+    plot_path: Path
     report: dict[str, Any]
 
 
 def _outputs(output_dir: Path) -> Outcome:
     output_dir.mkdir()
-    for name, data in (("m.onnx", b"onnx"), ("r.json", json.dumps(REPORT).encode()), ("c", b"#")):
+    files = (("m.onnx", b"onnx"), ("r.json", json.dumps(REPORT).encode()), ("c", b"#"), ("p", b""))
+    for name, data in files:
         (output_dir / name).write_bytes(data)
-    return Outcome(output_dir / "m.onnx", output_dir / "r.json", output_dir / "c", REPORT)
+    return Outcome(
+        output_dir / "m.onnx", output_dir / "r.json", output_dir / "c", output_dir / "p", REPORT
+    )
 
 
 @dataclass

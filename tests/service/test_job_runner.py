@@ -14,9 +14,9 @@ import pytest
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, OutputKind, UploadKind
+from service.domain import Job, JobSpec, JobState, NewJob, OutputKind, UploadKind
 from service.jobstore import JobStore
-from service.runner import JobRunner, ProgressRecorder, RunnerConfig
+from service.runner import JobObserver, JobRunner, ProgressRecorder, RunnerConfig
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
@@ -39,6 +39,7 @@ class Outcome:
     model_path: Path
     report_path: Path
     card_path: Path
+    plot_path: Path
     report: dict[str, Any]
 
 
@@ -47,11 +48,20 @@ def finishing(request: HardeningRequest, output_dir: Path, reporter: Reporter) -
     assert request.train_data.read_bytes() == b"npz bytes"
     reporter.emit(ProgressEvent(stage="training", epoch=1, epochs=1, step=1, steps=1))
     output_dir.mkdir()
-    files = {"hardened.onnx": b"onnx", "report.json": json.dumps(REPORT).encode(), "card.md": b"#"}
+    files = {
+        "hardened.onnx": b"onnx",
+        "report.json": json.dumps(REPORT).encode(),
+        "card.md": b"#",
+        "curve.png": b"png",
+    }
     for name, data in files.items():
         (output_dir / name).write_bytes(data)
     return Outcome(
-        output_dir / "hardened.onnx", output_dir / "report.json", output_dir / "card.md", REPORT
+        output_dir / "hardened.onnx",
+        output_dir / "report.json",
+        output_dir / "card.md",
+        output_dir / "curve.png",
+        REPORT,
     )
 
 
@@ -98,8 +108,8 @@ def rig(tmp_path: Path) -> Rig:
         cancel_poll_interval=0.01,
     )
 
-    def runner_for(harden: Callable[..., Any]) -> JobRunner:
-        return JobRunner(store, catalog, artifacts, config, harden=harden)
+    def runner_for(harden: Callable[..., Any], observer: JobObserver | None = None) -> JobRunner:
+        return JobRunner(store, catalog, artifacts, config, harden=harden, observer=observer)
 
     return Rig(store, runner_for, job.id)
 
@@ -115,6 +125,21 @@ def test_success_records_outputs_and_headline_scores(rig: Rig) -> None:
     assert job.result.hardened.robust_accuracy.value == 0.5
     assert job.progress is not None
     assert job.progress.stage == "training"
+
+
+def test_an_observer_sees_the_progress_and_the_end_of_the_job(rig: Rig) -> None:
+    seen: list[object] = []
+
+    class Recording:
+        def progress(self, job: Job, event: ProgressEvent) -> None:
+            seen.append((job.id, event.stage))
+
+        def finished(self, job: Job, state: JobState) -> None:
+            seen.append((job.id, state))
+
+    rig.runner_for(finishing, Recording()).run(rig.job_id)
+
+    assert seen == [(rig.job_id, "training"), (rig.job_id, JobState.SUCCEEDED)]
 
 
 def test_engine_error_fails_the_job_with_its_message(rig: Rig) -> None:
