@@ -455,12 +455,14 @@ class JobRunner:
         model_format = ModelFormat(model.format)
         folder.mkdir(parents=True)
         with contextlib.ExitStack() as stack:
+            verified: dict[Path, str] = {}
 
             def link(sha256: str, name: str) -> Path:
                 target = stack.enter_context(self._artifacts.local_path(sha256))
                 check_sha256(target, sha256)
                 path = folder / name
                 path.symlink_to(target)
+                verified[path] = sha256
                 return path
 
             model_path = link(model.sha256, "model" + _MODEL_SUFFIX[model_format])
@@ -485,6 +487,7 @@ class JobRunner:
                 seed=spec.seed,
                 allow_trusted_formats=self._config.allow_trusted_formats,
                 time_limit_seconds=spec.time_limit_seconds,
+                verified_sha256=verified,
             )
 
     def _store_outputs(self, outcome: HardeningOutcome) -> list[OutputFile]:

@@ -109,6 +109,26 @@ def test_curve_at_the_requested_eps_never_exceeds_the_headline(pgd_result: Harde
         assert at_eps[0]["robust_accuracy"]["correct"] <= scores["robust_accuracy"]["correct"]
 
 
+def test_digests_the_caller_verified_are_reported_without_reading_the_inputs_again(
+    digits_onnx: Path, digits_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.engine.pipeline as pipeline
+
+    def must_not_read(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr(pipeline, "sha256_file", must_not_read)
+    model_digest, data_digest = "a" * 64, "b" * 64
+    request = replace(
+        _request(digits_onnx, digits_npz, epochs=1),
+        verified_sha256={digits_onnx: model_digest, digits_npz: data_digest},
+    )
+
+    inputs = harden(request, tmp_path).report["inputs"]
+
+    assert (inputs["model_sha256"], inputs["train_data_sha256"]) == (model_digest, data_digest)
+
+
 def test_model_card_and_plot_sit_beside_the_artifact(pgd_result: HardeningResult) -> None:
     card = pgd_result.card_path.read_text()
     assert pgd_result.card_path.parent == pgd_result.model_path.parent

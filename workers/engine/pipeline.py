@@ -210,10 +210,10 @@ def _inputs(
     request: HardeningRequest, prepared: PreparedData, loaded: LoadedModel
 ) -> dict[str, Any]:
     return {
-        "model_sha256": sha256_file(request.model.path),
+        "model_sha256": _sha256(request, request.model.path),
         "model_format": request.model.format.value,
-        "train_data_sha256": sha256_file(request.train_data),
-        "eval_data_sha256": sha256_file(request.eval_data) if request.eval_data else None,
+        "train_data_sha256": _sha256(request, request.train_data),
+        "eval_data_sha256": _sha256(request, request.eval_data) if request.eval_data else None,
         "eval_source": prepared.eval_source,
         "train_samples": len(prepared.train),
         "validation_samples": len(prepared.validation),
@@ -244,3 +244,7 @@ def _write_outputs(
     card_path.write_text(model_card(as_dict, PLOT_FILE))
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
     return HardeningResult(model_path, report_path, card_path, plot_path, as_dict)
+
+
+def _sha256(request: HardeningRequest, path: Path) -> str:
+    return request.verified_sha256.get(path) or sha256_file(path)

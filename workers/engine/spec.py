@@ -8,6 +8,7 @@ them without knowing anything about torch. ``validate()`` checks every range up 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -188,6 +189,9 @@ class HardeningRequest:
     """Operator switch: accept TorchScript and torch.export uploads (they are programs)."""
     time_limit_seconds: float = 0.0
     """Stop with TimeLimitExceeded after this long; 0 means no limit."""
+    verified_sha256: Mapping[Path, str] = field(default_factory=dict)
+    """SHA-256 of input files the caller has just checked against these bytes (the worker does,
+    for every upload); the report takes them instead of reading large inputs a second time."""
 
     def validate(self) -> None:
         self.threat.validate()
@@ -200,8 +204,11 @@ class HardeningRequest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (enums as strings, paths as strings), recorded in the report."""
-        return _jsonable(asdict(self))
+        """JSON-friendly form (enums as strings, paths as strings), recorded in the report; the
+        verified digests are left out, since the report's inputs section holds every digest."""
+        recorded = asdict(self)
+        del recorded["verified_sha256"]
+        return _jsonable(recorded)
 
 
 def _jsonable(value: Any) -> Any:
