@@ -11,34 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from faults_support import (
-    HEARTBEAT,
-    LEASE_TIMEOUT,
-    RECONCILE,
-    FaultStack,
-    RedisServer,
+from faults_support import HEARTBEAT, LEASE_TIMEOUT, RECONCILE, FaultStack, RedisServer, fault_stack
+
+from service.db import Database
+from tests.shared_support import (
+    POSTGRES_URL,
     digits_arrays,
-    digits_mlp_onnx,
-    fault_stack,
+    export_digits_mlp,
+    npz_bytes,
+    postgres_available,
     upload_dataset,
     upload_model,
 )
-
-from service.db import Database
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def postgres_available() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 def unique_prefix() -> str:
@@ -123,5 +107,5 @@ def single_worker(healthy: FaultStack) -> FaultStack:
 def digits_inputs(stack: FaultStack, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("digits")
     x, y = digits_arrays()
-    model_id = upload_model(stack.stub, digits_mlp_onnx(folder / "mlp.onnx"))
-    return model_id, upload_dataset(stack.stub, x, y)
+    model_id = upload_model(stack.stub, export_digits_mlp(folder / "mlp.onnx", dynamo=False))
+    return model_id, upload_dataset(stack.stub, npz_bytes(x, y))

@@ -5,8 +5,6 @@ each in its own process group so that a test can SIGKILL one with its children."
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import signal
 import socket
@@ -20,12 +18,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.shared_support import ROOT, base_env
+
 LEASE_TIMEOUT = 6.0
 HEARTBEAT = 1.0
 RECONCILE = 1.0
@@ -154,13 +152,6 @@ class RedisServer:
             self.proc.kill()
 
 
-def base_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPERING_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "proto")])
-    env.update(extra)
-    return env
-
-
 @dataclass
 class FaultStack:
     """A server and workers sharing one broker, one job store and one artifact directory."""
@@ -256,40 +247,6 @@ def fault_stack(folder: Path, settings: Mapping[str, str]) -> Iterator[FaultStac
 # --- jobs -------------------------------------------------------------------------------------
 
 
-def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
-
-
-def digits_mlp_onnx(path: Path) -> bytes:
-    """A small MLP for scikit-learn's digits, briefly trained, exported to ONNX."""
-    import torch
-
-    x, y = digits_arrays()
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(inputs), labels).backward()
-        optimizer.step()
-    model.eval()
-    torch.onnx.export(
-        model,
-        (inputs[:2],),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return path.read_bytes()
-
-
 def spec(
     model_id: str, data_id: str, method: str = "fgsm", time_limit: float = 0.0, **training: object
 ) -> pb.JobSpec:
@@ -359,44 +316,3 @@ def download(stack: FaultStack, job_id: str, kind: int) -> tuple[pb.OutputArtifa
     )
     header = next(stream)
     return header.header, b"".join(message.chunk for message in stream)
-
-
-def _chunks(data: bytes, size: int = 1024 * 1024) -> Iterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-def upload_model(stub: pb_grpc.HardeningServiceStub, data: bytes) -> str:
-    def requests() -> Iterator[pb.UploadModelRequest]:
-        yield pb.UploadModelRequest(
-            header=pb.ModelUploadHeader(
-                name="model.onnx",
-                format=pb.MODEL_FORMAT_ONNX,
-                size_bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
-        )
-        for chunk in _chunks(data):
-            yield pb.UploadModelRequest(chunk=chunk)
-
-    return str(stub.UploadModel(requests(), timeout=60).artifact_id)
-
-
-def upload_dataset(stub: pb_grpc.HardeningServiceStub, x: np.ndarray, y: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y)
-    data = buffer.getvalue()
-
-    def requests() -> Iterator[pb.UploadDatasetRequest]:
-        yield pb.UploadDatasetRequest(
-            header=pb.DatasetUploadHeader(
-                name="data.npz",
-                format=pb.DATASET_FORMAT_NPZ,
-                size_bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
-        )
-        for chunk in _chunks(data):
-            yield pb.UploadDatasetRequest(chunk=chunk)
-
-    return str(stub.UploadDataset(requests(), timeout=60).artifact_id)

@@ -12,7 +12,6 @@ import pytest
 from faults_support import (
     LEASE_TIMEOUT,
     FaultStack,
-    digits_arrays,
     download,
     get,
     spec,
@@ -21,6 +20,8 @@ from faults_support import (
     wait_state,
 )
 from tempering.v1 import hardening_pb2 as pb
+
+from tests.shared_support import digits_arrays
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

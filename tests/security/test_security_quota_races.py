@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import sqlalchemy as sa
 from sec_helpers import dataset, linear_onnx
 
 from service.artifacts import LocalArtifactStore
@@ -26,23 +25,12 @@ from service.jobs import Jobs
 from service.jobstore import JobStore
 from service.quotas import QuotaExceeded, QuotaPolicy, TenantLimits
 from service.uploads import Uploads
+from tests.shared_support import POSTGRES_URL, postgres_available
 from workers.engine.spec import Method, ModelFormat, ThreatModel, TrainingConfig
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CALLERS = 8
 ROOM = 3
 T = TypeVar("T")
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +38,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     else:
-        if not _postgres_available():
+        if not postgres_available():
             message = f"PostgreSQL is not reachable at {POSTGRES_URL}"
             if os.environ.get("CI"):
                 pytest.fail(message + " (CI must run these tests, not skip them)")

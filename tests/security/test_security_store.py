@@ -17,27 +17,16 @@ from service.domain import JobQuery, JobSpec, JobState, NewJob, UploadKind, utcn
 from service.errors import NotFound
 from service.jobstore import JobStore
 from service.tenancy import DEFAULT_TENANT
+from tests.shared_support import POSTGRES_URL, postgres_available
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SHA = "ab" * 32
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.sqlite'}"
-    if not _postgres_available():
+    if not postgres_available():
         message = f"PostgreSQL is not reachable at {POSTGRES_URL}"
         if os.environ.get("CI"):
             pytest.fail(message)

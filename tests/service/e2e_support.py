@@ -4,7 +4,6 @@ with the raw generated stubs."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -14,20 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.shared_support import ROOT
+
 JOB_TIMEOUT = 240.0
-
-
-def base_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPERING_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "proto")])
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -112,44 +104,6 @@ def running_stack(
     finally:
         for process in [server, *workers]:
             process.stop()
-
-
-# --- the model and the data -------------------------------------------------------------------
-
-
-def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
-
-
-def export_digits_mlp(path: Path) -> bytes:
-    """A small MLP for scikit-learn's digits, briefly trained, exported with torch.onnx."""
-    import torch
-
-    x, y = digits_arrays()
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(inputs), labels).backward()
-        optimizer.step()
-    model.eval()
-    torch.onnx.export(
-        model,
-        (inputs[:2],),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
-    return path.read_bytes()
 
 
 # --- watching ---------------------------------------------------------------------------------

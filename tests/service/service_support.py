@@ -1,5 +1,5 @@
-"""What the service tests share besides fixtures: the PostgreSQL they run against, unique table
-prefixes and settings for an in-process server. Tests import it by this name (``conftest``
+"""What the service tests share besides fixtures: unique table prefixes and settings for an
+in-process server. Tests import it by this name (``conftest``
 names clash across test folders)."""
 
 from __future__ import annotations
@@ -7,27 +7,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from service.settings import Settings
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 UPLOAD_LIMIT = 8 * 1024 * 1024
 
 
 def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}_"
-
-
-def postgres_available() -> bool:
-    try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

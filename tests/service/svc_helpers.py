@@ -3,9 +3,6 @@ tests export their torch model themselves)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-CHUNK = 1024 * 1024
+from tests.shared_support import npz_bytes
 
 
 def linear_onnx(features: int = 64, classes: int = 10, seed: int = 0) -> bytes:
@@ -37,64 +34,11 @@ def linear_onnx(features: int = 64, classes: int = 10, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
-def npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y)
-    return buffer.getvalue()
-
-
 def digits_like(samples: int = 64, features: int = 64, classes: int = 10) -> bytes:
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, (samples, features)).astype(np.float32)
     y = rng.integers(0, classes, samples)
     return npz_bytes(x, y)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def chunked(data: bytes, size: int = CHUNK) -> Iterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-def model_requests(
-    data: bytes,
-    *,
-    fmt: pb.ModelFormat = pb.MODEL_FORMAT_ONNX,
-    size: int | None = None,
-    digest: str | None = None,
-    chunks: Iterable[bytes] | None = None,
-) -> Iterator[pb.UploadModelRequest]:
-    yield pb.UploadModelRequest(
-        header=pb.ModelUploadHeader(
-            name="model.onnx",
-            format=fmt,
-            size_bytes=len(data) if size is None else size,
-            sha256=digest or sha256(data),
-        )
-    )
-    for chunk in chunked(data) if chunks is None else chunks:
-        yield pb.UploadModelRequest(chunk=chunk)
-
-
-def dataset_requests(data: bytes) -> Iterator[pb.UploadDatasetRequest]:
-    yield pb.UploadDatasetRequest(
-        header=pb.DatasetUploadHeader(
-            name="data.npz", format=pb.DATASET_FORMAT_NPZ, size_bytes=len(data), sha256=sha256(data)
-        )
-    )
-    for chunk in chunked(data):
-        yield pb.UploadDatasetRequest(chunk=chunk)
-
-
-def upload_model(stub: pb_grpc.HardeningServiceStub, data: bytes) -> str:
-    return stub.UploadModel(model_requests(data), timeout=60).artifact_id
-
-
-def upload_dataset(stub: pb_grpc.HardeningServiceStub, data: bytes) -> str:
-    return stub.UploadDataset(dataset_requests(data), timeout=60).artifact_id
 
 
 def fgsm_spec(model_id: str, train_id: str, **overrides: object) -> pb.JobSpec:

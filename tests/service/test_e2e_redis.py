@@ -15,30 +15,25 @@ from collections.abc import Iterator
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_support import (
-    RssSampler,
-    Stack,
+from e2e_support import RssSampler, Stack, running_stack, state_changes, watch_to_end
+from service_support import unique_prefix
+from svc_helpers import download, fgsm_spec
+from tempering.v1 import hardening_pb2 as pb
+
+from service.db import Database
+from tests.shared_support import (
+    POSTGRES_URL,
     base_env,
+    chunked,
     digits_arrays,
     export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
-)
-from service_support import POSTGRES_URL, postgres_available, unique_prefix
-from svc_helpers import (
-    chunked,
-    download,
-    fgsm_spec,
     model_requests,
     npz_bytes,
+    postgres_available,
     sha256,
     upload_dataset,
     upload_model,
 )
-from tempering.v1 import hardening_pb2 as pb
-
-from service.db import Database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

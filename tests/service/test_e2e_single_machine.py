@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_support import (
-    Stack,
+from e2e_support import Stack, running_stack, state_changes, watch_to_end
+from svc_helpers import download, fgsm_spec
+from tempering.v1 import hardening_pb2 as pb
+
+from tests.shared_support import (
     base_env,
     digits_arrays,
     export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
+    npz_bytes,
+    upload_dataset,
+    upload_model,
 )
-from svc_helpers import download, fgsm_spec, npz_bytes, upload_dataset, upload_model
-from tempering.v1 import hardening_pb2 as pb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

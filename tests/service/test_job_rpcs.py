@@ -9,16 +9,11 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from svc_helpers import (
-    digits_like,
-    fgsm_spec,
-    linear_onnx,
-    npz_bytes,
-    upload_dataset,
-    upload_model,
-)
+from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
+
+from tests.shared_support import npz_bytes, upload_dataset, upload_model
 
 Stub = pb_grpc.HardeningServiceStub
 

@@ -18,18 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_support import (
-    ROOT,
-    Process,
-    base_env,
-    digits_arrays,
-    export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
-)
+from e2e_support import Process, running_stack, state_changes, watch_to_end
 from service_support import make_settings
-from svc_helpers import fgsm_spec, npz_bytes, upload_dataset, upload_model
+from svc_helpers import fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
@@ -42,6 +33,15 @@ from service.logs import (
     log_context,
 )
 from service.tenancy import DEFAULT_TENANT
+from tests.shared_support import (
+    ROOT,
+    base_env,
+    digits_arrays,
+    export_digits_mlp,
+    npz_bytes,
+    upload_dataset,
+    upload_model,
+)
 from workers.celery_app import worker_command
 
 

@@ -16,19 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from e2e_support import (
-    Process,
-    Stack,
-    base_env,
-    digits_arrays,
-    export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
-)
+from e2e_support import Process, Stack, running_stack, state_changes, watch_to_end
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from svc_helpers import digits_like, fgsm_spec, npz_bytes, upload_dataset, upload_model
+from svc_helpers import digits_like, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
@@ -38,6 +29,14 @@ from service.job_metrics import JobStoreCollector
 from service.jobstore import JobStore
 from service.server import RunningServer, start_server
 from service.settings import Settings, SettingsError
+from tests.shared_support import (
+    base_env,
+    digits_arrays,
+    export_digits_mlp,
+    npz_bytes,
+    upload_dataset,
+    upload_model,
+)
 from workers.engine.progress import ProgressEvent
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.worker_metrics import WorkerMetrics

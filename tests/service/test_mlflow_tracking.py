@@ -17,19 +17,10 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_support import (
-    ROOT,
-    Stack,
-    base_env,
-    digits_arrays,
-    export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
-)
+from e2e_support import Stack, running_stack, state_changes, watch_to_end
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from svc_helpers import download, fgsm_spec, npz_bytes, upload_dataset, upload_model
+from svc_helpers import download, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
@@ -39,6 +30,15 @@ from service.db import Database
 from service.domain import JobSpec, JobState, MlflowTracking, NewJob, UploadKind
 from service.jobstore import JobStore
 from service.runner import JobRunner, RunnerConfig
+from tests.shared_support import (
+    ROOT,
+    base_env,
+    digits_arrays,
+    export_digits_mlp,
+    npz_bytes,
+    upload_dataset,
+    upload_model,
+)
 from workers.engine.progress import Reporter
 from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
 from workers.mlflow_tracking import RunTarget, job_tracking, open_run

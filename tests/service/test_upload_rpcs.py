@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from svc_helpers import CHUNK, dataset_requests, digits_like, linear_onnx, model_requests, sha256
+from svc_helpers import digits_like, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
+
+from tests.shared_support import CHUNK, dataset_requests, model_requests, sha256
 
 STREAM_CHUNKS = 256
 EARLY = STREAM_CHUNKS // 4

@@ -20,16 +20,9 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_support import (
-    base_env,
-    digits_arrays,
-    export_digits_mlp,
-    running_stack,
-    state_changes,
-    watch_to_end,
-)
+from e2e_support import running_stack, state_changes, watch_to_end
 from service_support import make_settings
-from svc_helpers import digits_like, fgsm_spec, linear_onnx, npz_bytes, upload_dataset, upload_model
+from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
@@ -42,6 +35,14 @@ from service.settings import Settings, SettingsError
 from service.tenancy import DEFAULT_TENANT
 from service.webhook_signing import tenant_secret
 from service.webhooks import Delivery, Outbox
+from tests.shared_support import (
+    base_env,
+    digits_arrays,
+    export_digits_mlp,
+    npz_bytes,
+    upload_dataset,
+    upload_model,
+)
 
 MASTER_KEY = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 LATER = datetime(2100, 1, 1, tzinfo=UTC)
