@@ -30,6 +30,7 @@ from service.domain import (
 )
 from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.jobstore import JobStore
+from service.logs import log_context
 from service.quotas import UNLIMITED, QuotaPolicy
 from service.validation import InputCheck, check_job_inputs
 from service.webhook_targets import WEBHOOKS_OFF, WebhookTargets
@@ -106,11 +107,13 @@ class Jobs:
             new, admit=self._admission(tenant), webhook_urls=webhook_urls
         )
         if created:
-            try:
-                self._queue.enqueue(job.id)
-            except Unavailable:
-                self._store.delete(job.id)
-                raise
+            with log_context(job_id=job.id):
+                try:
+                    self._queue.enqueue(job.id)
+                except Unavailable:
+                    self._store.delete(job.id)
+                    raise
+                log.info("job %s queued (%s)", job.id, new.spec.training.method.value)
         return job
 
     def requeue_interrupted(self) -> int:

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Row
 
 from service.db import Database, as_utc
 from service.domain import TERMINAL_STATES, Job, utcnow
+from service.logs import log_context
 from service.settings import Settings
 from service.webhook_payload import EVENT, encode, job_finished
 from service.webhook_signing import (
@@ -283,7 +284,12 @@ class Notifier:
         return attempted
 
     def _attempt(self, delivery: Delivery) -> None:
-        job = self._get_job(delivery.job_id)
+        with log_context(job_id=delivery.job_id):
+            job = self._get_job(delivery.job_id)
+            with log_context(tenant=job.tenant):
+                self._send(delivery, job)
+
+    def _send(self, delivery: Delivery, job: Job) -> None:
         body = encode(job_finished(job, delivery.id))
         headers = {
             "Content-Type": "application/json",

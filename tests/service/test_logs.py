@@ -20,7 +20,7 @@ import grpc
 import pytest
 from e2e_support import Process, running_stack, state_changes, watch_to_end
 from service_support import make_settings
-from svc_helpers import fgsm_spec
+from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
@@ -260,6 +260,17 @@ def test_server_lines_carry_the_tenant_and_the_job_id_of_each_call_alone(
     assert all(e["job_id"] == "no-such-job" for e in get_job)
     assert all("job_id" not in e for e in submit), "a job id leaked into a later call"
     assert all(e["tenant"] == DEFAULT_TENANT for e in entries)
+
+
+def test_a_submitted_jobs_queued_line_carries_its_new_id(
+    stub: pb_grpc.HardeningServiceStub, server_lines: Lines
+) -> None:
+    spec = fgsm_spec(upload_model(stub, linear_onnx()), upload_dataset(stub, digits_like()))
+
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec), timeout=30)
+
+    (queued,) = [e for e in server_lines.json() if "queued" in e["message"]]
+    assert (queued["job_id"], queued["tenant"]) == (job.id, DEFAULT_TENANT)
 
 
 # --- a real server and worker ------------------------------------------------------------------
