@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from service.checkpoints import CheckpointStore
 from service.domain import JobState, utcnow
 from service.errors import Unavailable
 from service.leases import ActiveJob, Leases
+from service.periodic import Periodic
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,11 @@ class Reconciler:
         self._inspector = inspector
         self._max_attempts = max_attempts
         self._lease_timeout = timedelta(seconds=lease_timeout)
-        self._interval = interval
         self._grace = timedelta(seconds=grace if grace is not None else max(2 * interval, 2.0))
         self._checkpoints = checkpoints
         self._clock = clock
         self._missing: dict[str, datetime] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("reconciler", self.run_once, interval)
 
     # --- one pass ------------------------------------------------------------------------------
 
@@ -179,26 +177,14 @@ class Reconciler:
     # --- the loop ------------------------------------------------------------------------------
 
     def start(self) -> Reconciler:
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
-        self._thread.start()
+        self._periodic.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._periodic.stop(timeout)
         close = getattr(self._inspector, "close", None)
         if callable(close):
             close()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("reconciler pass failed; trying again in %.0f s", self._interval)
-            if self._stop.wait(self._interval):
-                return
 
 
 # --- looking into brokers ---------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +38,7 @@ from sqlalchemy.engine import Row
 from service.db import Database, as_utc
 from service.domain import TERMINAL_STATES, Job, utcnow
 from service.logs import log_context
+from service.periodic import Periodic
 from service.settings import Settings
 from service.webhook_payload import EVENT, encode, job_finished
 from service.webhook_signing import (
@@ -262,12 +262,10 @@ class Notifier:
         self._master_key = master_key
         self._max_attempts = max_attempts
         self._timeout = timeout
-        self._interval = interval
         self._backoff_base = backoff_base
         self._hold = timedelta(seconds=timeout + CLAIM_MARGIN_SECONDS)
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("webhook-notifier", self.run_once, interval)
 
     def run_once(self) -> int:
         """Attempt every due delivery once; returns how many were attempted."""
@@ -320,23 +318,11 @@ class Notifier:
             log.warning("%s: %s; trying again in %.0f s", where, attempt.error, wait)
 
     def start(self) -> Notifier:
-        self._thread = threading.Thread(target=self._loop, name="webhook-notifier", daemon=True)
-        self._thread.start()
+        self._periodic.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("webhook pass failed; trying again in %.0f s", self._interval)
-            if self._stop.wait(self._interval):
-                return
+        self._periodic.stop(timeout)
 
 
 def start_notifier(
