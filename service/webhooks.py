@@ -15,14 +15,17 @@ that are neither delivered nor given up and due, and for each:
    ``webhook_max_attempts``; any other answer is given up at once (the receiver refuses it, and
    would refuse it again).
 
-Delivery is at least once: a receiver may see a notification twice (a server died after the
+Up to :data:`SENDERS` attempts run at once on threads of their own, so one receiver that hangs
+until its timeout holds back no other. Delivery is at least once: a receiver may see a notification twice (a server died after the
 POST, before recording it) and dedupes on the ``Tempering-Delivery`` id.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +62,9 @@ BACKOFF_CAP_SECONDS = 600.0
 CLAIM_MARGIN_SECONDS = 30.0
 """How long past its timeout an attempt keeps its row from other servers."""
 BATCH = 20
+SENDERS = 4
+"""Deliveries in flight at once; a claimed delivery is always being sent, never waiting in a
+queue while its claim runs out."""
 USER_AGENT = "Tempering-Webhook/1"
 _RETRIED_STATUSES = frozenset({408, 429})
 
@@ -266,26 +272,37 @@ class Notifier:
         self._hold = timedelta(seconds=timeout + CLAIM_MARGIN_SECONDS)
         self._clock = clock
         self._periodic = Periodic("webhook-notifier", self.run_once, interval)
+        self._senders = concurrent.futures.ThreadPoolExecutor(
+            SENDERS, thread_name_prefix="webhook-sender"
+        )
+        self._free_senders = threading.BoundedSemaphore(SENDERS)
 
     def run_once(self) -> int:
-        """Attempt every due delivery once; returns how many were attempted."""
-        attempted = 0
+        """Start an attempt of each due delivery, up to :data:`SENDERS` in flight at once, and
+        return how many were started. Attempts run on their own threads, so a receiver that
+        hangs until its timeout holds back no other delivery."""
+        started = 0
         for due in self._outbox.due(self._clock()):
+            if not self._free_senders.acquire(blocking=False):
+                break
             claimed = self._outbox.claim(due, self._clock(), self._hold)
             if claimed is None:
+                self._free_senders.release()
                 continue
-            attempted += 1
-            try:
-                self._attempt(claimed)
-            except Exception:
-                log.exception("webhook delivery %s failed unexpectedly", claimed.id)
-        return attempted
+            self._senders.submit(self._attempt, claimed)
+            started += 1
+        return started
 
     def _attempt(self, delivery: Delivery) -> None:
         with log_context(job_id=delivery.job_id):
-            job = self._get_job(delivery.job_id)
-            with log_context(tenant=job.tenant):
-                self._send(delivery, job)
+            try:
+                job = self._get_job(delivery.job_id)
+                with log_context(tenant=job.tenant):
+                    self._send(delivery, job)
+            except Exception:
+                log.exception("webhook delivery %s failed unexpectedly", delivery.id)
+            finally:
+                self._free_senders.release()
 
     def _send(self, delivery: Delivery, job: Job) -> None:
         body = encode(job_finished(job, delivery.id))
@@ -323,6 +340,7 @@ class Notifier:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._periodic.stop(timeout)
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
 
 def start_notifier(

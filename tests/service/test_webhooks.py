@@ -72,6 +72,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+    """Paths whose answers wait until their event is set."""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -101,6 +103,8 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, headers = state.handle(self.path, dict(self.headers.items()), body)
+            if gate := state.gates.get(self.path):
+                gate.wait(30)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -247,6 +251,18 @@ def test_a_receiver_answering_500_hears_again_until_it_answers_200(
     assert delivery.delivered_at is not None
     assert delivery.attempts == 2
     assert first.headers["Tempering-Delivery"] == second.headers["Tempering-Delivery"]
+
+
+def test_a_receiver_that_hangs_holds_back_no_other_delivery(stub: Stub, receiver: Receiver) -> None:
+    receiver.gates["/hangs"] = threading.Event()
+    try:
+        cancelled_job(stub, receiver.url("/hangs"))
+        receiver.wait_for("/hangs", timeout=30)
+        cancelled_job(stub, receiver.url("/quick"))
+
+        assert receiver.wait_for("/quick", timeout=5), "a hanging receiver held the other back"
+    finally:
+        receiver.gates["/hangs"].set()
 
 
 def test_a_receiver_answering_400_is_given_up_at_once(
