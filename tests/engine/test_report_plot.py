@@ -85,3 +85,16 @@ def test_plot_draws_the_worst_case_over_the_suite(tmp_path: Path) -> None:
     plot_curve(changed, tmp_path / "b.png")
 
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
+
+
+def test_a_value_a_hair_outside_its_interval_still_draws(tmp_path: Path) -> None:
+    report = copy.deepcopy(REPORT)
+    report["hardened"]["attacks"][0]["robust_accuracy"] = {
+        "value": 1.0,
+        "low": 0.98,
+        "high": 0.9999999999999999,
+    }
+
+    plot_curve(report, tmp_path / "plot.png")
+
+    assert (tmp_path / "plot.png").stat().st_size > 0

@@ -252,8 +252,8 @@ def _draw_attacks(axes: Any, report: dict[str, Any]) -> None:
             [s["value"] for s in scores],
             width,
             yerr=[
-                [s["value"] - s["low"] for s in scores],
-                [s["high"] - s["value"] for s in scores],
+                [max(0.0, s["value"] - s["low"]) for s in scores],
+                [max(0.0, s["high"] - s["value"]) for s in scores],
             ],
             color=color,
             capsize=2,
