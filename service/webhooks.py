@@ -16,7 +16,9 @@ that are neither delivered nor given up and due, and for each:
    would refuse it again).
 
 Up to :data:`SENDERS` attempts run at once on threads of their own, so one receiver that hangs
-until its timeout holds back no other. Delivery is at least once: a receiver may see a notification twice (a server died after the
+until its timeout holds back no other.
+
+Delivery is at least once: a receiver may see a notification twice (a server died after the
 POST, before recording it) and dedupes on the ``Tempering-Delivery`` id.
 """
 
