@@ -196,11 +196,14 @@ class FaultStack:
             self._channel.close()
         self._channel = self._stub = None
 
-    def start_worker(self) -> Proc:
+    def start_worker(self, env: Mapping[str, str] | None = None) -> Proc:
+        """A worker with the stack's settings, ``env`` over them (another machine's state
+        directory, say)."""
         self._worker_count += 1
         name = f"w{self._worker_count}-{uuid.uuid4().hex[:6]}@%h"
         command = [sys.executable, "-m", "workers", "--hostname", name]
-        worker = spawn(command, self.env, self.folder / f"worker{self._worker_count}.log")
+        log_path = self.folder / f"worker{self._worker_count}.log"
+        worker = spawn(command, {**self.env, **(env or {})}, log_path)
         self.workers.append(worker)
         return worker
 
