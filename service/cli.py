@@ -22,6 +22,7 @@ from types import FrameType
 from service import webhook_cli
 from service.local_worker import LocalWorker
 from service.logs import configure_logging
+from service.memory import tune_allocator_for_streaming
 from service.parent_death import die_with_parent
 from service.server import start_server
 from service.settings import Settings, SettingsError, add_settings_arguments
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tempering: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    if not tune_allocator_for_streaming():
+        log.info("not glibc: the allocator keeps its defaults")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
