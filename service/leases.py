@@ -156,46 +156,32 @@ class Leases:
 
     def active_jobs(self) -> list[ActiveJob]:
         """Every queued or running job, oldest first."""
-        jobs = self._jobs
-        stmt = (
-            sa.select(
-                jobs.c.id,
-                jobs.c.state,
-                jobs.c.attempts,
-                jobs.c.cancel_requested,
-                jobs.c.lease_owner,
-                jobs.c.lease_expires_at,
-                jobs.c.dispatched_at,
-                jobs.c.created_at,
-                jobs.c.updated_at,
-                jobs.c.started_at,
-                jobs.c.spec,
-            )
-            .where(jobs.c.state.in_(_ACTIVE))
-            .order_by(jobs.c.seq)
-        )
+        stmt = self._select_active().order_by(self._jobs.c.seq)
         with self._engine.connect() as conn:
             return [_active(row) for row in conn.execute(stmt)]
 
     def read(self, job_id: str) -> ActiveJob | None:
-        jobs = self._jobs
+        stmt = self._select_active().where(self._jobs.c.id == job_id)
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(
-                    jobs.c.id,
-                    jobs.c.state,
-                    jobs.c.attempts,
-                    jobs.c.cancel_requested,
-                    jobs.c.lease_owner,
-                    jobs.c.lease_expires_at,
-                    jobs.c.dispatched_at,
-                    jobs.c.created_at,
-                    jobs.c.updated_at,
-                    jobs.c.started_at,
-                    jobs.c.spec,
-                ).where(jobs.c.id == job_id, jobs.c.state.in_(_ACTIVE))
-            ).first()
+            row = conn.execute(stmt).first()
         return _active(row) if row is not None else None
+
+    def _select_active(self) -> sa.Select[Any]:
+        """The columns an :class:`ActiveJob` is made of, of queued and running jobs."""
+        jobs = self._jobs
+        return sa.select(
+            jobs.c.id,
+            jobs.c.state,
+            jobs.c.attempts,
+            jobs.c.cancel_requested,
+            jobs.c.lease_owner,
+            jobs.c.lease_expires_at,
+            jobs.c.dispatched_at,
+            jobs.c.created_at,
+            jobs.c.updated_at,
+            jobs.c.started_at,
+            jobs.c.spec,
+        ).where(jobs.c.state.in_(_ACTIVE))
 
     def take_back(self, seen: ActiveJob, now: datetime | None = None) -> bool:
         """RUNNING -> QUEUED for a job whose lease expired, if nothing changed since ``seen``
