@@ -139,10 +139,7 @@ class LocalArtifactStore:
             writer.discard()
 
     def put_file(self, path: Path) -> StoredBlob:
-        with self.new_blob() as blob, path.open("rb") as source:
-            while chunk := source.read(CHUNK_BYTES):
-                blob.write(chunk)
-            return blob.commit()
+        return write_file(self.new_blob(), path)
 
     def open(self, sha256: str) -> BinaryIO:
         try:
@@ -159,6 +156,14 @@ class LocalArtifactStore:
         if not path.is_file():
             raise NotFound(f"blob {sha256} is not in the artifact store")
         yield path
+
+
+def write_file(new_blob: contextlib.AbstractContextManager[BlobWriter], path: Path) -> StoredBlob:
+    """Stream the file at ``path`` into a new blob of a store and commit it."""
+    with new_blob as blob, path.open("rb") as source:
+        while chunk := source.read(CHUNK_BYTES):
+            blob.write(chunk)
+        return blob.commit()
 
 
 def read_chunks(file: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -33,8 +33,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from service.artifacts import CHUNK_BYTES, BlobWriter, HashingWriter, StoredBlob, _damaged
-from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, job_folder
+from service.artifacts import (
+    CHUNK_BYTES,
+    BlobWriter,
+    HashingWriter,
+    StoredBlob,
+    _damaged,
+    write_file,
+)
+from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, checked_job_id
 from service.errors import DataLoss, NotFound
 
 log = logging.getLogger(__name__)
@@ -166,10 +173,7 @@ class S3ArtifactStore:
             yield _S3BlobWriter(self, f)
 
     def put_file(self, path: Path) -> StoredBlob:
-        with self.new_blob() as blob, path.open("rb") as source:
-            while chunk := source.read(CHUNK_BYTES):
-                blob.write(chunk)
-            return blob.commit()
+        return write_file(self.new_blob(), path)
 
     def open(self, sha256: str) -> BinaryIO:
         key = self.key(sha256)
@@ -235,7 +239,7 @@ class S3Checkpoints:
         self._local = CheckpointFiles(local_root)
 
     def key(self, job_id: str) -> str:
-        name = f"checkpoints/{job_folder(Path(), job_id).name}/{CHECKPOINT_FILE}"
+        name = f"checkpoints/{checked_job_id(job_id)}/{CHECKPOINT_FILE}"
         return f"{self._prefix}/{name}" if self._prefix else name
 
     def path(self, job_id: str) -> Path:
