@@ -12,6 +12,7 @@ Every method raises a :class:`client.errors.ClientError` subclass on failure, ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -432,33 +433,24 @@ class HardeningClient:
         model_id = self.upload_model(model_path, format=model_format)
         train_id = self.upload_dataset(data_path)
         eval_id = self.upload_dataset(eval_data_path) if eval_data_path is not None else None
-        job = self.submit(
+        submit = functools.partial(
+            self.submit,
             model_id,
             train_id,
             params,
             eval_dataset_id=eval_id,
-            idempotency_key=idempotency_key,
             labels=labels,
             webhook_url=webhook_url,
             mlflow=mlflow,
             **param_fields,
         )
+        job = submit(idempotency_key=idempotency_key)
         for _ in range(MAX_RESUBMISSIONS if resubmit_if_failed and idempotency_key else 0):
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 break
             assert idempotency_key is not None
             idempotency_key = next_idempotency_key(idempotency_key, job.id)
-            job = self.submit(
-                model_id,
-                train_id,
-                params,
-                eval_dataset_id=eval_id,
-                idempotency_key=idempotency_key,
-                labels=labels,
-                webhook_url=webhook_url,
-                mlflow=mlflow,
-                **param_fields,
-            )
+            job = submit(idempotency_key=idempotency_key)
         if on_event is not None:
             on_event(JobEvent(job_id=job.id, state=job.state, job=job))
         final = self.wait(job.id, timeout=timeout, on_event=on_event)
