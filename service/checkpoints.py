@@ -50,10 +50,15 @@ class CheckpointStore(Protocol):
         ...
 
 
-def job_folder(root: Path, job_id: str) -> Path:
+def checked_job_id(job_id: str) -> str:
+    """``job_id``, if it can name a folder or key safely (no separators, no dots)."""
     if not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"{job_id!r} is not a job id")
-    return root / job_id
+    return job_id
+
+
+def job_folder(root: Path, job_id: str) -> Path:
+    return root / checked_job_id(job_id)
 
 
 class CheckpointFiles:
