@@ -5,7 +5,6 @@ memory fails the job plainly, and a damaged input is refused before the engine s
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -21,11 +20,12 @@ from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, UploadKind, utcnow
+from service.domain import JobSpec, JobState, NewJob, utcnow
 from service.jobstore import JobStore
 from service.runner import JobRunner, RunnerConfig
+from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.progress import Reporter
-from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
+from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig
 
 REPORT = {
     "original": {
@@ -37,25 +37,6 @@ REPORT = {
         "robust_accuracy": {"value": 0.5, "low": 0.4, "high": 0.6},
     },
 }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    model_path: Path
-    report_path: Path
-    card_path: Path
-    plot_path: Path
-    report: dict[str, Any]
-
-
-def _outputs(output_dir: Path) -> Outcome:
-    output_dir.mkdir()
-    files = (("m.onnx", b"onnx"), ("r.json", json.dumps(REPORT).encode()), ("c", b"#"), ("p", b""))
-    for name, data in files:
-        (output_dir / name).write_bytes(data)
-    return Outcome(
-        output_dir / "m.onnx", output_dir / "r.json", output_dir / "c", output_dir / "p", REPORT
-    )
 
 
 @dataclass
@@ -73,19 +54,10 @@ def rig(tmp_path: Path) -> Rig:
     database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "r_")
     store, catalog = JobStore(database), UploadCatalog(database)
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
-    ids, shas = {}, {}
-    for kind, data, fmt in (
-        (UploadKind.MODEL, b"onnx bytes", ModelFormat.ONNX.value),
-        (UploadKind.DATASET, b"npz bytes", "npz"),
-    ):
-        with artifacts.new_blob() as blob:
-            blob.write(data)
-            stored = blob.commit()
-        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
-        shas[kind] = stored.sha256
+    inputs = record_inputs(artifacts, catalog)
     spec = JobSpec(
-        model_id=ids[UploadKind.MODEL],
-        train_dataset_id=ids[UploadKind.DATASET],
+        model_id=inputs.model_id,
+        train_dataset_id=inputs.dataset_id,
         training=TrainingConfig(method=Method.FGSM),
         threat=ThreatModel(eps=0.1),
         time_limit_seconds=60,
@@ -105,7 +77,7 @@ def rig(tmp_path: Path) -> Rig:
     def runner_for(harden: Callable[..., Any]) -> JobRunner:
         return JobRunner(store, catalog, artifacts, config, harden=harden)
 
-    return Rig(store, artifacts, runner_for, job.id, checkpoints, shas[UploadKind.DATASET])
+    return Rig(store, artifacts, runner_for, job.id, checkpoints, inputs.dataset_sha256)
 
 
 def test_the_engine_gets_a_checkpoint_path_deleted_when_the_job_ends(rig: Rig) -> None:
@@ -118,11 +90,11 @@ def test_the_engine_gets_a_checkpoint_path_deleted_when_the_job_ends(rig: Rig) -
         *,
         checkpoint_path: Path,
         **_: Any,
-    ) -> Outcome:
+    ) -> StandInOutcome:
         given.append(checkpoint_path)
         checkpoint_path.parent.mkdir(parents=True)
         checkpoint_path.write_bytes(b"epoch 1")
-        return _outputs(output_dir)
+        return write_outputs(output_dir, REPORT)
 
     assert rig.runner_for(saving).run(rig.job_id) is JobState.SUCCEEDED
     assert given == [rig.checkpoints / rig.job_id / "checkpoint.pt"]
@@ -161,7 +133,7 @@ def test_a_worker_whose_lease_is_taken_over_stops_and_records_nothing(rig: Rig) 
 def test_a_duplicate_message_for_a_job_running_elsewhere_is_dropped(rig: Rig) -> None:
     rig.store.leases.claim(rig.job_id, "other", max_attempts=3, lease_seconds=60)
 
-    def must_not_run(*_: object, **__: object) -> Outcome:
+    def must_not_run(*_: object, **__: object) -> StandInOutcome:
         raise AssertionError("ran a job another worker holds")
 
     assert rig.runner_for(must_not_run).run(rig.job_id) is JobState.RUNNING
@@ -169,7 +141,7 @@ def test_a_duplicate_message_for_a_job_running_elsewhere_is_dropped(rig: Rig) ->
 
 
 def test_running_out_of_memory_fails_the_job_plainly(rig: Rig) -> None:
-    def hungry(*_: object, **__: object) -> Outcome:
+    def hungry(*_: object, **__: object) -> StandInOutcome:
         raise MemoryError
 
     assert rig.runner_for(hungry).run(rig.job_id) is JobState.FAILED
@@ -181,7 +153,7 @@ def test_a_damaged_input_fails_the_job_before_the_engine_runs(rig: Rig) -> None:
     os.chmod(blob, 0o644)
     blob.write_bytes(b"npz bytez")
 
-    def must_not_run(*_: object, **__: object) -> Outcome:
+    def must_not_run(*_: object, **__: object) -> StandInOutcome:
         raise AssertionError("the engine got damaged input")
 
     assert rig.runner_for(must_not_run).run(rig.job_id) is JobState.FAILED

@@ -4,7 +4,6 @@ budget is spent ends FAILED with the time-limit reason without running again."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,12 +16,13 @@ from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, UploadKind, utcnow
+from service.domain import JobSpec, JobState, NewJob, utcnow
 from service.jobstore import JobStore
 from service.leases import Leases
 from service.runner import JobRunner, RunnerConfig
+from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.progress import Reporter
-from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
+from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig
 
 LIMIT = 60.0
 REPORT = {
@@ -32,25 +32,6 @@ REPORT = {
     }
     for side in ("original", "hardened")
 }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    model_path: Path
-    report_path: Path
-    card_path: Path
-    plot_path: Path
-    report: dict[str, Any]
-
-
-def finished_outputs(output_dir: Path) -> Outcome:
-    output_dir.mkdir()
-    files = (("m.onnx", b"onnx"), ("r.json", json.dumps(REPORT).encode()), ("c", b"#"), ("p", b""))
-    for name, data in files:
-        (output_dir / name).write_bytes(data)
-    return Outcome(
-        output_dir / "m.onnx", output_dir / "r.json", output_dir / "c", output_dir / "p", REPORT
-    )
 
 
 @dataclass
@@ -81,18 +62,10 @@ class Rig:
 def rig(database: Database, tmp_path: Path) -> Rig:
     store, catalog = JobStore(database), UploadCatalog(database)
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
-    ids = {}
-    for kind, data, fmt in (
-        (UploadKind.MODEL, b"onnx bytes", ModelFormat.ONNX.value),
-        (UploadKind.DATASET, b"npz bytes", "npz"),
-    ):
-        with artifacts.new_blob() as blob:
-            blob.write(data)
-            stored = blob.commit()
-        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    inputs = record_inputs(artifacts, catalog)
     spec = JobSpec(
-        model_id=ids[UploadKind.MODEL],
-        train_dataset_id=ids[UploadKind.DATASET],
+        model_id=inputs.model_id,
+        train_dataset_id=inputs.dataset_id,
         training=TrainingConfig(method=Method.FGSM),
         threat=ThreatModel(eps=0.1),
         time_limit_seconds=LIMIT,
@@ -109,11 +82,11 @@ def rig(database: Database, tmp_path: Path) -> Rig:
         checkpoints=CheckpointFiles(checkpoints),
     )
     calls: list[Reporter] = []
-    engine: list[Any] = [lambda reporter, output_dir: finished_outputs(output_dir)]
+    engine: list[Any] = [lambda reporter, output_dir: write_outputs(output_dir, REPORT)]
 
     def stand_in(
         request: HardeningRequest, output_dir: Path, reporter: Reporter, **_: Any
-    ) -> Outcome:
+    ) -> StandInOutcome:
         calls.append(reporter)
         return engine[0](reporter, output_dir)  # type: ignore[no-any-return]
 
@@ -124,14 +97,14 @@ def rig(database: Database, tmp_path: Path) -> Rig:
 def test_heartbeats_record_how_long_the_job_has_run(rig: Rig) -> None:
     recorded: list[float] = []
 
-    def until_recorded(reporter: Reporter, output_dir: Path) -> Outcome:
+    def until_recorded(reporter: Reporter, output_dir: Path) -> StandInOutcome:
         recorded.append(rig.leases.run_seconds(rig.job_id))
         deadline = time.monotonic() + 10
         while rig.leases.run_seconds(rig.job_id) == 0.0 and time.monotonic() < deadline:
             reporter.check()
             time.sleep(0.01)
         recorded.append(rig.leases.run_seconds(rig.job_id))
-        return finished_outputs(output_dir)
+        return write_outputs(output_dir, REPORT)
 
     rig.engine[0] = until_recorded
     assert rig.runner.run(rig.job_id) is JobState.SUCCEEDED
@@ -149,7 +122,7 @@ def test_a_resumed_job_gets_only_what_is_left_of_its_time_limit(rig: Rig) -> Non
 def test_a_resumed_job_that_runs_over_the_rest_fails_naming_its_whole_limit(rig: Rig) -> None:
     rig.lose_an_attempt_after(LIMIT - 0.05)
 
-    def forever(reporter: Reporter, output_dir: Path) -> Outcome:
+    def forever(reporter: Reporter, output_dir: Path) -> StandInOutcome:
         while True:
             reporter.check()
 

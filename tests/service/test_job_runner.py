@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +13,13 @@ import pytest
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.db import Database
-from service.domain import Job, JobSpec, JobState, NewJob, OutputKind, UploadKind
+from service.domain import Job, JobSpec, JobState, NewJob, OutputKind
 from service.jobstore import JobStore
 from service.runner import JobObserver, JobRunner, ProgressRecorder, RunnerConfig
+from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter
-from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
+from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig
 
 REPORT = {
     "schema_version": 1,
@@ -34,40 +34,16 @@ REPORT = {
 }
 
 
-@dataclass(frozen=True)
-class Outcome:
-    model_path: Path
-    report_path: Path
-    card_path: Path
-    plot_path: Path
-    report: dict[str, Any]
-
-
-def finishing(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Outcome:
+def finishing(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> StandInOutcome:
     assert request.model.path.name == "model.onnx"
     assert request.train_data.read_bytes() == b"npz bytes"
     reporter.emit(ProgressEvent(stage="training", epoch=1, epochs=1, step=1, steps=1))
-    output_dir.mkdir()
-    files = {
-        "hardened.onnx": b"onnx",
-        "report.json": json.dumps(REPORT).encode(),
-        "card.md": b"#",
-        "curve.png": b"png",
-    }
-    for name, data in files.items():
-        (output_dir / name).write_bytes(data)
-    return Outcome(
-        output_dir / "hardened.onnx",
-        output_dir / "report.json",
-        output_dir / "card.md",
-        output_dir / "curve.png",
-        REPORT,
-    )
+    return write_outputs(output_dir, REPORT)
 
 
 def looping_until_stopped(
     request: HardeningRequest, output_dir: Path, reporter: Reporter
-) -> Outcome:
+) -> StandInOutcome:
     while True:
         reporter.check()
 
@@ -84,18 +60,10 @@ def rig(tmp_path: Path) -> Rig:
     database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "t_")
     store, catalog = JobStore(database), UploadCatalog(database)
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
-    ids = {}
-    for kind, data, fmt in (
-        (UploadKind.MODEL, b"onnx bytes", ModelFormat.ONNX.value),
-        (UploadKind.DATASET, b"npz bytes", "npz"),
-    ):
-        with artifacts.new_blob() as blob:
-            blob.write(data)
-            stored = blob.commit()
-        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    inputs = record_inputs(artifacts, catalog)
     spec = JobSpec(
-        model_id=ids[UploadKind.MODEL],
-        train_dataset_id=ids[UploadKind.DATASET],
+        model_id=inputs.model_id,
+        train_dataset_id=inputs.dataset_id,
         training=TrainingConfig(method=Method.FGSM),
         threat=ThreatModel(eps=0.1),
         time_limit_seconds=60,
@@ -143,7 +111,7 @@ def test_an_observer_sees_the_progress_and_the_end_of_the_job(rig: Rig) -> None:
 
 
 def test_engine_error_fails_the_job_with_its_message(rig: Rig) -> None:
-    def invalid(*_: object) -> Outcome:
+    def invalid(*_: object) -> StandInOutcome:
         raise InvalidModel("the model has two inputs")
 
     assert rig.runner_for(invalid).run(rig.job_id) is JobState.FAILED
@@ -151,7 +119,7 @@ def test_engine_error_fails_the_job_with_its_message(rig: Rig) -> None:
 
 
 def test_unexpected_error_fails_the_job_without_internals(rig: Rig) -> None:
-    def buggy(*_: object) -> Outcome:
+    def buggy(*_: object) -> StandInOutcome:
         raise KeyError("internal detail")
 
     rig.runner_for(buggy).run(rig.job_id)
@@ -164,7 +132,7 @@ def test_unexpected_error_fails_the_job_without_internals(rig: Rig) -> None:
 def test_cancel_flag_stops_the_engine_and_cancels_the_job(rig: Rig) -> None:
     def cancel_then_loop(
         request: HardeningRequest, output_dir: Path, reporter: Reporter
-    ) -> Outcome:
+    ) -> StandInOutcome:
         rig.store.request_cancel(rig.job_id)
         return looping_until_stopped(request, output_dir, reporter)
 
@@ -173,7 +141,7 @@ def test_cancel_flag_stops_the_engine_and_cancels_the_job(rig: Rig) -> None:
 
 
 def test_time_limit_fails_the_job_saying_so(rig: Rig) -> None:
-    def slow(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> Outcome:
+    def slow(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> StandInOutcome:
         assert reporter.time_limit_seconds == 60
         reporter.time_limit_seconds = 1e-9
         return looping_until_stopped(request, output_dir, reporter)
@@ -186,7 +154,7 @@ def test_a_redelivered_finished_job_is_left_alone(rig: Rig) -> None:
     rig.runner_for(finishing).run(rig.job_id)
     before = rig.store.get(rig.job_id)
 
-    def must_not_run(*_: object) -> Outcome:
+    def must_not_run(*_: object) -> StandInOutcome:
         raise AssertionError("ran twice")
 
     assert rig.runner_for(must_not_run).run(rig.job_id) is JobState.SUCCEEDED

@@ -27,9 +27,10 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.db import Database
-from service.domain import JobSpec, JobState, MlflowTracking, NewJob, UploadKind
+from service.domain import JobSpec, JobState, MlflowTracking, NewJob
 from service.jobstore import JobStore
 from service.runner import JobRunner, RunnerConfig
+from tests.runner_support import record_inputs
 from tests.shared_support import (
     ROOT,
     base_env,
@@ -255,18 +256,10 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "t_")
     store, catalog = JobStore(database), UploadCatalog(database)
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
-    ids = {}
-    for kind, data, fmt in (
-        (UploadKind.MODEL, b"onnx bytes", ModelFormat.ONNX.value),
-        (UploadKind.DATASET, b"npz bytes", "npz"),
-    ):
-        with artifacts.new_blob() as blob:
-            blob.write(data)
-            stored = blob.commit()
-        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    inputs = record_inputs(artifacts, catalog)
     spec = JobSpec(
-        model_id=ids[UploadKind.MODEL],
-        train_dataset_id=ids[UploadKind.DATASET],
+        model_id=inputs.model_id,
+        train_dataset_id=inputs.dataset_id,
         training=TrainingConfig(method=Method.FGSM, epochs=1),
         threat=ThreatModel(eps=0.1),
         mlflow=MlflowTracking(experiment=EXPERIMENT),

@@ -361,21 +361,17 @@ def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discar
 ) -> None:
     from service.catalog import UploadCatalog
     from service.db import Database
-    from service.domain import JobSpec, JobState, NewJob, UploadKind
+    from service.domain import JobSpec, JobState, NewJob
     from service.jobstore import JobStore
     from service.runner import JobRunner, RunnerConfig
+    from tests.runner_support import record_inputs
     from workers.engine.spec import ThreatModel
 
     database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "s3ck_")
     jobs, catalog = JobStore(database), UploadCatalog(database)
-    ids = {}
-    for kind, data, fmt in ((UploadKind.MODEL, b"onnx", "onnx"), (UploadKind.DATASET, b"n", "npz")):
-        with store.new_blob() as blob:
-            blob.write(data)
-            stored = blob.commit()
-        ids[kind] = catalog.record(kind, fmt, stored.sha256, stored.size_bytes, "x")[0].id
+    inputs = record_inputs(store, catalog)
     job, _ = jobs.create(
-        NewJob(JobSpec(ids[UploadKind.MODEL], ids[UploadKind.DATASET], threat=ThreatModel(eps=0.1)))
+        NewJob(JobSpec(inputs.model_id, inputs.dataset_id, threat=ThreatModel(eps=0.1)))
     )
     elsewhere = store.checkpoints(tmp_path / "machine-a")
     elsewhere.path(job.id).parent.mkdir(parents=True)
