@@ -15,6 +15,7 @@ from typing import Any
 
 from workers.engine.evaluation.suite import ModelScores
 from workers.engine.training.methods import EpochRecord
+from workers.engine.verdict import verdict
 
 SCHEMA_VERSION = "1.0"
 KIND = "tempering.robustness_report"
@@ -54,6 +55,7 @@ class RobustnessReport:
     environment: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
+        original, hardened = _scores_dict(self.original), _scores_dict(self.hardened)
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": KIND,
@@ -68,8 +70,9 @@ class RobustnessReport:
                 "interval": "95% Wilson score",
             },
             "model_notes": self.model_notes,
-            "original": _scores_dict(self.original),
-            "hardened": _scores_dict(self.hardened),
+            "original": original,
+            "hardened": hardened,
+            "verdict": verdict(original, hardened),
             "training": {
                 "method": self.training.method,
                 "epochs": self.training.epochs,
@@ -155,6 +158,7 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         "Intervals are 95% Wilson intervals. A sample counts as robust only if no attack in the"
         " suite changed its prediction.",
         "",
+        *_verdict_lines(report.get("verdict")),
         "## Per attack (robust accuracy)",
         "",
         "| attack | original | hardened |",
@@ -193,6 +197,15 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         "",
     ]
     return "\n".join(lines)
+
+
+def _verdict_lines(judgement: dict[str, Any] | None) -> list[str]:
+    """The verdict section, or nothing for a report written before reports had one."""
+    if not judgement:
+        return []
+    lines = ["## Verdict", "", f"**{judgement['summary']}**", ""]
+    lines += [f"- {detail}" for detail in judgement["details"]]
+    return [*lines, ""]
 
 
 PLOT_SIZE_INCHES = (10.0, 3.6)
