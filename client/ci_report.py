@@ -143,6 +143,10 @@ def _properties(
     for model in ("original", "hardened"):
         for score in ("clean_accuracy", "robust_accuracy"):
             pairs.append((f"{model}.{score}", f"{report[model][score]['value']:.6g}"))
+    verdict = report.get("verdict")
+    if verdict:
+        pairs += [(f"verdict.{key}", str(verdict[key])) for key in ("robustness", "clean")]
+        pairs.append(("verdict", verdict["summary"]))
     return pairs
 
 
@@ -181,6 +185,7 @@ def markdown_summary(report: Mapping[str, Any], outcome: GateOutcome, run: RunIn
             f" {_percent(other['robust_accuracy']) if other else '-'} |"
         )
     lines.append(f"| gradient masking | {_verdict(original)} | {_verdict(hardened)} |")
+    lines += _hardening_verdict(report)
     lines += ["", "### Gates", ""]
     if outcome.results:
         lines += ["| gate | condition | measured | result |", "|---|---|---|---|"]
@@ -192,7 +197,8 @@ def markdown_summary(report: Mapping[str, Any], outcome: GateOutcome, run: RunIn
             )
     else:
         lines.append(
-            "No gate was set (`--min-robust-accuracy`, `--max-clean-drop`, `--fail-on-masking`)."
+            "No gate was set (`--min-robust-accuracy`, `--max-clean-drop`, `--fail-on-masking`,"
+            " `--require-improvement`)."
         )
     lines += ["", "### Gradient masking", ""]
     notes = [
@@ -207,6 +213,14 @@ def markdown_summary(report: Mapping[str, Any], outcome: GateOutcome, run: RunIn
         lines += [f"- `{path.name}`" for path in run.artifacts]
     lines.append("")
     return "\n".join(lines)
+
+
+def _hardening_verdict(report: Mapping[str, Any]) -> list[str]:
+    """The engine's verdict under the scores; nothing for a report from before verdicts."""
+    verdict = report.get("verdict")
+    if not verdict:
+        return []
+    return ["", f"**Verdict:** {verdict['summary']}", "", *(f"- {d}" for d in verdict["details"])]
 
 
 def _context(report: Mapping[str, Any], run: RunInfo) -> str:

@@ -51,6 +51,8 @@ def render(
         '<p class="muted">Intervals are 95% Wilson intervals. A sample counts as robust only if'
         " no attack in the suite changed its prediction.</p>",
     ]
+    if report.get("verdict"):
+        body.append(_verdict_block(report["verdict"]))
     if plot_png is not None:
         body.append(_figure(plot_png))
     body += [
@@ -107,6 +109,15 @@ def _headline_table(original: Mapping[str, Any], hardened: Mapping[str, Any]) ->
         ["gradient masking", _verdict(original), _verdict(hardened)],
     ]
     return _table(["", "original", "hardened"], rows)
+
+
+def _verdict_block(verdict: Mapping[str, Any]) -> str:
+    """The engine's verdict: its summary, flagged unless hardening improved robustness without a
+    clean drop, and the sentences with the numbers."""
+    good = verdict.get("improved") and verdict.get("clean") == "kept"
+    summary = f'<p class="{"ok" if good else "flag"}"><strong>{_e(verdict["summary"])}</strong></p>'
+    details = _list(_e(detail) for detail in verdict.get("details", []))
+    return f"<h2>Verdict</h2>\n{summary}\n{details}"
 
 
 def _attack_table(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> str:

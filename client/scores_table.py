@@ -41,10 +41,20 @@ def render(report: Mapping[str, Any]) -> str:
     ]
     lines = [_title(report), ""]
     lines += [f"{a:<{LABEL_WIDTH}}{b:<{COLUMN_WIDTH}}{c}".rstrip() for a, b, c in rows]
+    lines += _verdict_lines(report)
     notes = _masking_notes(original, hardened)
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def _verdict_lines(report: Mapping[str, Any]) -> list[str]:
+    """The engine's verdict in words, after a blank line; nothing for a report from a server
+    older than verdicts."""
+    verdict = report.get("verdict")
+    if not verdict:
+        return []
+    return ["", f"verdict: {verdict['summary']}", *(f"  {d}" for d in verdict["details"])]
 
 
 def _title(report: Mapping[str, Any]) -> str:

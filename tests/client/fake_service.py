@@ -21,6 +21,8 @@ import grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from workers.engine.verdict import verdict
+
 MODEL_BYTES = b"not really onnx, but the client only checks the SHA-256" * 1000
 CARD_BYTES = b"# Model card: hardened classifier\n"
 CHUNK = 16_384
@@ -91,10 +93,12 @@ def make_report(
     hardened: tuple[int, int] = (190, 160),
     hardened_fired: Sequence[str] = (),
     original_fired: Sequence[str] = (),
+    with_verdict: bool = True,
 ) -> dict[str, Any]:
     """A report shaped like the engine's: ``original``/``hardened`` are (clean, robust) counts
-    of correct samples out of ``total``."""
-    return {
+    of correct samples out of ``total``. The engine's own verdict is added unless
+    ``with_verdict`` is false (a report from a server older than verdicts)."""
+    report: dict[str, Any] = {
         "schema_version": "1.0",
         "kind": "tempering.robustness_report",
         "threat_model": {"norm": "linf", "eps": 0.1, "lower": [], "upper": []},
@@ -104,6 +108,9 @@ def make_report(
         "original": scores(*original, total, original_fired),
         "hardened": scores(*hardened, total, hardened_fired),
     }
+    if with_verdict:
+        report["verdict"] = verdict(report["original"], report["hardened"])
+    return report
 
 
 class FakeHardening(pb_grpc.HardeningServiceServicer):

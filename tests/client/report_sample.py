@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from workers.engine.verdict import verdict
+
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 """Stands in for the plot: the page embeds bytes, it does not read them."""
 
@@ -105,6 +107,9 @@ _REPORT: dict[str, Any] = {
     },
     "environment": {"device": "cpu", "engine": "0.1.0", "torch": "2.13.0+cpu"},
 }
+
+
+_REPORT["verdict"] = verdict(_REPORT["original"], _REPORT["hardened"])
 
 
 def sample_report() -> dict[str, Any]:

@@ -112,6 +112,40 @@ def test_text_from_the_report_is_escaped() -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
+def test_page_states_the_verdict_flagged_when_robustness_did_not_improve() -> None:
+    report = sample_report()
+    report["verdict"] = {
+        "robustness": "unchanged",
+        "clean": "dropped",
+        "improved": False,
+        "summary": "Hardening did not improve worst-case robustness & <b>clean</b> fell.",
+        "details": ["Clean accuracy fell from 94.5% to 78.8% <i>too far</i>."],
+    }
+
+    page = render(report, None, "job-1")
+
+    assert (
+        '<p class="flag"><strong>Hardening did not improve worst-case robustness &amp;'
+        " &lt;b&gt;clean&lt;/b&gt; fell.</strong></p>"
+    ) in page
+    assert "<li>Clean accuracy fell from 94.5% to 78.8% &lt;i&gt;too far&lt;/i&gt;.</li>" in page
+    assert "<b>clean" not in page
+
+
+def test_page_states_an_improvement_without_a_flag() -> None:
+    report = sample_report()
+    report["verdict"].update(robustness="improved", clean="kept", improved=True)
+
+    assert '<p class="ok"><strong>' in render(report, None, "job-1")
+
+
+def test_page_of_a_report_without_a_verdict_has_no_verdict_section() -> None:
+    report = sample_report()
+    del report["verdict"]
+
+    assert "Verdict" not in render(report, None, "job-1")
+
+
 def test_page_forbids_scripts_through_its_content_security_policy() -> None:
     page = render(sample_report(), PNG_BYTES, "job-1")
 

@@ -56,8 +56,8 @@ def test_a_fall_from_46_to_40_percent_within_the_intervals_says_it_did_not_impro
 
     assert result["robustness"] == "unchanged"
     assert result["details"][0] == (
-        "Hardening did not improve worst-case robustness: 40.0% [37.0, 43.1] after,"
-        " 46.0% [42.9, 49.1] before, within the confidence intervals."
+        "Hardening did not improve worst-case robustness beyond the confidence intervals:"
+        " 40.0% [37.0, 43.1] after, 46.0% [42.9, 49.1] before."
     )
 
 
@@ -150,7 +150,10 @@ def test_the_model_card_states_the_verdict_in_words() -> None:
         "**Hardening did not improve worst-case robustness beyond the confidence intervals, and"
         " clean accuracy fell by more than the intervals allow.**"
     ) in card
-    assert "- Hardening did not improve worst-case robustness: 40.0% [37.0, 43.1] after" in card
+    assert (
+        "- Hardening did not improve worst-case robustness beyond the confidence intervals:"
+        " 40.0% [37.0, 43.1] after, 46.0% [42.9, 49.1] before."
+    ) in card
     assert "- Clean accuracy fell from 94.5% [92.9, 95.8] to 78.8% [76.2, 81.2]" in card
 
 

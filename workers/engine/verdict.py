@@ -79,8 +79,8 @@ def _robustness_detail(
     return {
         Robustness.IMPROVED: f"Worst-case robust accuracy rose beyond the confidence intervals:"
         f" {numbers}.",
-        Robustness.UNCHANGED: f"Hardening did not improve worst-case robustness: {numbers},"
-        " within the confidence intervals.",
+        Robustness.UNCHANGED: "Hardening did not improve worst-case robustness beyond the"
+        f" confidence intervals: {numbers}.",
         Robustness.WORSE: f"Hardening lowered worst-case robustness beyond the confidence"
         f" intervals: {numbers}.",
     }[robustness]
