@@ -15,6 +15,11 @@ Every gate reads the hardened model's numbers in the report
 ``fail-on-masking``
     fails when the report suspects gradient masking on the hardened model, naming the checks
     that fired: a robust accuracy that only masked gradients produce is not robustness.
+``require-improvement``
+    fails unless the report's verdict says hardening improved worst-case robust accuracy beyond
+    the 95% intervals of the original and the hardened model. The verdict is the engine's (see
+    docs/evaluation.md); a report without one, from a server older than verdicts, fails the gate
+    rather than have the client judge for itself.
 
 Comparisons allow for floating point (1e-9): 160 of 200 correct meets ``0.80``.
 """
@@ -27,6 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 TOLERANCE = 1e-9
+IMPROVEMENT_CONDITION = "robustness improved beyond the 95% intervals"
 
 
 class GateOn(StrEnum):
@@ -42,6 +48,7 @@ class Gate(StrEnum):
     MIN_ROBUST_ACCURACY = "min-robust-accuracy"
     MAX_CLEAN_DROP = "max-clean-drop"
     FAIL_ON_MASKING = "fail-on-masking"
+    REQUIRE_IMPROVEMENT = "require-improvement"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class GateConfig:
     max_clean_drop: float | None = None
     fail_on_masking: bool = False
     gate_on: GateOn = GateOn.VALUE
+    require_improvement: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gate_on", GateOn(self.gate_on))
@@ -65,6 +73,7 @@ class GateConfig:
             self.min_robust_accuracy is not None
             or self.max_clean_drop is not None
             or self.fail_on_masking
+            or self.require_improvement
         )
 
 
@@ -141,6 +150,8 @@ def evaluate(report: Mapping[str, Any], config: GateConfig) -> GateOutcome:
         results.append(_clean_drop(report, config.max_clean_drop))
     if config.fail_on_masking:
         results.append(_masking(report))
+    if config.require_improvement:
+        results.append(_improvement(report))
     return GateOutcome(config, tuple(results))
 
 
@@ -149,7 +160,7 @@ def _robust(report: Mapping[str, Any], minimum: float, gate_on: GateOn) -> GateR
     compared = robust["low"] if gate_on is GateOn.LOWER_BOUND else robust["value"]
     passed = compared >= minimum - TOLERANCE
     sign = ">=" if passed else "<"
-    measured = f"{robust['value']:.3f} [{robust['low']:.3f}, {robust['high']:.3f}]"
+    measured = _interval(robust)
     compared_name = "lower bound" if gate_on is GateOn.LOWER_BOUND else "point estimate"
     if gate_on is GateOn.LOWER_BOUND:
         message = f"robust accuracy {measured}: lower bound {compared:.3f} {sign} {fmt(minimum)}"
@@ -222,6 +233,40 @@ def _masking(report: Mapping[str, Any]) -> GateResult:
             f"{c['check']} ({c.get('detail', '')}): {c.get('explanation', '')}" for c in fired
         ),
     )
+
+
+def _improvement(report: Mapping[str, Any]) -> GateResult:
+    verdict = report.get("verdict")
+    if not verdict:
+        return GateResult(
+            gate=Gate.REQUIRE_IMPROVEMENT,
+            passed=False,
+            message="the report has no verdict (a server older than verdicts): improvement unknown",
+            threshold=IMPROVEMENT_CONDITION,
+            measured="no verdict in the report",
+        )
+    before = _interval(report["original"]["robust_accuracy"])
+    after = _interval(report["hardened"]["robust_accuracy"])
+    improved = bool(verdict.get("improved"))
+    if improved:
+        message = f"hardening improved worst-case robustness: {after} after, {before} before"
+    else:
+        message = (
+            f"hardening did not improve worst-case robustness ({verdict.get('robustness', '?')}):"
+            f" {after} after, {before} before"
+        )
+    return GateResult(
+        gate=Gate.REQUIRE_IMPROVEMENT,
+        passed=improved,
+        message=message,
+        threshold=IMPROVEMENT_CONDITION,
+        measured=f"{verdict.get('robustness', '?')}: {before} -> {after}",
+        details="\n".join([verdict.get("summary", ""), *verdict.get("details", ())]).strip(),
+    )
+
+
+def _interval(accuracy: Mapping[str, Any]) -> str:
+    return f"{accuracy['value']:.3f} [{accuracy['low']:.3f}, {accuracy['high']:.3f}]"
 
 
 def fmt(threshold: float) -> str:

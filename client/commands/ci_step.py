@@ -1,10 +1,11 @@
 """The CI side of ``temper harden``: robustness gates, the JUnit and Markdown outputs, and the
 overall ``--timeout``.
 
-``temper harden ... --min-robust-accuracy 0.80 --max-clean-drop 0.02 --fail-on-masking`` holds
-the hardened model to those thresholds (see :mod:`client.gates`), writes
-``STEM.junit.xml`` and ``STEM.summary.md`` beside the model (:mod:`client.ci_report`), prints
-one ``GATE FAILED: ...`` or ``GATES PASSED: ...`` line on stderr and exits 5 when a gate failed.
+``temper harden ... --min-robust-accuracy 0.80 --max-clean-drop 0.02 --fail-on-masking
+--require-improvement`` holds the hardened model to those thresholds (see :mod:`client.gates`),
+writes ``STEM.junit.xml`` and ``STEM.summary.md`` beside the model (:mod:`client.ci_report`),
+prints one ``GATE FAILED: ...`` or ``GATES PASSED: ...`` line on stderr and exits 5 when a gate
+failed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail if gradient masking is suspected on the hardened model",
     )
     group.add_argument(
+        "--require-improvement",
+        action="store_true",
+        help="fail unless the report's verdict says hardening improved worst-case robust"
+        " accuracy beyond the 95%% intervals",
+    )
+    group.add_argument(
         "--gate-on",
         choices=[g.value for g in gates.GateOn],
         default=gates.GateOn.VALUE.value,
@@ -99,6 +106,7 @@ def gate_config(args: argparse.Namespace) -> gates.GateConfig:
         max_clean_drop=args.max_clean_drop,
         fail_on_masking=args.fail_on_masking,
         gate_on=gates.GateOn(args.gate_on),
+        require_improvement=args.require_improvement,
     )
 
 

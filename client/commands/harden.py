@@ -51,8 +51,9 @@ Harden a classifier against adversarial examples and score the original and the 
 model under the same attacks. Writes the hardened ONNX model at -o and, beside it, the report
 (STEM.report.json), the model card (STEM.model_card.md) and, with --local, the robustness
 curve (STEM.robustness_curve.png). As a CI step, gates (--min-robust-accuracy,
---max-clean-drop, --fail-on-masking) make it exit 5 when the hardened model falls short, and
-add a JUnit report (STEM.junit.xml) and a Markdown summary (STEM.summary.md)."""
+--max-clean-drop, --fail-on-masking, --require-improvement) make it exit 5 when the hardened
+model falls short, and add a JUnit report (STEM.junit.xml) and a Markdown summary
+(STEM.summary.md)."""
 
 EXAMPLES = """\
 examples:
@@ -405,6 +406,7 @@ def report_outcome(
 ) -> None:
     if as_json:
         document = outcome_json(outcome)
+        document["verdict"] = outcome.report.get("verdict")
         if verdict is not None:
             document.update(verdict.to_json())
         print_json(document)

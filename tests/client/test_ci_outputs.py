@@ -24,7 +24,9 @@ from client.gates import Gate, GateConfig, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CI_EXAMPLES = REPO_ROOT / "deploy" / "ci"
-ALL_GATES = GateConfig(min_robust_accuracy=0.80, max_clean_drop=0.02, fail_on_masking=True)
+ALL_GATES = GateConfig(
+    min_robust_accuracy=0.80, max_clean_drop=0.02, fail_on_masking=True, require_improvement=True
+)
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +120,39 @@ def test_the_summary_shows_scores_with_intervals_gates_and_masking_explanations(
     assert "- `hardened.onnx`" in text
 
 
+def test_the_summary_and_junit_state_the_verdict(tmp_path: Path) -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 400))
+    outcome = evaluate(report, ALL_GATES)
+
+    written = write_ci_outputs(
+        report, outcome, RunInfo("m"), CiPaths.beside(tmp_path / "h.onnx"), {}
+    )
+
+    text = written.summary.read_text()
+    verdict = report["verdict"]
+    assert f"**Verdict:** {verdict['summary']}" in text
+    assert f"- {verdict['details'][0]}" in text
+    assert "| `require-improvement` | robustness improved beyond the 95% intervals |" in text
+    suite = parse_junit(written.junit)
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["verdict.robustness"] == "unchanged"
+    assert properties["verdict"] == verdict["summary"]
+    failure = suite.find("testcase[@name='require-improvement']/failure")
+    assert failure is not None
+    assert verdict["details"][0] in (failure.text or "")
+
+
+def test_the_summary_of_a_report_without_a_verdict_has_no_verdict_line(tmp_path: Path) -> None:
+    report = make_report(with_verdict=False)
+
+    written = write_ci_outputs(
+        report, evaluate(report, GateConfig()), RunInfo("m"), CiPaths.beside(tmp_path / "h"), {}
+    )
+
+    assert "Verdict" not in written.summary.read_text()
+    assert "verdict" not in written.junit.read_text()
+
+
 def test_the_summary_is_appended_to_the_github_step_summary(tmp_path: Path) -> None:
     step_summary = tmp_path / "step_summary.md"
     step_summary.write_text("earlier step\n")
@@ -182,7 +217,11 @@ def test_local_harden_with_a_failing_gate_exits_5_with_one_line_and_writes_the_r
     report = json.loads((tmp_path / "out" / "hardened.report.json").read_text())
     assert report["hardened"]["clean_accuracy"]["total"] == 48
     suite = parse_junit(tmp_path / "out" / "hardened.junit.xml")
-    assert [c.get("name") for c in suite.findall("testcase")] == [g.value for g in Gate]
+    assert [c.get("name") for c in suite.findall("testcase")] == [
+        "min-robust-accuracy",
+        "max-clean-drop",
+        "fail-on-masking",
+    ]
     failure = suite.find("testcase[@name='min-robust-accuracy']/failure")
     assert failure is not None
     assert failure.get("message", "") in line
@@ -212,7 +251,7 @@ def test_server_harden_with_passing_gates_exits_0_and_says_so(
         result = temper(
             *server_args(address, digits_model, digits_train, tmp_path / "hardened.onnx"),
             "--min-robust-accuracy", "0.8", "--max-clean-drop", "0.02", "--fail-on-masking",
-            "--json",
+            "--require-improvement", "--json",
         )  # fmt: skip
 
     assert result.code == 0, result.err
@@ -248,6 +287,49 @@ def test_server_harden_with_a_failing_gate_exits_5(
         f" {MASKING_CHECKS[1]} (fail-on-masking)"
     )
     assert "clean accuracy" in result.out  # the table is still printed
+
+
+def test_server_harden_requiring_improvement_exits_5_when_robustness_did_not_improve(
+    temper: CliRunner, digits_model: Path, digits_train: Path, tmp_path: Path
+) -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 400))
+    with running(FakeHardening(report)) as address:
+        result = temper(
+            *server_args(address, digits_model, digits_train, tmp_path / "hardened.onnx"),
+            "--require-improvement",
+        )  # fmt: skip
+
+    assert result.code == ExitCode.GATE_FAILED, result.err
+    assert last_line(result.err) == (
+        "GATE FAILED: hardening did not improve worst-case robustness (unchanged):"
+        " 0.400 [0.370, 0.431] after, 0.460 [0.429, 0.491] before (require-improvement)"
+    )
+    assert f"verdict: {report['verdict']['summary']}" in result.out
+
+
+def test_server_harden_json_carries_the_reports_verdict(
+    temper: CliRunner, digits_model: Path, digits_train: Path, tmp_path: Path
+) -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 400))
+    with running(FakeHardening(report)) as address:
+        result = temper(
+            *server_args(address, digits_model, digits_train, tmp_path / "h.onnx"), "--json"
+        )
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["verdict"] == report["verdict"]
+
+
+def test_server_harden_json_of_a_report_without_a_verdict_says_null(
+    temper: CliRunner, digits_model: Path, digits_train: Path, tmp_path: Path
+) -> None:
+    with running(FakeHardening(make_report(with_verdict=False))) as address:
+        result = temper(
+            *server_args(address, digits_model, digits_train, tmp_path / "h.onnx"), "--json"
+        )
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["verdict"] is None
 
 
 def test_without_gates_no_ci_files_and_no_gate_line(
@@ -366,7 +448,8 @@ def test_the_gitlab_job_reports_junit_and_keeps_the_artifacts() -> None:
 def test_the_cli_doc_documents_exit_code_5_and_the_gate_flags() -> None:
     text = (REPO_ROOT / "docs" / "cli.md").read_text()
     assert "| 5 | a robustness gate failed" in text
-    for flag in ("--min-robust-accuracy", "--max-clean-drop", "--fail-on-masking", "--gate-on"):
+    gates = ("--min-robust-accuracy", "--max-clean-drop", "--fail-on-masking", "--gate-on")
+    for flag in (*gates, "--require-improvement"):
         assert f"`{flag}" in text
     for flag in ("--junit", "--summary", "--timeout", "--cancel-on-timeout"):
         assert f"`{flag}" in text

@@ -21,7 +21,12 @@ def brief_report() -> dict[str, Any]:
 
 def test_a_report_that_meets_every_gate_passes() -> None:
     report = make_report(total=200, original=(194, 40), hardened=(192, 170))
-    config = GateConfig(min_robust_accuracy=0.80, max_clean_drop=0.02, fail_on_masking=True)
+    config = GateConfig(
+        min_robust_accuracy=0.80,
+        max_clean_drop=0.02,
+        fail_on_masking=True,
+        require_improvement=True,
+    )
 
     outcome = evaluate(report, config)
 
@@ -30,7 +35,9 @@ def test_a_report_that_meets_every_gate_passes() -> None:
     assert outcome.line() == (
         "GATES PASSED: robust accuracy 0.850 [0.794, 0.893] >= 0.80 (min-robust-accuracy);"
         " clean drop 0.010 <= 0.02 (max-clean-drop);"
-        " no gradient masking suspected on the hardened model (fail-on-masking)"
+        " no gradient masking suspected on the hardened model (fail-on-masking);"
+        " hardening improved worst-case robustness: 0.850 [0.794, 0.893] after,"
+        " 0.200 [0.150, 0.261] before (require-improvement)"
     )
 
 
@@ -124,6 +131,53 @@ def test_the_clean_drop_gate_compares_the_point_estimate_in_either_mode() -> Non
     config = GateConfig(max_clean_drop=0.031, gate_on=GateOn.LOWER_BOUND)
 
     assert evaluate(brief_report(), config).passed
+
+
+def test_require_improvement_fails_when_robustness_did_not_improve_beyond_the_intervals() -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 400))
+
+    outcome = evaluate(report, GateConfig(require_improvement=True))
+
+    (result,) = outcome.failures
+    assert result.gate is Gate.REQUIRE_IMPROVEMENT
+    assert outcome.line() == (
+        "GATE FAILED: hardening did not improve worst-case robustness (unchanged):"
+        " 0.400 [0.370, 0.431] after, 0.460 [0.429, 0.491] before (require-improvement)"
+    )
+    assert result.details.startswith(report["verdict"]["summary"])
+
+
+def test_require_improvement_names_a_robustness_that_got_worse() -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 300))
+
+    outcome = evaluate(report, GateConfig(require_improvement=True))
+
+    assert "did not improve worst-case robustness (worse)" in outcome.line()
+
+
+def test_require_improvement_reads_the_verdict_not_the_numbers() -> None:
+    report = make_report(total=1000, original=(950, 460), hardened=(950, 600))
+    report["verdict"]["improved"] = False
+
+    assert not evaluate(report, GateConfig(require_improvement=True)).passed
+
+
+def test_require_improvement_fails_on_a_report_without_a_verdict() -> None:
+    report = make_report(with_verdict=False)
+
+    outcome = evaluate(report, GateConfig(require_improvement=True))
+
+    assert outcome.line() == (
+        "GATE FAILED: the report has no verdict (a server older than verdicts): improvement"
+        " unknown (require-improvement)"
+    )
+
+
+def test_the_other_gates_ignore_a_missing_verdict() -> None:
+    report = make_report(with_verdict=False)
+    config = GateConfig(min_robust_accuracy=0.80, max_clean_drop=0.02, fail_on_masking=True)
+
+    assert evaluate(report, config).passed
 
 
 def test_no_gate_set_gives_no_results() -> None:
