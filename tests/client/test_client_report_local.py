@@ -66,6 +66,13 @@ def test_without_html_prints_the_before_and_after_table(temper: CliRunner, local
     assert "robust accuracy (worst)    10.5% [30.0,  45.0]     61.5% [30.0,  45.0]" in result.out
 
 
+def test_the_table_states_the_reports_verdict(temper: CliRunner, local_run: Path) -> None:
+    result = temper("report", local_run)
+
+    assert result.code == 0, result.err
+    assert f"verdict: {sample_report()['verdict']['summary']}" in result.out
+
+
 def test_json_prints_the_report_itself(temper: CliRunner, local_run: Path) -> None:
     result = temper("report", local_run, "--json")
 
