@@ -33,6 +33,7 @@ from workers.engine.report import (
     plot_curve,
 )
 from workers.engine.spec import HardeningRequest
+from workers.engine.training import recipe as recipes
 from workers.engine.training.methods import TrainingData, train
 
 ENGINE_VERSION = "0.1.0"
@@ -58,6 +59,7 @@ class PreparedData:
     validation: datasets.Dataset
     evaluation: datasets.Dataset
     eval_source: str
+    recipe: recipes.Recipe
 
 
 def harden(
@@ -100,12 +102,14 @@ def harden(
         ),
         threat=request.threat,
         domain=domain,
-        config=request.training,
+        config=prepared.recipe.config,
         device=device,
         reporter=reporter,
         generator=generator,
         checkpointer=checkpointer,
+        early_stopping_patience=prepared.recipe.early_stopping_patience,
     )
+    trained_with = outcome.config or prepared.recipe.config
 
     target = _evaluation_target(request, prepared.evaluation, domain, loaded.num_classes)
     original_scores = evaluate(loaded.module.to(device.torch_device), target, reporter, "original")
@@ -131,12 +135,14 @@ def harden(
         hardened=hardened_scores,
         training=TrainingSummary(
             method=request.training.method.value,
-            epochs=request.training.epochs,
+            epochs=trained_with.epochs or 0,
             selected_epoch=outcome.selected_epoch,
             selection=outcome.selection,
             history=outcome.history,
             notes=outcome.notes,
             resumed_from_epoch=outcome.resumed_from_epoch,
+            recipe=list(prepared.recipe.choices),
+            config=trained_with.to_dict(),
         ),
         export=ExportCheck(
             parity.max_abs_diff,
@@ -161,7 +167,8 @@ def prepare_data(
     request: HardeningRequest, loaded: LoadedModel, train_set: datasets.Dataset
 ) -> PreparedData:
     """Check the data against the model and the bounds, then split it: an evaluation set (the
-    uploaded one, or a seeded hold-out) and a validation set for checkpoint selection."""
+    uploaded one, or a seeded hold-out) and a validation set for checkpoint selection, sized by
+    the recipe, which then fixes every training parameter left to it."""
     datasets.check_fits(train_set, loaded.input_shape, loaded.num_classes)
     datasets.check_bounds(train_set, request.threat.lower, request.threat.upper)
     if request.eval_data is not None:
@@ -175,13 +182,14 @@ def prepare_data(
         )
         eval_source = "holdout_split"
     train_set, validation = datasets.split_holdout(
-        train_set, request.training.validation_size, request.seed + 1
+        train_set, recipes.validation_size(request.training, len(train_set)), request.seed + 1
     )
     if len(train_set) == 0:
         raise InvalidData("too few samples left for training after the hold-out splits")
     order = np.random.default_rng(request.seed).permutation(len(eval_set))
     eval_set = eval_set.subset(np.sort(order[: request.evaluation.samples]))
-    return PreparedData(train_set, validation, eval_set, eval_source)
+    recipe = recipes.resolve(request.training, len(train_set), len(validation))
+    return PreparedData(train_set, validation, eval_set, eval_source, recipe)
 
 
 def _domain(request: HardeningRequest, sample_shape: tuple[int, ...]) -> Domain:

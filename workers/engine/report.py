@@ -41,6 +41,10 @@ class TrainingSummary:
     history: list[EpochRecord]
     notes: list[str] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    recipe: list[str] = field(default_factory=list)
+    """How the recipe chose each training parameter the request left unset."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The training configuration that ran, every parameter concrete."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class RobustnessReport:
                 "selected_epoch": self.training.selected_epoch,
                 "selection": self.training.selection,
                 "resumed_from_epoch": self.training.resumed_from_epoch,
+                "recipe": self.training.recipe,
+                "config": self.training.config,
                 "notes": self.training.notes,
                 "history": [_epoch_dict(r) for r in self.training.history],
             },

@@ -83,9 +83,13 @@ class ThreatModel:
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """How to harden. ``None`` (and 0 where the docstring says so) means "the recipe chooses":
+    :mod:`workers.engine.training.recipe` derives it from the data before training starts."""
+
     method: Method = Method.PGD
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int | None = None
+    """None derives the count from the data size (and stops early on a plateau)."""
+    batch_size: int | None = None
     learning_rate: float = 0.0
     """Peak learning rate; 0 picks the method's default (see training.methods)."""
     from_scratch: bool = False
@@ -95,8 +99,8 @@ class TrainingConfig:
     """PGD steps per batch for PGD-AT and TRADES (FGSM always takes one)."""
     step_size: float = 0.0
     """Attack step size in input units; 0 picks 2.5 * eps / steps (PGD) or 1.25 * eps (FGSM)."""
-    eps_warmup_epochs: float = 0.0
-    """Epochs over which epsilon ramps linearly from 0 to its full value."""
+    eps_warmup_epochs: float | None = None
+    """Epochs over which epsilon ramps linearly from 0 to its full value; 0 = no warm-up."""
     trades_beta: float = 6.0
     # defensive distillation
     temperature: float = 100.0
@@ -107,13 +111,17 @@ class TrainingConfig:
     # checkpoint selection
     select_best_robust: bool = True
     """Keep the epoch with the best robust accuracy on held-out data (Rice et al. 2020)."""
-    validation_size: int = 500
+    validation_size: int | None = None
+    """Training rows held out to select the best epoch; None = a share sized to the data."""
 
     def validate(self) -> None:
         _require(isinstance(self.method, Method), f"unknown method {self.method!r}")
-        _require(1 <= self.epochs <= 1000, f"epochs must be between 1 and 1000, got {self.epochs}")
         _require(
-            1 <= self.batch_size <= 8192,
+            self.epochs is None or 1 <= self.epochs <= 1000,
+            f"epochs must be between 1 and 1000, got {self.epochs}",
+        )
+        _require(
+            self.batch_size is None or 1 <= self.batch_size <= 8192,
             f"batch_size must be between 1 and 8192, got {self.batch_size}",
         )
         _require(
@@ -128,8 +136,10 @@ class TrainingConfig:
             _finite(self.step_size) and self.step_size >= 0,
             f"step_size must be >= 0 (0 = default), got {self.step_size}",
         )
+        warmup = self.eps_warmup_epochs
         _require(
-            _finite(self.eps_warmup_epochs) and 0 <= self.eps_warmup_epochs <= self.epochs,
+            warmup is None
+            or (_finite(warmup) and 0 <= warmup <= (self.epochs or 1000)),
             "eps_warmup_epochs must be between 0 and the number of epochs",
         )
         _require(
@@ -146,8 +156,13 @@ class TrainingConfig:
         )
         _require(0 <= self.teacher_epochs <= 1000, "teacher_epochs must be between 0 and 1000")
         _require(
-            0 <= self.validation_size <= 100_000, "validation_size must be between 0 and 100000"
+            self.validation_size is None or 0 <= self.validation_size <= 100_000,
+            "validation_size must be between 0 and 100000",
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        recorded: dict[str, Any] = _jsonable(asdict(self))
+        return recorded
 
 
 @dataclass(frozen=True)

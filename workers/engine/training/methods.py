@@ -5,6 +5,10 @@ overfitting, Rice et al. 2020). FGSM training additionally watches for catastrop
 (Wong et al. 2020: robust accuracy under PGD collapsing within an epoch) and recovers by rolling
 back to the best epoch and shrinking the step.
 
+Every run is watched: when an epoch leaves the model with less than half of the upload's
+validation accuracy above chance, or the loss stops being finite, the run starts again from the
+upload with a quarter of the learning rate, then from scratch, and the notes say so.
+
 Given a :class:`~workers.engine.checkpoint.Checkpointer`, training saves its whole state at
 every epoch boundary and, when the checkpointer already holds a state of the same run, goes on
 from there instead of starting over (distillation saves its finished teacher too).
@@ -28,10 +32,12 @@ from workers.engine.attacks.norms import ball
 from workers.engine.attacks.perturb import Domain, perturb
 from workers.engine.checkpoint import Checkpointer, State, capture_rng, restore_rng
 from workers.engine.device import Device
+from workers.engine.errors import TrainingDiverged
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.loop import Batches, Step, train_epoch
-from workers.engine.training.schedules import eps_warmup, one_cycle
+from workers.engine.training.recipe import SCRATCH_LR
+from workers.engine.training.schedules import WARMUP_FRACTION, eps_warmup, one_cycle
 from workers.engine.training.steps import (
     AdversarialSetting,
     DistillationStep,
@@ -65,6 +71,8 @@ class TrainingOutcome:
     notes: list[str] = field(default_factory=list)
     resumed_from_epoch: int | None = None
     """Epochs (over all stages) already done when this run went on from a checkpoint."""
+    config: TrainingConfig | None = None
+    """The configuration that produced the model (gentler than asked after a restart)."""
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,121 @@ def train(
     reporter: Reporter,
     generator: torch.Generator,
     checkpointer: Checkpointer | None = None,
+    early_stopping_patience: int | None = None,
 ) -> TrainingOutcome:
     """Harden a copy of ``model`` with ``config.method``; the argument is left untouched.
 
-    With a ``checkpointer``, the state is saved after every epoch, and a saved state of the
-    same run (same model shapes, data sizes and configuration) is resumed."""
+    ``config`` must be concrete (see :func:`workers.engine.training.recipe.resolve`). With a
+    ``checkpointer``, the state is saved after every epoch, and a saved state of the same run
+    (same model shapes, data sizes and configuration) is resumed. A run that collapses or
+    diverges is started again with a gentler configuration (:data:`MAX_RESTARTS` times)."""
+    guard = CollapseGuard.for_upload(model, data, device, fine_tuning=not config.from_scratch)
+    recoveries: list[str] = []
+    attempt = config
+    while True:
+        try:
+            outcome = _train_once(
+                model,
+                data,
+                threat=threat,
+                domain=domain,
+                config=attempt,
+                device=device,
+                reporter=reporter,
+                generator=generator,
+                checkpointer=checkpointer,
+                early_stopping_patience=early_stopping_patience,
+                guard=guard,
+            )
+        except (Collapsed, TrainingDiverged) as failure:
+            if len(recoveries) >= MAX_RESTARTS:
+                raise TrainingDiverged(
+                    f"{failure} Training was restarted {MAX_RESTARTS} times with gentler"
+                    " settings and failed each time; check the data's labels and bounds"
+                ) from failure
+            attempt, remedy = _gentler(attempt)
+            recoveries.append(f"{failure} {remedy}")
+            reporter.emit(ProgressEvent(stage="training", message=f"restarting: {remedy}"))
+            continue
+        outcome.notes[:0] = recoveries
+        outcome.config = attempt
+        return outcome
+
+
+MAX_RESTARTS = 2
+
+
+class Collapsed(Exception):
+    """An epoch ended with the model's clean accuracy collapsed (see :class:`CollapseGuard`)."""
+
+
+@dataclass(frozen=True)
+class CollapseGuard:
+    """Tells a run that has destroyed what the upload knew. Fine-tuning a classifier that is
+    well above chance must not end an epoch with less than half of that margin left."""
+
+    floor: float | None
+
+    @classmethod
+    def for_upload(
+        cls, model: nn.Module, data: TrainingData, device: Device, *, fine_tuning: bool
+    ) -> CollapseGuard:
+        if not fine_tuning or len(data.val_y) == 0:
+            return cls(None)
+        chance = 1.0 / (int(torch.cat([data.y, data.val_y]).max()) + 1)
+        start, _ = validate(
+            model.to(device.torch_device), data.val_x, data.val_y, 0.0, None, robust=False
+        )
+        if start < chance + 0.2:
+            return cls(None)
+        return cls(chance + 0.5 * (start - chance))
+
+    def check(self, clean: float, epoch: int) -> None:
+        if self.floor is not None and clean < self.floor:
+            raise Collapsed(
+                f"validation clean accuracy collapsed to {clean:.1%} in epoch {epoch}"
+                f" (the upload's margin over chance halves at {self.floor:.1%})."
+            )
+
+
+def _gentler(config: TrainingConfig) -> tuple[TrainingConfig, str]:
+    if not config.from_scratch:
+        lower = config.learning_rate / 4
+        if lower >= 1e-5:
+            return (
+                dataclasses.replace(config, learning_rate=lower),
+                f"restarted from the upload with a quarter of the learning rate ({lower:.3g})",
+            )
+        return (
+            dataclasses.replace(config, from_scratch=True, learning_rate=SCRATCH_LR),
+            f"restarted from freshly initialised weights at rate {SCRATCH_LR:g}",
+        )
+    lower = config.learning_rate / 4
+    return (
+        dataclasses.replace(config, learning_rate=lower),
+        f"restarted from fresh weights with a quarter of the learning rate ({lower:.3g})",
+    )
+
+
+def _train_once(
+    model: nn.Module,
+    data: TrainingData,
+    *,
+    threat: ThreatModel,
+    domain: Domain,
+    config: TrainingConfig,
+    device: Device,
+    reporter: Reporter,
+    generator: torch.Generator,
+    checkpointer: Checkpointer | None,
+    early_stopping_patience: int | None,
+    guard: CollapseGuard,
+) -> TrainingOutcome:
     student = copy.deepcopy(model).to(device.torch_device)
     notes: list[str] = []
     if config.from_scratch:
         notes.append(reinitialize(student, generator))
+        guard = CollapseGuard(None)
     setting = AdversarialSetting(
         ball(threat.norm), domain.to(device.torch_device), generator, device.training_autocast()
     )
@@ -122,13 +236,21 @@ def train(
         generator=generator,
         setting=setting,
         notes=notes,
-        peak_lr=peak_learning_rate(config),
+        peak_lr=config.learning_rate,
         stage="training",
-        epochs=config.epochs,
+        epochs=_concrete(config.epochs),
         select_robust=config.select_best_robust,
         checkpoint=resume.phase("training"),
+        patience=early_stopping_patience,
+        guard=guard,
     )
     return resume.annotate(outcome)
+
+
+def _concrete(value: int | None) -> int:
+    if value is None:
+        raise ValueError("training needs a resolved configuration (see training.recipe)")
+    return value
 
 
 def _fit(
@@ -148,11 +270,13 @@ def _fit(
     epochs: int,
     select_robust: bool,
     checkpoint: PhaseCheckpoint | None = None,
+    patience: int | None = None,
+    guard: CollapseGuard | None = None,
 ) -> TrainingOutcome:
-    batches = Batches(data.x, data.y, config.batch_size, device.torch_device, generator)
+    batches = Batches(data.x, data.y, _concrete(config.batch_size), device.torch_device, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr)
     lr = one_cycle(peak_lr, epochs)
-    eps = eps_warmup(threat.eps, config.eps_warmup_epochs)
+    eps = eps_warmup(threat.eps, config.eps_warmup_epochs or 0.0)
     history: list[EpochRecord] = []
     best_score, best_epoch, best_state = -math.inf, 0, _snapshot(model)
     first_epoch = 0
@@ -182,6 +306,8 @@ def _fit(
             stage=stage,
         )
         clean, robust = validate(model, data.val_x, data.val_y, threat.eps, setting, select_robust)
+        if guard is not None:
+            guard.check(clean, epoch + 1)
         record = EpochRecord(stage, epoch + 1, stats.loss, stats.train_accuracy, clean, robust)
         history.append(record)
         reporter.emit(
@@ -224,6 +350,12 @@ def _fit(
                     "alpha_factor": step.alpha_factor if isinstance(step, FgsmStep) else None,
                 }
             )
+        if _plateaued(patience, epoch + 1, best_epoch, epochs):
+            notes.append(
+                f"stopped early after epoch {epoch + 1} of {epochs}: no better validation score"
+                f" since epoch {best_epoch}"
+            )
+            break
     model.load_state_dict(best_state)
     selection = "best validation robust accuracy" if select_robust else "last epoch"
     return TrainingOutcome(model.eval(), history, best_epoch, selection, notes)
@@ -247,8 +379,8 @@ def _distill(
     The finished teacher is saved with the checkpoints of the student's phase, so a run that
     resumes there does not train the teacher again."""
     teacher = copy.deepcopy(student)
-    peak_lr = peak_learning_rate(config)
-    teacher_epochs = config.teacher_epochs or config.epochs
+    peak_lr = config.learning_rate
+    teacher_epochs = config.teacher_epochs or _concrete(config.epochs)
     fit = partial(
         _fit,
         threat=threat,
@@ -286,7 +418,7 @@ def _distill(
         data,
         notes=notes,
         stage="training",
-        epochs=config.epochs,
+        epochs=_concrete(config.epochs),
         checkpoint=resume.phase("training"),
     )
     outcome.history[:0] = teacher_history
@@ -302,7 +434,7 @@ def validate(
     x: Tensor,
     y: Tensor,
     eps: float,
-    setting: AdversarialSetting,
+    setting: AdversarialSetting | None,
     robust: bool,
     batch_size: int = 500,
 ) -> tuple[float, float | None]:
@@ -318,7 +450,7 @@ def validate(
         yb = y[start : start + batch_size].to(device)
         with torch.no_grad():
             clean += int((model(xb).argmax(1) == yb).sum())
-        if robust:
+        if robust and setting is not None:
             x_adv = perturb(
                 model,
                 xb,
@@ -359,14 +491,15 @@ def reinitialize(model: nn.Module, generator: torch.Generator) -> str:
     return "trained from scratch: weight matrices re-initialised, biases and scales kept"
 
 
-def peak_learning_rate(config: TrainingConfig) -> float:
-    """The configured peak rate, or Adam's default here: 5e-3 from scratch (as Wong et al. use on
-    MNIST), 1e-3 when fine-tuning an upload."""
-    return config.learning_rate or (5e-3 if config.from_scratch else 1e-3)
-
-
 def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels)
+
+
+def _plateaued(patience: int | None, done: int, best_epoch: int, epochs: int) -> bool:
+    """Early stopping: only once the one-cycle rate has peaked, so warm-up epochs never count."""
+    if patience is None or done >= epochs:
+        return False
+    return done > WARMUP_FRACTION * epochs and done - best_epoch >= patience
 
 
 def _collapsed(robust: float, best: float) -> bool:

@@ -6,8 +6,11 @@ from collections.abc import Callable
 
 Schedule = Callable[[float], float]
 
+WARMUP_FRACTION = 0.4
+"""Share of the epochs over which the one-cycle rate climbs to its peak."""
 
-def one_cycle(peak: float, epochs: float, warmup_fraction: float = 0.4) -> Schedule:
+
+def one_cycle(peak: float, epochs: float, warmup_fraction: float = WARMUP_FRACTION) -> Schedule:
     """Linear ramp from 0 to ``peak`` over the first ``warmup_fraction`` of training, then
     linear decay to 0: the cyclic rate of Wong et al. 2020 (and Smith's one-cycle policy)."""
     top = max(epochs * warmup_fraction, 1e-12)

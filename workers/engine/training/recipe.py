@@ -1,0 +1,119 @@
+"""The default recipe: what a job with no training flags runs, derived from the data it gets.
+
+Users do not tune, so every training parameter a user leaves unset is chosen here from the
+number of training rows, the method and whether the upload is fine-tuned or trained from
+scratch; a parameter the user set is kept as it is. :func:`resolve` returns a concrete
+:class:`~workers.engine.spec.TrainingConfig` together with one plain sentence per choice, which
+the report records, so a user can see (and pin with flags) what ran.
+
+The numbers come from the panel in ``bench/recipes.py`` (docs/benchmarks.md):
+
+- **Validation**: a tenth of the training rows, at most 1,000, for checkpoint selection; none
+  under 200 rows, where a 20-row validation set would pick checkpoints by noise.
+- **Batch size**: 128 (Wong et al. 2020), smaller on small sets so an epoch has at least about
+  50 optimiser steps (never below 32).
+- **Epochs**: enough for about 5,000 optimiser steps, between 8 and 60 epochs: 12 on MNIST.
+- **Epsilon warm-up**: the first fifth of the epochs (adversarial methods). Without it,
+  fine-tuning a plainly trained MNIST model at eps 0.3 fell into a constant prediction in its
+  first epoch and never recovered.
+- **Early stopping**: only with a derived epoch count, after the learning rate has peaked, when
+  validation robust accuracy has not improved for a quarter of the epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from workers.engine.spec import Method, TrainingConfig
+
+VALIDATION_SHARE = 0.1
+VALIDATION_MAX = 1000
+VALIDATION_MIN_ROWS = 200
+TARGET_STEPS = 5000
+MIN_EPOCHS, MAX_EPOCHS = 8, 60
+MIN_STEPS_PER_EPOCH = 50
+BATCH_MAX, BATCH_MIN = 128, 32
+WARMUP_SHARE = 0.2
+SCRATCH_LR, FINE_TUNE_LR = 5e-3, 1e-3
+
+
+@dataclass(frozen=True)
+class Recipe:
+    config: TrainingConfig
+    """Every field concrete: no ``None`` left for the training code to interpret."""
+    early_stopping_patience: int | None
+    """Epochs without a better validation score before stopping; None = run every epoch."""
+    choices: tuple[str, ...]
+    """One sentence per parameter the recipe chose, for the report."""
+
+
+def validation_size(config: TrainingConfig, rows: int) -> int:
+    """Rows held out of ``rows`` training rows to select checkpoints on."""
+    if config.validation_size is not None:
+        return config.validation_size
+    if rows < VALIDATION_MIN_ROWS:
+        return 0
+    return min(VALIDATION_MAX, round(rows * VALIDATION_SHARE))
+
+
+def resolve(config: TrainingConfig, train_rows: int, validation_rows: int) -> Recipe:
+    """The concrete configuration for ``train_rows`` rows to train on (after the validation
+    split of ``validation_rows``)."""
+    choices: list[str] = []
+    if config.validation_size is None:
+        choices.append(
+            f"validation: {validation_rows} rows held out of the training data"
+            f" ({VALIDATION_SHARE:.0%}, at most {VALIDATION_MAX}; none under"
+            f" {VALIDATION_MIN_ROWS} rows) to select the best epoch"
+        )
+    batch_size = config.batch_size
+    if batch_size is None:
+        batch_size = _batch_size(train_rows)
+        choices.append(
+            f"batch size {batch_size} for {train_rows} training rows"
+            f" (at least {MIN_STEPS_PER_EPOCH} steps an epoch, at most {BATCH_MAX})"
+        )
+    epochs = config.epochs
+    if epochs is None:
+        steps = math.ceil(train_rows / batch_size)
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))
+        choices.append(
+            f"{epochs} epochs: about {TARGET_STEPS} optimiser steps of {steps} an epoch"
+            f" (between {MIN_EPOCHS} and {MAX_EPOCHS})"
+        )
+    warmup = config.eps_warmup_epochs
+    if warmup is None:
+        adversarial = config.method is not Method.DISTILLATION
+        warmup = round(WARMUP_SHARE * epochs, 2) if adversarial and epochs >= 3 else 0.0
+        if warmup:
+            choices.append(f"epsilon ramped up from 0 over the first {warmup:g} epochs")
+    learning_rate = config.learning_rate
+    if not learning_rate:
+        learning_rate = SCRATCH_LR if config.from_scratch else FINE_TUNE_LR
+        choices.append(
+            f"Adam with a one-cycle rate peaking at {learning_rate:g}"
+            f" ({'training from scratch' if config.from_scratch else 'fine-tuning the upload'})"
+        )
+    patience = None
+    if config.epochs is None and validation_rows > 0:
+        patience = max(2, epochs // 4)
+        choices.append(
+            f"early stopping once the rate has peaked, after {patience} epochs without a better"
+            " validation score"
+        )
+    resolved = replace(
+        config,
+        epochs=epochs,
+        batch_size=batch_size,
+        eps_warmup_epochs=warmup,
+        learning_rate=learning_rate,
+        validation_size=validation_rows,
+    )
+    return Recipe(resolved, patience, tuple(choices))
+
+
+def _batch_size(rows: int) -> int:
+    target = max(1, rows // MIN_STEPS_PER_EPOCH)
+    power = 2 ** max(0, math.floor(math.log2(target)))
+    return max(BATCH_MIN, min(BATCH_MAX, power))
