@@ -206,14 +206,14 @@ def _training(training: pb.Training) -> TrainingConfig:
     default = TrainingConfig()
     values: dict[str, Any] = {
         "method": Method(method),
-        "epochs": _given(training, "epochs", default.epochs),
-        "batch_size": _given(training, "batch_size", default.batch_size),
+        "epochs": _recipe_unless_set(training, "epochs"),
+        "batch_size": _recipe_unless_set(training, "batch_size"),
         "learning_rate": _above_zero(
-            training, "learning_rate", "spec.training.learning_rate", "the method's default"
+            training, "learning_rate", "spec.training.learning_rate", "the recipe's rate"
         ),
         "from_scratch": training.from_scratch,
         "select_best_robust": _given(training, "select_best_robust", default.select_best_robust),
-        "validation_size": _given(training, "validation_size", default.validation_size),
+        "validation_size": _recipe_unless_set(training, "validation_size"),
     }
     if method == "distillation":
         d = training.distillation
@@ -234,7 +234,7 @@ def _training(training: pb.Training) -> TrainingConfig:
             "step_size": _above_zero(
                 t, "step_size", "spec.training.trades.step_size", "2.5 * epsilon / attack_steps"
             ),
-            "eps_warmup_epochs": t.eps_warmup_epochs,
+            "eps_warmup_epochs": _recipe_unless_set(t, "eps_warmup_epochs"),
             "trades_beta": _given(t, "beta", default.trades_beta),
         }
     elif method == "pgd":
@@ -244,7 +244,7 @@ def _training(training: pb.Training) -> TrainingConfig:
             "step_size": _above_zero(
                 p, "step_size", "spec.training.pgd.step_size", "2.5 * epsilon / attack_steps"
             ),
-            "eps_warmup_epochs": p.eps_warmup_epochs,
+            "eps_warmup_epochs": _recipe_unless_set(p, "eps_warmup_epochs"),
         }
     else:
         f = training.fgsm
@@ -252,9 +252,15 @@ def _training(training: pb.Training) -> TrainingConfig:
             "step_size": _above_zero(
                 f, "step_size", "spec.training.fgsm.step_size", "1.25 * epsilon"
             ),
-            "eps_warmup_epochs": f.eps_warmup_epochs,
+            "eps_warmup_epochs": _recipe_unless_set(f, "eps_warmup_epochs"),
         }
     return TrainingConfig(**values)
+
+
+def _recipe_unless_set(message: Any, name: str) -> Any:
+    """A field the engine's recipe derives from the data when it is None: the value the client
+    set (0 included, for the engine's checks to accept or refuse), else None."""
+    return getattr(message, name) if message.HasField(name) else None
 
 
 def _given(message: Any, name: str, default: V) -> V:
@@ -328,8 +334,10 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
 
 
 def _training_to_pb(training: TrainingConfig) -> pb.Training:
-    """The engine's 0 = "default" values (learning rate, step size, teacher epochs) stay unset,
-    so that the message submitted again means the same job."""
+    """The engine's "default" values stay unset, so that the message submitted again means the
+    same job: 0 in learning rate, step size and teacher epochs, and None (the recipe chooses) in
+    epochs, batch size, validation size and epsilon warm-up. protobuf leaves a field given None
+    unset."""
     message = pb.Training(
         epochs=training.epochs,
         batch_size=training.batch_size,

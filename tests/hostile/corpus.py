@@ -266,12 +266,15 @@ def _safetensors_job(request: pb.SubmitJobRequest) -> None:
     request.spec.architecture = "mlp"
 
 
-def _epochs_are(expected: int) -> Callable[[pb.Job], None]:
-    def check(job: pb.Job) -> None:
-        assert job.state == pb.JOB_STATE_QUEUED
-        assert job.spec.training.epochs == expected
+def _epochs_left_to_the_recipe(job: pb.Job) -> None:
+    assert job.state == pb.JOB_STATE_QUEUED
+    assert not job.spec.training.HasField("epochs")
 
-    return check
+
+def _warmup_is_zero(job: pb.Job) -> None:
+    assert job.state == pb.JOB_STATE_QUEUED
+    assert job.spec.training.fgsm.HasField("eps_warmup_epochs")
+    assert job.spec.training.fgsm.eps_warmup_epochs == 0.0
 
 
 def _temperature_is(expected: float) -> Callable[[pb.Job], None]:
@@ -704,11 +707,11 @@ CASES: list[Case] = [
     param_case("param-nan-epsilon", _set(**{"spec.threat_model.epsilon": math.nan}), "eps"),
     param_case("param-infinite-epsilon", _set(**{"spec.threat_model.epsilon": math.inf}), "eps"),
     param_case(
-        "param-unset-epochs-mean-the-default",
+        "param-unset-epochs-are-left-to-the-recipe",
         lambda r: r.spec.training.ClearField("epochs"),
         "",
         OK,
-        check=_epochs_are(10),
+        check=_epochs_left_to_the_recipe,
     ),
     param_case(
         "param-zero-epochs",
@@ -812,6 +815,13 @@ CASES: list[Case] = [
     ),
     param_case(
         "param-negative-step-size", _set(**{"spec.training.fgsm.step_size": -1.0}), "step_size"
+    ),
+    param_case(
+        "param-zero-warmup-means-no-warmup",
+        _set(**{"spec.training.fgsm.eps_warmup_epochs": 0.0}),
+        "",
+        OK,
+        check=_warmup_is_zero,
     ),
     param_case(
         "param-warmup-longer-than-training",

@@ -3,11 +3,14 @@ and a spec the server sends back means the same job when submitted again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from tempering.v1 import hardening_pb2 as pb
 
 from service import convert
 from service.errors import InvalidRequest
+from workers.engine.errors import InvalidParameter
 from workers.engine.spec import EvaluationConfig, TrainingConfig
 
 
@@ -35,6 +38,8 @@ def test_unset_fields_take_the_engines_defaults() -> None:
         pb.Training(epochs=3, learning_rate=0.01, pgd=pb.Pgd(attack_steps=5, step_size=0.02)),
         pb.Training(fgsm=pb.Fgsm()),
         pb.Training(trades=pb.Trades(beta=2.0)),
+        pb.Training(batch_size=64, validation_size=0, fgsm=pb.Fgsm(eps_warmup_epochs=0.0)),
+        pb.Training(pgd=pb.Pgd(eps_warmup_epochs=1.5)),
         pb.Training(distillation=pb.Distillation(temperature=20.0, teacher_epochs=2)),
         pb.Training(distillation=pb.Distillation()),
     ],
@@ -52,7 +57,72 @@ def test_the_engines_zero_for_default_stays_unset_in_the_message() -> None:
 
     assert not message.training.HasField("learning_rate")
     assert not message.training.fgsm.HasField("step_size")
-    assert message.training.epochs == TrainingConfig().epochs
+
+
+WARMUP_METHODS = [
+    pytest.param(lambda w: pb.Training(pgd=pb.Pgd(eps_warmup_epochs=w)), id="pgd"),
+    pytest.param(lambda w: pb.Training(fgsm=pb.Fgsm(eps_warmup_epochs=w)), id="fgsm"),
+    pytest.param(lambda w: pb.Training(trades=pb.Trades(eps_warmup_epochs=w)), id="trades"),
+]
+
+
+@pytest.mark.parametrize("training_with_warmup", WARMUP_METHODS)
+def test_an_unset_eps_warmup_reaches_the_engine_as_none(training_with_warmup: Any) -> None:
+    spec = convert.job_spec(spec_with(training_with_warmup(None)))
+
+    assert spec.training.eps_warmup_epochs is None
+
+
+@pytest.mark.parametrize("training_with_warmup", WARMUP_METHODS)
+def test_an_explicit_zero_eps_warmup_reaches_the_engine_as_zero(
+    training_with_warmup: Any,
+) -> None:
+    spec = convert.job_spec(spec_with(training_with_warmup(0.0)))
+
+    assert spec.training.eps_warmup_epochs == 0.0
+    spec.validate()
+
+
+def test_unset_epochs_batch_size_and_validation_size_reach_the_engine_as_none() -> None:
+    training = convert.job_spec(spec_with(pb.Training(pgd=pb.Pgd()))).training
+
+    assert (training.epochs, training.batch_size, training.validation_size) == (None, None, None)
+
+
+def test_set_epochs_batch_size_and_validation_size_reach_the_engine_as_sent() -> None:
+    message = pb.Training(epochs=4, batch_size=32, validation_size=0, pgd=pb.Pgd())
+
+    training = convert.job_spec(spec_with(message)).training
+
+    assert (training.epochs, training.batch_size, training.validation_size) == (4, 32, 0)
+
+
+def test_an_explicit_zero_epochs_reaches_the_engine_whose_check_refuses_it() -> None:
+    spec = convert.job_spec(spec_with(pb.Training(epochs=0, pgd=pb.Pgd())))
+
+    with pytest.raises(InvalidParameter, match="epochs must be between 1 and 1000"):
+        spec.validate()
+
+
+def test_fields_the_recipe_chooses_stay_unset_in_the_message_sent_back() -> None:
+    message = convert.job_spec_to_pb(convert.job_spec(spec_with(pb.Training(pgd=pb.Pgd()))))
+
+    set_fields = [
+        name
+        for name in ("epochs", "batch_size", "validation_size")
+        if message.training.HasField(name)
+    ]
+    assert set_fields == []
+    assert not message.training.pgd.HasField("eps_warmup_epochs")
+
+
+def test_an_explicit_zero_eps_warmup_stays_set_in_the_message_sent_back() -> None:
+    sent = spec_with(pb.Training(trades=pb.Trades(eps_warmup_epochs=0.0)))
+
+    message = convert.job_spec_to_pb(convert.job_spec(sent))
+
+    assert message.training.trades.HasField("eps_warmup_epochs")
+    assert message.training.trades.eps_warmup_epochs == 0.0
 
 
 @pytest.mark.parametrize(

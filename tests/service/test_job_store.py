@@ -45,6 +45,16 @@ def test_created_job_reads_back_queued_with_its_spec_and_labels(store: JobStore)
     assert fetched.attempts == 0
 
 
+def test_a_spec_left_to_the_recipe_reads_back_with_its_fields_still_unset(
+    store: JobStore,
+) -> None:
+    job, _ = store.create(NewJob(spec(eps_warmup_epochs=0.0)))
+
+    training = store.get(job.id).spec.training
+    assert (training.epochs, training.batch_size, training.validation_size) == (None, None, None)
+    assert training.eps_warmup_epochs == 0.0
+
+
 def test_unknown_job_is_not_found(store: JobStore) -> None:
     with pytest.raises(NotFound):
         store.get("missing")
@@ -115,6 +125,13 @@ def test_idempotency_key_with_different_parameters_is_refused(store: JobStore) -
 
     with pytest.raises(AlreadyExists, match="different parameters"):
         store.create(NewJob(spec(epochs=2), idempotency_key="key-1"))
+
+
+def test_idempotency_key_for_recipe_epochs_then_a_given_count_is_refused(store: JobStore) -> None:
+    store.create(NewJob(spec(), idempotency_key="key-1"))
+
+    with pytest.raises(AlreadyExists, match="different parameters"):
+        store.create(NewJob(spec(epochs=12), idempotency_key="key-1"))
 
 
 def test_cancelling_a_queued_job_ends_it_at_once(store: JobStore) -> None:
