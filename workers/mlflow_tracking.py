@@ -85,8 +85,10 @@ class TrackedRun:
             self._epochs_broken = True
 
     def log_outcome(self, report: Mapping[str, Any], files: Iterable[Path]) -> None:
-        """The headline scores of the report, then the files (report, card, plot, model)."""
+        """The headline scores of the report, the training configuration that ran, then the
+        files (report, card, plot, model)."""
         self._log_metrics(headline_metrics(report), step=0, what="the scores")
+        self._log_resolved(report)
         for path in files:
             try:
                 self._client.log_artifact(self.run_id, str(path))
@@ -94,6 +96,18 @@ class TrackedRun:
                 log.warning(
                     "job %s: could not log %s to MLflow", self._job_id, path.name, exc_info=True
                 )
+
+    def _log_resolved(self, report: Mapping[str, Any]) -> None:
+        """``resolved.*`` params: what the recipe chose where the request said "auto". MLflow
+        params cannot change once logged, hence names of their own."""
+        try:
+            _log_new_params(self._client, self.run_id, resolved_params(report))
+        except Exception:
+            log.warning(
+                "job %s: could not log the resolved training configuration to MLflow",
+                self._job_id,
+                exc_info=True,
+            )
 
     def end(self, status: str) -> None:
         """``status``: FINISHED, FAILED or KILLED."""
@@ -161,8 +175,18 @@ def open_run(target: RunTarget, request: HardeningRequest) -> TrackedRun:
     return TrackedRun(client, run_id, target.job_id)
 
 
+AUTO = "auto"
+"""The logged value of a parameter the request left to the recipe (None)."""
+RESOLVED_PREFIX = "resolved."
+RESOLVED_FIELDS = ("epochs", "batch_size", "learning_rate", "validation_size")
+"""Fields of the report's ``training.config`` logged as ``resolved.*`` when the job ends, with
+``eps_warmup_epochs`` for the adversarial methods."""
+
+
 def run_params(request: HardeningRequest) -> dict[str, str]:
-    """The parameters of the run: the job's request, with the method's own settings only."""
+    """The parameters of the run: the job's request, with the method's own settings only; a
+    parameter left to the recipe is logged as "auto" (the ``resolved.*`` params logged at the
+    end hold what it chose)."""
     training, threat = request.training, request.threat
     params: dict[str, Any] = {
         "method": training.method.value,
@@ -171,6 +195,7 @@ def run_params(request: HardeningRequest) -> dict[str, str]:
         "epochs": training.epochs,
         "batch_size": training.batch_size,
         "learning_rate": training.learning_rate,
+        "validation_size": training.validation_size,
         "seed": request.seed,
         "suite": request.evaluation.suite.value,
         "eval_samples": request.evaluation.samples,
@@ -185,9 +210,24 @@ def run_params(request: HardeningRequest) -> dict[str, str]:
     else:
         params["attack_steps"] = 1 if training.method is Method.FGSM else training.attack_steps
         params["step_size"] = training.step_size
+        params["eps_warmup_epochs"] = training.eps_warmup_epochs
     if training.method is Method.TRADES:
         params["trades_beta"] = training.trades_beta
-    return {name: str(value) for name, value in params.items()}
+    return {name: _param_value(value) for name, value in params.items()}
+
+
+def resolved_params(report: Mapping[str, Any]) -> dict[str, str]:
+    """The concrete values of the report's ``training.config`` (what ran) for the parameters the
+    recipe may choose, as ``resolved.<name>``; empty for a report without one (older engine)."""
+    config: Mapping[str, Any] = report.get("training", {}).get("config") or {}
+    names: tuple[str, ...] = RESOLVED_FIELDS
+    if config.get("method", Method.DISTILLATION.value) != Method.DISTILLATION.value:
+        names += ("eps_warmup_epochs",)
+    return {RESOLVED_PREFIX + name: _param_value(config[name]) for name in names if name in config}
+
+
+def _param_value(value: Any) -> str:
+    return AUTO if value is None else str(value)
 
 
 def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:

@@ -42,7 +42,7 @@ from tests.shared_support import (
 )
 from workers.engine.progress import Reporter
 from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
-from workers.mlflow_tracking import RunTarget, job_tracking, open_run
+from workers.mlflow_tracking import RunTarget, job_tracking, open_run, run_params
 
 EPOCHS = 2
 EXPERIMENT = "digits-hardening"
@@ -340,6 +340,76 @@ def _written(path: Path, data: bytes) -> Any:
 
     path.write_bytes(data)
     return ModelSource(path=path, format=ModelFormat.ONNX)
+
+
+# --- parameters left to the recipe ---------------------------------------------------------
+
+
+def _pgd_request(tmp_path: Path, training: TrainingConfig) -> HardeningRequest:
+    request = HardeningRequest(
+        model=_written(tmp_path / "model.onnx", b"model"),
+        train_data=tmp_path / "train.npz",
+        training=training,
+        threat=ThreatModel(eps=0.1),
+    )
+    request.train_data.write_bytes(b"data")
+    return request
+
+
+RECIPE_FIELDS = ("epochs", "batch_size", "validation_size", "eps_warmup_epochs")
+
+
+def test_a_parameter_left_to_the_recipe_is_logged_as_auto(tmp_path: Path) -> None:
+    params = run_params(_pgd_request(tmp_path, TrainingConfig(method=Method.PGD)))
+
+    assert {name: params[name] for name in RECIPE_FIELDS} == dict.fromkeys(RECIPE_FIELDS, "auto")
+
+
+def test_a_parameter_given_is_logged_as_given(tmp_path: Path) -> None:
+    training = TrainingConfig(
+        method=Method.PGD, epochs=3, batch_size=32, validation_size=0, eps_warmup_epochs=0.0
+    )
+
+    params = run_params(_pgd_request(tmp_path, training))
+
+    assert [params[name] for name in RECIPE_FIELDS] == ["3", "32", "0", "0.0"]
+
+
+def _report_with_config(config: dict[str, Any]) -> dict[str, Any]:
+    scores = {
+        "clean_accuracy": {"value": 0.9, "low": 0.8, "high": 0.95},
+        "robust_accuracy": {"value": 0.5, "low": 0.4, "high": 0.6},
+        "attacks": [],
+    }
+    return {"original": scores, "hardened": scores, "training": {"config": config}}
+
+
+def test_the_configuration_that_ran_is_logged_as_resolved_params_when_the_run_ends(
+    tmp_path: Path,
+) -> None:
+    tracking_uri = file_store(tmp_path)
+    request = _pgd_request(tmp_path, TrainingConfig(method=Method.PGD))
+    ran = {
+        "method": "pgd",
+        "epochs": 12,
+        "batch_size": 128,
+        "learning_rate": 0.001,
+        "eps_warmup_epochs": 2.4,
+        "validation_size": 1000,
+    }
+    run = open_run(RunTarget(tracking_uri, EXPERIMENT, job_id="job-1"), request)
+
+    run.log_outcome(_report_with_config(ran), [])
+
+    params = only_run(tracking_uri).data.params
+    assert params["epochs"] == "auto"
+    assert {k: v for k, v in params.items() if k.startswith("resolved.")} == {
+        "resolved.epochs": "12",
+        "resolved.batch_size": "128",
+        "resolved.learning_rate": "0.001",
+        "resolved.eps_warmup_epochs": "2.4",
+        "resolved.validation_size": "1000",
+    }
 
 
 # --- temper harden --local ------------------------------------------------------------------
