@@ -180,11 +180,9 @@ def training_to_proto(params: HardeningParams) -> pb.Training:
         batch_size=params.batch_size,
         learning_rate=params.learning_rate,
         from_scratch=params.from_scratch,
+        select_best_robust=params.select_best_robust,
+        validation_size=params.validation_size,
     )
-    if params.select_best_robust is not None:
-        training.select_best_robust = params.select_best_robust
-    if params.validation_size is not None:
-        training.validation_size = params.validation_size
     if params.method is Method.DISTILLATION:
         training.distillation.CopyFrom(
             pb.Distillation(
@@ -288,21 +286,21 @@ def _method_params(training: pb.Training, method_field: str | None) -> dict[str,
         return {
             "method": Method.FGSM,
             "step_size": _optional(training.fgsm, "step_size"),
-            "eps_warmup_epochs": training.fgsm.eps_warmup_epochs,
+            "eps_warmup_epochs": _optional(training.fgsm, "eps_warmup_epochs"),
         }
     if method_field == "trades":
         return {
             "method": Method.TRADES,
             "attack_steps": _optional(training.trades, "attack_steps"),
             "step_size": _optional(training.trades, "step_size"),
-            "eps_warmup_epochs": training.trades.eps_warmup_epochs,
+            "eps_warmup_epochs": _optional(training.trades, "eps_warmup_epochs"),
             "trades_beta": _optional(training.trades, "beta"),
         }
     return {
         "method": Method.PGD,
         "attack_steps": _optional(training.pgd, "attack_steps"),
         "step_size": _optional(training.pgd, "step_size"),
-        "eps_warmup_epochs": training.pgd.eps_warmup_epochs,
+        "eps_warmup_epochs": _optional(training.pgd, "eps_warmup_epochs"),
     }
 
 

@@ -76,9 +76,11 @@ def format_from_suffix(path: Path) -> ModelFormat | None:
 
 @dataclass(frozen=True)
 class HardeningParams:
-    """How to harden and how to score. A field left at None takes the server's default; a value
-    given is sent as it is and checked by the server (an explicit 0 epochs or temperature is
-    refused). Method-specific fields are ignored by the other methods."""
+    """How to harden and how to score. A field left at None takes the server's default: for
+    epochs, batch size, learning rate, epsilon warm-up and validation size, the engine's recipe
+    derives it from the data (docs/cli.md, "Defaults: the recipe"). A value given is sent as it
+    is and checked by the server (an explicit 0 epochs or temperature is refused). Method-specific
+    fields are ignored by the other methods."""
 
     method: Method
     eps: float
@@ -96,8 +98,8 @@ class HardeningParams:
     """PGD and TRADES."""
     step_size: float | None = None
     """PGD, FGSM and TRADES."""
-    eps_warmup_epochs: float = 0.0
-    """PGD, FGSM and TRADES."""
+    eps_warmup_epochs: float | None = None
+    """PGD, FGSM and TRADES: None = the recipe's warm-up, 0 = none."""
     trades_beta: float | None = None
     temperature: float | None = None
     """Distillation."""

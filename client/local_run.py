@@ -172,7 +172,8 @@ def engine_request(
     params: HardeningParams,
 ) -> Any:
     """The engine's ``HardeningRequest`` for ``params``; None keeps the engine's default, as the
-    server does."""
+    server does: for epochs, batch size, epsilon warm-up and validation size that is None, which
+    the engine's recipe fills from the data."""
     _check_zero_means_default(params)
     (spec,) = _engine("spec")
 
@@ -231,7 +232,9 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 _ZERO_MEANS_DEFAULT = ("learning_rate", "step_size", "teacher_epochs")
-"""The engine reads 0 in these as "pick the default"; the server refuses a 0 given, so does this."""
+"""The engine reads 0 in these as "pick the default"; the server refuses a 0 given, so does this.
+Elsewhere a 0 given means 0: no epsilon warm-up, no validation rows, or (epochs, batch size) a
+value the engine's checks refuse."""
 
 
 def _check_zero_means_default(params: HardeningParams) -> None:

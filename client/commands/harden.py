@@ -167,19 +167,37 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "hardening (absent = the server's default; a value given is checked, 0 epochs refused)"
+        "hardening (a flag left out takes the default: the recipe derives training from the data,"
+        " see docs/cli.md; a value given is checked, 0 epochs refused)"
     )
     group.add_argument(
         "--method", choices=[m.value for m in Method], default=Method.PGD.value, help="default pgd"
     )
-    group.add_argument("--epochs", type=non_negative_int, help="default 10")
-    group.add_argument("--batch-size", type=non_negative_int, help="default 128")
-    group.add_argument("--learning-rate", type=non_negative_float, help="default: the method's own")
+    group.add_argument(
+        "--epochs",
+        type=non_negative_int,
+        help="default: derived from the data size, with early stopping; see docs/cli.md",
+    )
+    group.add_argument(
+        "--batch-size", type=non_negative_int, help="default: 128, smaller on small data"
+    )
+    group.add_argument(
+        "--learning-rate",
+        type=non_negative_float,
+        help="peak rate (default: 1e-3 fine-tuning, 5e-3 with --from-scratch)",
+    )
+    group.add_argument(
+        "--validation-size",
+        type=non_negative_int,
+        metavar="ROWS",
+        help="training rows held out to select the best epoch (default: 10%% of the rows, at"
+        " most 1000; none under 200 rows)",
+    )
     group.add_argument(
         "--from-scratch", action="store_true", help="train fresh weights instead of fine-tuning"
     )
     group.add_argument(
-        "--attack-steps", type=non_negative_int, help="pgd, trades: attack steps (10)"
+        "--attack-steps", type=non_negative_int, help="pgd, trades: attack steps (default 10)"
     )
     group.add_argument(
         "--step-size",
@@ -189,12 +207,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--eps-warmup-epochs",
         type=non_negative_float,
-        default=0.0,
-        help="pgd, fgsm, trades: epochs to ramp eps up",
+        help="pgd, fgsm, trades: epochs to ramp eps up from 0 (default: the first fifth of the"
+        " epochs; 0 = none)",
     )
-    group.add_argument("--trades-beta", type=non_negative_float, help="trades (6)")
+    group.add_argument("--trades-beta", type=non_negative_float, help="trades (default 6)")
     group.add_argument(
-        "--temperature", type=non_negative_float, help="distillation: temperature (100)"
+        "--temperature", type=non_negative_float, help="distillation: temperature (default 100)"
     )
     group.add_argument("--seed", type=non_negative_int, default=0)
     group.add_argument(
@@ -260,6 +278,7 @@ def params_from(args: argparse.Namespace) -> HardeningParams:
         attack_steps=args.attack_steps,
         step_size=args.step_size,
         eps_warmup_epochs=args.eps_warmup_epochs,
+        validation_size=args.validation_size,
         trades_beta=args.trades_beta,
         temperature=args.temperature,
         suite=EvaluationSuite(args.suite),

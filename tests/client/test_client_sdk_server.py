@@ -180,13 +180,34 @@ def test_parameters_left_out_come_back_as_the_servers_defaults(
 
     assert job.spec is not None
     params = job.spec.params
-    assert (params.epochs, params.batch_size, params.attack_steps, params.eval_samples) == (
-        10,
-        128,
-        10,
-        1000,
-    )
+    assert (params.attack_steps, params.eval_samples) == (10, 1000)
     assert (params.learning_rate, params.step_size) == (None, None)
+
+
+def test_parameters_the_recipe_chooses_come_back_unset(
+    api: HardeningClient, digits_model: Path, digits_train: Path
+) -> None:
+    model_id = api.upload_model(digits_model)
+    train_id = api.upload_dataset(digits_train)
+
+    job = api.submit(model_id, train_id, method="pgd", eps=0.1)
+
+    assert job.spec is not None
+    params = job.spec.params
+    chosen = (params.epochs, params.batch_size, params.validation_size, params.eps_warmup_epochs)
+    assert chosen == (None, None, None, None)
+
+
+def test_an_explicit_zero_warmup_comes_back_as_zero(
+    api: HardeningClient, digits_model: Path, digits_train: Path
+) -> None:
+    model_id = api.upload_model(digits_model)
+    train_id = api.upload_dataset(digits_train)
+
+    job = api.submit(model_id, train_id, method="fgsm", eps=0.1, eps_warmup_epochs=0.0)
+
+    assert job.spec is not None
+    assert job.spec.params.eps_warmup_epochs == 0.0
 
 
 def test_an_unreachable_server_raises_connection_failed() -> None:
