@@ -101,7 +101,8 @@ def train(
     ``config`` must be concrete (see :func:`workers.engine.training.recipe.resolve`). With a
     ``checkpointer``, the state is saved after every epoch, and a saved state of the same run
     (same model shapes, data sizes and configuration) is resumed. A run that collapses or
-    diverges is started again with a gentler configuration (:data:`MAX_RESTARTS` times)."""
+    diverges is started again with a gentler configuration, at most :data:`MAX_RESTARTS` times
+    (see :func:`_gentler`)."""
     guard = CollapseGuard.for_upload(model, data, device, fine_tuning=not config.from_scratch)
     recoveries: list[str] = []
     attempt = config
@@ -118,18 +119,23 @@ def train(
                 generator=generator,
                 checkpointer=checkpointer,
                 early_stopping_patience=early_stopping_patience,
-                guard=guard,
+                guard=guard if len(recoveries) < MAX_RESTARTS else CollapseGuard(None),
             )
         except (Collapsed, TrainingDiverged) as failure:
             if len(recoveries) >= MAX_RESTARTS:
                 raise TrainingDiverged(
                     f"{failure} Training was restarted {MAX_RESTARTS} times with gentler"
-                    " settings and failed each time; check the data's labels and bounds"
+                    " settings and diverged each time; check the data's labels and bounds"
                 ) from failure
-            attempt, remedy = _gentler(attempt)
+            attempt, remedy = _gentler(attempt, len(recoveries))
             recoveries.append(f"{failure} {remedy}")
             reporter.emit(ProgressEvent(stage="training", message=f"restarting: {remedy}"))
             continue
+        if recoveries and guard.floor is not None and len(recoveries) == MAX_RESTARTS:
+            recoveries.append(
+                "The last restart ran to its end without the collapse check; if clean accuracy"
+                " is still far below the upload's, epsilon may be too large for this data."
+            )
         outcome.notes[:0] = recoveries
         outcome.config = attempt
         return outcome
@@ -171,22 +177,22 @@ class CollapseGuard:
             )
 
 
-def _gentler(config: TrainingConfig) -> tuple[TrainingConfig, str]:
-    if not config.from_scratch:
-        lower = config.learning_rate / 4
-        if lower >= 1e-5:
-            return (
-                dataclasses.replace(config, learning_rate=lower),
-                f"restarted from the upload with a quarter of the learning rate ({lower:.3g})",
-            )
+def _gentler(config: TrainingConfig, restarts: int) -> tuple[TrainingConfig, str]:
+    """The configuration of restart number ``restarts + 1``: a run fine-tuning the upload goes
+    back to it at a tenth of the rate; after that, or for a run from scratch, fresh weights at
+    the lower of the failed rate and the from-scratch rate (a tenth of it from scratch)."""
+    if restarts == 0 and not config.from_scratch:
+        lower = config.learning_rate / 10
         return (
-            dataclasses.replace(config, from_scratch=True, learning_rate=SCRATCH_LR),
-            f"restarted from freshly initialised weights at rate {SCRATCH_LR:g}",
+            dataclasses.replace(config, learning_rate=lower),
+            f"Restarted from the upload at a tenth of the learning rate ({lower:.3g}).",
         )
-    lower = config.learning_rate / 4
+    rate = min(config.learning_rate, SCRATCH_LR)
+    if config.from_scratch:
+        rate /= 10
     return (
-        dataclasses.replace(config, learning_rate=lower),
-        f"restarted from fresh weights with a quarter of the learning rate ({lower:.3g})",
+        dataclasses.replace(config, from_scratch=True, learning_rate=rate),
+        f"Restarted from freshly initialised weights at learning rate {rate:.3g}.",
     )
 
 
