@@ -75,7 +75,8 @@ def _black_box_stronger(attacks: dict[str, Accuracy], total: int) -> MaskingChec
     return MaskingCheck(
         "black-box-stronger-than-white-box",
         fired,
-        f"Square leaves {black.value:.1%} robust, the best gradient attack {white / total:.1%}",
+        f"Square leaves {black.value:.1%} robust,"
+        f" the best gradient attack {white / max(1, total):.1%}",
         "An attack that only queries outputs found adversarial examples that attacks using the "
         "model's gradients missed: the gradients are misleading the attacks.",
     )
