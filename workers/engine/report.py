@@ -70,7 +70,9 @@ class RobustnessReport:
                 **self.request["evaluation"],
                 "seed": self.request["seed"],
                 "attacks": [a.name for a in self.original.attacks],
-                "headline": "per-sample worst case over all attacks",
+                "headline": HEADLINE,
+                "cascade": [a.name for a in self.original.attacks if a.in_cascade],
+                "per_attack_samples": _per_attack_samples(self.original),
                 "interval": "95% Wilson score",
             },
             "model_notes": self.model_notes,
@@ -114,6 +116,8 @@ def _scores_dict(scores: ModelScores) -> dict[str, Any]:
                 "name": a.name,
                 "description": a.description,
                 "white_box": a.white_box,
+                "samples": a.robust.total,
+                "in_cascade": a.in_cascade,
                 "robust_accuracy": a.robust.to_dict(),
             }
             for a in scores.attacks
@@ -122,6 +126,25 @@ def _scores_dict(scores: ModelScores) -> dict[str, Any]:
         "masking": [check.to_dict() for check in scores.masking],
         "gradient_masking_suspected": scores.masking_suspected,
     }
+
+
+HEADLINE = (
+    "per-sample worst case: the cascade attacks run in order, each on the samples still standing;"
+    " on the per-attack subset every attack runs on every sample"
+)
+
+
+def _per_attack_samples(scores: ModelScores) -> int:
+    return scores.attacks[0].robust.total if scores.attacks else 0
+
+
+def _per_attack_total(report: dict[str, Any]) -> int:
+    """Reports without the field come from before the per-attack subset, when every attack ran
+    on every sample."""
+    total: int = report["evaluation"].get(
+        "per_attack_samples", report["original"]["clean_accuracy"]["total"]
+    )
+    return total
 
 
 def _epoch_dict(record: EpochRecord) -> dict[str, Any]:
@@ -162,10 +185,14 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         f"| hardened | {_pct(hardened['clean_accuracy'])} | {_pct(hardened['robust_accuracy'])} |",
         "",
         "Intervals are 95% Wilson intervals. A sample counts as robust only if no attack in the"
-        " suite changed its prediction.",
+        " suite changed its prediction; the attacks run as a cascade, each on the samples the"
+        " ones before it left.",
         "",
         *_verdict_lines(report.get("verdict")),
         "## Per attack (robust accuracy)",
+        "",
+        f"On the first {_per_attack_total(report)} samples, where every attack runs on every"
+        " sample; the headline above is over all of them.",
         "",
         "| attack | original | hardened |",
         "|---|---|---|",
