@@ -11,7 +11,7 @@ from workers.engine.device import pick_device
 from workers.engine.progress import Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training import recipe
-from workers.engine.training.methods import TrainingData, train
+from workers.engine.training.methods import TrainingData, _plateaued, train
 
 
 def test_validation_is_a_tenth_of_the_training_rows() -> None:
@@ -145,10 +145,26 @@ def _fine_tune(learning_rate: float) -> tuple[nn.Module, list[str], TrainingConf
 def test_a_fine_tuning_run_that_destroys_the_upload_restarts_gentler_and_says_so() -> None:
     _, notes, config = _fine_tune(learning_rate=5.0)
     assert any("collapsed" in note and "Restarted" in note for note in notes)
-    assert config is not None and config.learning_rate < 5.0
+    assert config is not None
+    assert config.learning_rate < 5.0
 
 
 def test_a_healthy_run_is_not_restarted() -> None:
     _, notes, config = _fine_tune(learning_rate=1e-3)
     assert not any("Restarted" in note for note in notes)
-    assert config is not None and config.learning_rate == 1e-3
+    assert config is not None
+    assert config.learning_rate == 1e-3
+
+
+def test_early_stopping_never_counts_the_epochs_before_the_rate_peaks() -> None:
+    assert not _plateaued(patience=3, done=6, best_epoch=1, epochs=20)
+    assert _plateaued(patience=3, done=11, best_epoch=1, epochs=20)
+
+
+def test_early_stopping_waits_patience_epochs_after_the_best_one() -> None:
+    assert not _plateaued(patience=3, done=14, best_epoch=12, epochs=20)
+    assert _plateaued(patience=3, done=15, best_epoch=12, epochs=20)
+
+
+def test_a_run_without_patience_never_stops_early() -> None:
+    assert not _plateaued(patience=None, done=19, best_epoch=1, epochs=20)

@@ -35,6 +35,7 @@ from workers.engine.device import Device
 from workers.engine.errors import TrainingDiverged
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
+from workers.engine.training.logit_scale import scale_logits
 from workers.engine.training.loop import Batches, Step, train_epoch
 from workers.engine.training.recipe import SCRATCH_LR
 from workers.engine.training.schedules import WARMUP_FRACTION, eps_warmup, one_cycle
@@ -340,7 +341,7 @@ def _fit(
             )
             model.load_state_dict(best_state)
             step.alpha_factor *= 0.8
-        elif score > best_score or not select_robust:
+        elif score >= best_score or not select_robust:
             best_score, best_epoch, best_state = score, epoch + 1, _snapshot(model)
         if checkpoint is not None:
             checkpoint.save(
@@ -382,8 +383,12 @@ def _distill(
     """Papernot et al. 2016: teacher at temperature T, student on the teacher's soft labels at
     T, student deployed at T = 1 (its logits as they are).
 
+    Fine-tuning starts teacher and student from the upload with its logits scaled by T (see
+    :mod:`workers.engine.training.logit_scale`), so both begin with the upload's predictions.
     The finished teacher is saved with the checkpoints of the student's phase, so a run that
     resumes there does not train the teacher again."""
+    if not config.from_scratch:
+        notes.append(_start_at_temperature(student, data, config.temperature, device))
     teacher = copy.deepcopy(student)
     peak_lr = config.learning_rate
     teacher_epochs = config.teacher_epochs or _concrete(config.epochs)
@@ -433,6 +438,22 @@ def _distill(
         " learned its soft labels at the same T and is deployed at T=1"
     )
     return outcome
+
+
+def _start_at_temperature(
+    model: nn.Module, data: TrainingData, temperature: float, device: Device
+) -> str:
+    probe = data.x[:256].to(device.torch_device)
+    classes = int(torch.cat([data.y, data.val_y]).max()) + 1
+    if scale_logits(model, temperature, probe, classes):
+        return (
+            f"teacher and student started from the upload with its output layer scaled by"
+            f" T={temperature:g}: at temperature T both begin with the upload's probabilities"
+        )
+    return (
+        "no output layer whose scaling scales the logits was found: teacher and student"
+        " started from the upload as it is, and must learn logits T times larger"
+    )
 
 
 def validate(
@@ -502,10 +523,11 @@ def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def _plateaued(patience: int | None, done: int, best_epoch: int, epochs: int) -> bool:
-    """Early stopping: only once the one-cycle rate has peaked, so warm-up epochs never count."""
+    """Early stopping: ``patience`` epochs without a better validation score, counted from the
+    later of the best epoch and the one-cycle rate's peak, so the climb never counts."""
     if patience is None or done >= epochs:
         return False
-    return done > WARMUP_FRACTION * epochs and done - best_epoch >= patience
+    return done - max(best_epoch, math.ceil(WARMUP_FRACTION * epochs)) >= patience
 
 
 def _collapsed(robust: float, best: float) -> bool:
