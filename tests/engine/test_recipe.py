@@ -168,3 +168,8 @@ def test_early_stopping_waits_patience_epochs_after_the_best_one() -> None:
 
 def test_a_run_without_patience_never_stops_early() -> None:
     assert not _plateaued(patience=None, done=19, best_epoch=1, epochs=20)
+
+
+def test_a_warm_up_longer_than_the_chosen_epochs_is_shortened_to_them() -> None:
+    resolved = recipe.resolve(TrainingConfig(eps_warmup_epochs=100), 59_000, 1000).config
+    assert resolved.eps_warmup_epochs == resolved.epochs

@@ -7,7 +7,7 @@ back to the best epoch and shrinking the step.
 
 Every run is watched: when an epoch leaves the model with less than half of the upload's
 validation accuracy above chance, or the loss stops being finite, the run starts again from the
-upload with a quarter of the learning rate, then from scratch, and the notes say so.
+upload with a tenth of the learning rate, then from fresh weights, and the notes say so.
 
 Given a :class:`~workers.engine.checkpoint.Checkpointer`, training saves its whole state at
 every epoch boundary and, when the checkpointer already holds a state of the same run, goes on
@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 
 import torch
@@ -51,6 +52,14 @@ from workers.engine.training.steps import (
 VALIDATION_PGD_STEPS = 10
 COLLAPSE_DROP = 0.2
 """An absolute fall in validation robust accuracy treated as catastrophic overfitting."""
+
+
+class Selection(StrEnum):
+    """Which epoch a phase keeps. Ties go to the later epoch, trained at a lower rate."""
+
+    ROBUST = "best validation robust accuracy"
+    CLEAN = "best validation clean accuracy"
+    LAST = "last epoch"
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,7 @@ def _train_once(
         peak_lr=config.learning_rate,
         stage="training",
         epochs=_concrete(config.epochs),
-        select_robust=config.select_best_robust,
+        selection=Selection.ROBUST if config.select_best_robust else Selection.LAST,
         checkpoint=resume.phase("training"),
         patience=early_stopping_patience,
         guard=guard,
@@ -275,7 +284,7 @@ def _fit(
     peak_lr: float,
     stage: str,
     epochs: int,
-    select_robust: bool,
+    selection: Selection,
     checkpoint: PhaseCheckpoint | None = None,
     patience: int | None = None,
     guard: CollapseGuard | None = None,
@@ -312,7 +321,8 @@ def _fit(
             reporter=reporter,
             stage=stage,
         )
-        clean, robust = validate(model, data.val_x, data.val_y, threat.eps, setting, select_robust)
+        robust_too = selection is Selection.ROBUST
+        clean, robust = validate(model, data.val_x, data.val_y, threat.eps, setting, robust_too)
         if guard is not None:
             guard.check(clean, epoch + 1)
         record = EpochRecord(stage, epoch + 1, stats.loss, stats.train_accuracy, clean, robust)
@@ -331,7 +341,7 @@ def _fit(
                 samples_per_second=stats.samples / stats.seconds if stats.seconds > 0 else None,
             )
         )
-        score = robust if (select_robust and robust is not None) else clean
+        score = robust if robust is not None else clean
         if isinstance(step, FgsmStep) and robust is not None and _collapsed(robust, best_score):
             notes.append(
                 f"catastrophic overfitting in epoch {epoch + 1}: validation robust accuracy fell"
@@ -341,7 +351,7 @@ def _fit(
             )
             model.load_state_dict(best_state)
             step.alpha_factor *= 0.8
-        elif score >= best_score or not select_robust:
+        elif selection is Selection.LAST or not score < best_score:
             best_score, best_epoch, best_state = score, epoch + 1, _snapshot(model)
         if checkpoint is not None:
             checkpoint.save(
@@ -364,8 +374,7 @@ def _fit(
             )
             break
     model.load_state_dict(best_state)
-    selection = "best validation robust accuracy" if select_robust else "last epoch"
-    return TrainingOutcome(model.eval(), history, best_epoch, selection, notes)
+    return TrainingOutcome(model.eval(), history, best_epoch, selection.value, notes)
 
 
 def _distill(
@@ -401,7 +410,7 @@ def _distill(
         generator=generator,
         setting=setting,
         peak_lr=peak_lr,
-        select_robust=False,
+        selection=Selection.CLEAN,
     )
     finished = resume.finished_teacher()
     if finished is not None:

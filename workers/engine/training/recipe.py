@@ -88,6 +88,9 @@ def resolve(config: TrainingConfig, train_rows: int, validation_rows: int) -> Re
         warmup = round(WARMUP_SHARE * epochs, 2) if adversarial and epochs >= 3 else 0.0
         if warmup:
             choices.append(f"epsilon ramped up from 0 over the first {warmup:g} epochs")
+    elif warmup > epochs:
+        choices.append(f"epsilon warm-up shortened from {warmup:g} to the {epochs} epochs chosen")
+        warmup = float(epochs)
     learning_rate = config.learning_rate
     if not learning_rate:
         learning_rate = SCRATCH_LR if config.from_scratch else FINE_TUNE_LR
