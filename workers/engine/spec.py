@@ -138,8 +138,7 @@ class TrainingConfig:
         )
         warmup = self.eps_warmup_epochs
         _require(
-            warmup is None
-            or (_finite(warmup) and 0 <= warmup <= (self.epochs or 1000)),
+            warmup is None or (_finite(warmup) and 0 <= warmup <= (self.epochs or 1000)),
             "eps_warmup_epochs must be between 0 and the number of epochs",
         )
         _require(
