@@ -249,7 +249,7 @@ def evaluate(
     device = next(iter(model.parameters()), torch.empty(0)).device
     box = target.box.to(device)
     suite = attacks if attacks is not None else attacks_for(target.suite)
-    progress = _Progress(reporter, label, len(suite) + 2)
+    progress = _Progress(reporter, label, len(suite) + 1)
     ticking = _Ticking(model, progress.tick)
     clean_correct = _correct(model, target.x, target.y, target.batch_size, device)
     subset = torch.arange(len(target.y)) < target.per_attack_samples
@@ -264,21 +264,10 @@ def evaluate(
         worst &= mask | ~subset
     curve = _curve(ticking, target, box, clean_correct, worst, progress)
     total = len(target.y)
-    sub_total = int(subset.sum())
-    clean_subset = Accuracy(int((clean_correct & subset).sum()), sub_total)
-    per_attack = [
-        AttackScore(
-            a.name,
-            a.description,
-            a.white_box,
-            Accuracy(int((survived[a.name] & subset).sum()), sub_total),
-            a.in_cascade,
-        )
-        for a in suite
-    ]
+    per_attack = _per_attack_scores(suite, survived, subset)
     masking = diagnose(
         {a.name: a.robust for a in per_attack},
-        clean_subset,
+        Accuracy(int((clean_correct & subset).sum()), int(subset.sum())),
         _large_eps_accuracy(ticking, target, box, worst, progress),
         _zero_gradient_fraction(model, target, clean_correct, device),
         target.num_classes,
@@ -294,6 +283,21 @@ def evaluate(
         curve,
         masking,
     )
+
+
+def _per_attack_scores(
+    suite: list[Attack], survived: dict[str, Tensor], subset: Tensor
+) -> list[AttackScore]:
+    return [
+        AttackScore(
+            a.name,
+            a.description,
+            a.white_box,
+            Accuracy(int((survived[a.name] & subset).sum()), int(subset.sum())),
+            a.in_cascade,
+        )
+        for a in suite
+    ]
 
 
 def _cascade(
