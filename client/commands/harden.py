@@ -184,7 +184,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--learning-rate",
         type=non_negative_float,
-        help="peak rate (default: 1e-3 fine-tuning, 5e-3 with --from-scratch)",
+        help="peak of the one-cycle rate (default: 5e-3)",
     )
     group.add_argument(
         "--validation-size",

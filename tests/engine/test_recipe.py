@@ -60,10 +60,10 @@ def test_distillation_has_no_epsilon_to_warm_up() -> None:
     assert recipe.resolve(config, 5000, 500).config.eps_warmup_epochs == 0.0
 
 
-def test_fine_tuning_and_training_from_scratch_get_their_own_rates() -> None:
-    assert recipe.resolve(TrainingConfig(), 5000, 500).config.learning_rate == 1e-3
+def test_fine_tuning_and_training_from_scratch_peak_at_the_same_rate() -> None:
+    assert recipe.resolve(TrainingConfig(), 5000, 500).config.learning_rate == recipe.PEAK_LR
     scratch = recipe.resolve(TrainingConfig(from_scratch=True), 5000, 500).config
-    assert scratch.learning_rate == 5e-3
+    assert scratch.learning_rate == recipe.PEAK_LR
 
 
 def test_every_parameter_the_user_set_is_kept() -> None:

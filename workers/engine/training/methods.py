@@ -38,7 +38,7 @@ from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.logit_scale import scale_logits
 from workers.engine.training.loop import Batches, Step, train_epoch
-from workers.engine.training.recipe import SCRATCH_LR
+from workers.engine.training.recipe import PEAK_LR
 from workers.engine.training.schedules import WARMUP_FRACTION, eps_warmup, one_cycle
 from workers.engine.training.steps import (
     AdversarialSetting,
@@ -190,14 +190,14 @@ class CollapseGuard:
 def _gentler(config: TrainingConfig, restarts: int) -> tuple[TrainingConfig, str]:
     """The configuration of restart number ``restarts + 1``: a run fine-tuning the upload goes
     back to it at a tenth of the rate; after that, or for a run from scratch, fresh weights at
-    the lower of the failed rate and the from-scratch rate (a tenth of it from scratch)."""
+    the lower of the failed rate and the recipe's peak rate (a tenth of it from scratch)."""
     if restarts == 0 and not config.from_scratch:
         lower = config.learning_rate / 10
         return (
             dataclasses.replace(config, learning_rate=lower),
             f"Restarted from the upload at a tenth of the learning rate ({lower:.3g}).",
         )
-    rate = min(config.learning_rate, SCRATCH_LR)
+    rate = min(config.learning_rate, PEAK_LR)
     if config.from_scratch:
         rate /= 10
     return (
