@@ -10,6 +10,7 @@ original's.
 
     python bench/recipes.py                      # the whole panel
     python bench/recipes.py --cases digits-mlp cancer-mlp
+    python bench/recipes.py --cases mnist --skip-reference   # the job's wall time alone
 
 MNIST is read from IDX files (``../shared/data/mnist``); the other sets ship with scikit-learn.
 Nothing is downloaded.
@@ -286,7 +287,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> Row:
         report["training"]["recipe"],
         report["training"]["notes"],
     )
-    if case.method is not Method.DISTILLATION:
+    if case.method is not Method.DISTILLATION and not args.skip_reference:
         row.reference, row.reference_seconds = _reference(request, row.epochs)
     return row
 
@@ -394,6 +395,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=[c.name for c in CASES])
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="time the engine's job alone (no plain loop)"
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rows = []

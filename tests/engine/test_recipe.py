@@ -82,6 +82,11 @@ def test_early_stopping_only_applies_to_a_derived_epoch_count() -> None:
     assert recipe.resolve(TrainingConfig(epochs=20), 5000, 500).early_stopping_patience is None
 
 
+def test_distillation_runs_every_epoch_it_was_given() -> None:
+    config = TrainingConfig(method=Method.DISTILLATION)
+    assert recipe.resolve(config, 5000, 500).early_stopping_patience is None
+
+
 def test_no_early_stopping_without_validation_rows() -> None:
     assert recipe.resolve(TrainingConfig(), 150, 0).early_stopping_patience is None
 

@@ -20,8 +20,9 @@ The numbers come from the panel in ``bench/recipes.py`` (docs/benchmarks.md):
   trained from scratch. Fine-tuning at a gentler 1e-3 left the MNIST CNN 7 points of
   validation robust accuracy behind after 10 epochs and lost every small case of the panel
   by 1 to 10 points; behind the warm-up, the upload comes to no harm at the higher rate.
-- **Early stopping**: only with a derived epoch count, after the learning rate has peaked, when
-  validation robust accuracy has not improved for a quarter of the epochs.
+- **Early stopping**: only with a derived epoch count and an adversarial method, after the
+  learning rate has peaked, when validation robust accuracy has not improved for a quarter of
+  the epochs.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def resolve(config: TrainingConfig, train_rows: int, validation_rows: int) -> Re
             f" ({'training from scratch' if config.from_scratch else 'fine-tuning the upload'})"
         )
     patience = None
-    if config.epochs is None and validation_rows > 0:
+    if config.epochs is None and validation_rows > 0 and config.method is not Method.DISTILLATION:
         patience = max(2, epochs // 4)
         choices.append(
             f"early stopping once the rate has peaked, after {patience} epochs without a better"
