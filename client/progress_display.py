@@ -1,5 +1,5 @@
-"""Showing a job's progress on stderr: a tqdm bar on a terminal, one line per stage and per epoch
-otherwise (logs, CI), nothing at all for ``--json``."""
+"""Showing a job's progress on stderr: a tqdm bar on a terminal, one line per stage, per epoch
+and per new engine message otherwise (logs, CI), nothing at all for ``--json``."""
 
 from __future__ import annotations
 
@@ -76,25 +76,30 @@ def format_seconds(seconds: float) -> str:
 
 
 class LineDisplay:
-    """A line when the job changes state or stage and when an epoch ends."""
+    """A line when the job changes state or stage, when an epoch ends and whenever the engine
+    says something new (each attack's counts while evaluating). Training step events carry no
+    message, so they stay quiet."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._state = ""
         self._stage = ""
+        self._message = ""
 
     def show(self, event: JobEvent) -> None:
         if event.job is not None and event.state.value != self._state:
             self._state = event.state.value
             self._print(state_line(event))
         progress = event.progress
-        if progress is None:
-            return
-        if progress.stage != self._stage:
-            self._stage = progress.stage
+        if progress is not None and self._is_news(progress):
             self._print(describe(progress))
-        elif progress.is_epoch_end:
-            self._print(describe(progress))
+
+    def _is_news(self, progress: Progress) -> bool:
+        """Whether ``progress`` deserves a line; remembers its stage and message either way."""
+        new_stage = progress.stage != self._stage
+        new_message = bool(progress.message) and progress.message != self._message
+        self._stage, self._message = progress.stage, progress.message or self._message
+        return new_stage or new_message or progress.is_epoch_end
 
     def close(self) -> None:
         return None
