@@ -200,6 +200,17 @@ def _jsonable(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Said:
+    """One engine message as recorded, numbered in the order the job said them."""
+
+    number: int
+    stage: str
+    step: int
+    steps: int
+    message: str
+
+
+@dataclass(frozen=True)
 class Progress:
     stage: str = ""
     epoch: int = 0
@@ -212,10 +223,14 @@ class Progress:
     eta_seconds: float | None = None
     message: str = ""
     updated_at: datetime | None = None
+    recent: tuple[Said, ...] = ()
+    """The last few messages, oldest first. The store keeps only the latest progress, so a
+    watcher polling it reads the per-attack lines recorded between two polls from here."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
+        data["recent"] = [dataclasses.asdict(said) for said in self.recent]
         return data
 
     @classmethod
@@ -225,7 +240,17 @@ class Progress:
         values = _known(cls, data)
         stamp = values.get("updated_at")
         values["updated_at"] = datetime.fromisoformat(stamp) if stamp else None
+        values["recent"] = tuple(Said(**_known(Said, said)) for said in values.get("recent", ()))
         return cls(**values)
+
+    def missed_since(self, number: int) -> list[Said]:
+        """The messages said after message ``number`` other than this progress's own."""
+        own = self.recent[-1] if self.recent and self.recent[-1].message == self.message else None
+        return [said for said in self.recent if said.number > number and said is not own]
+
+    @property
+    def last_said(self) -> int:
+        return self.recent[-1].number if self.recent else 0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from service.domain import (
     JobState,
     NewJob,
     OutputKind,
+    Progress,
     UploadKind,
 )
 from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
@@ -161,6 +162,7 @@ class Jobs:
     def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
         yield JobEvent(job)
         sent_state, sent_progress, seen_version = job.state, job.progress, job.version
+        said = job.progress.last_said if job.progress is not None else 0
         while not sent_state.is_terminal and is_active():
             time.sleep(self._watch_poll_seconds)
             job = self._store.get(job.id)
@@ -168,7 +170,8 @@ class Jobs:
                 continue
             seen_version = job.version
             if job.progress is not None and job.progress != sent_progress:
-                sent_progress = job.progress
+                yield from _missed_messages(job, said)
+                sent_progress, said = job.progress, job.progress.last_said
                 yield JobEvent(job, progress=job.progress)
             if job.state is not sent_state:
                 if _started_between_polls(sent_state, job):
@@ -243,3 +246,19 @@ def _check_labels(labels: Mapping[str, str]) -> None:
             raise InvalidRequest(
                 f"label {key!r} has a value longer than {MAX_LABEL_VALUE_CHARS} characters"
             )
+
+
+def _missed_messages(job: Job, said: int) -> Iterator[JobEvent]:
+    """The messages recorded since message ``said`` that a newer one overwrote in the store
+    before this watcher polled it (the evaluation's quick per-attack lines), as events."""
+    assert job.progress is not None
+    stamp = job.progress.updated_at
+    for missed in job.progress.missed_since(said):
+        progress = Progress(
+            stage=missed.stage,
+            step=missed.step,
+            steps=missed.steps,
+            message=missed.message,
+            updated_at=stamp,
+        )
+        yield JobEvent(job, progress=progress)

@@ -7,7 +7,9 @@ workers only ever share the database and the artifact store.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import functools
 import logging
 import tempfile
@@ -30,6 +32,7 @@ from service.domain import (
     OutputKind,
     Progress,
     ResultSummary,
+    Said,
     UploadKind,
     utcnow,
 )
@@ -41,6 +44,10 @@ from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
 
 log = logging.getLogger(__name__)
+
+RECENT_MESSAGES = 16
+"""Messages each progress write carries for watchers: far more than the engine says between two
+polls of a watcher (the evaluation's per-attack lines can come a few milliseconds apart)."""
 
 _MODEL_SUFFIX = {
     ModelFormat.ONNX: ".onnx",
@@ -127,7 +134,8 @@ class RunnerConfig:
 
 class ProgressRecorder:
     """Reporter callback writing progress to the job store: at most every ``interval`` seconds,
-    but always when the stage or the epoch changes or an epoch ends."""
+    but always for a milestone (see :meth:`_is_milestone`), so that the evaluation's quick
+    per-attack lines reach the store (and ``WatchJob``) instead of being merged away."""
 
     def __init__(
         self,
@@ -145,6 +153,7 @@ class ProgressRecorder:
         self._last: ProgressEvent | None = None
         self._last_write = float("-inf")
         self._pending: ProgressEvent | None = None
+        self._said: collections.deque[Said] = collections.deque(maxlen=RECENT_MESSAGES)
 
     def __call__(self, event: ProgressEvent) -> None:
         now = self._clock()
@@ -158,23 +167,30 @@ class ProgressRecorder:
             self._write(self._pending, self._clock())
 
     def _is_milestone(self, event: ProgressEvent) -> bool:
+        """A new stage or epoch, the last step, a step outside an epoch (an attack of the
+        evaluation) or a new message (an attack's counts, an epoch's end, a restart). Training
+        step events carry no message and change step within an epoch, so they stay throttled."""
         last = self._last
         return (
             last is None
             or event.stage != last.stage
             or event.epoch != last.epoch
             or (event.steps > 0 and event.step >= event.steps)
+            or (event.epoch == 0 and event.step != last.step)
+            or (bool(event.message) and event.message != last.message)
         )
 
     def _write(self, event: ProgressEvent, now: float) -> None:
+        if event.message and (self._last is None or event.message != self._last.message):
+            number = self._said[-1].number + 1 if self._said else 1
+            self._said.append(Said(number, event.stage, event.step, event.steps, event.message))
         self._last, self._last_write, self._pending = event, now, None
+        progress = dataclasses.replace(progress_from_event(event), recent=tuple(self._said))
         try:
             if self._owner is None:
-                self._store.record_progress(self._job_id, progress_from_event(event))
+                self._store.record_progress(self._job_id, progress)
             else:
-                self._store.record_progress(
-                    self._job_id, progress_from_event(event), owner=self._owner
-                )
+                self._store.record_progress(self._job_id, progress, owner=self._owner)
         except SQLAlchemyError:
             log.warning("could not record progress of job %s", self._job_id, exc_info=True)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,8 +14,10 @@ from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.db import Database
 from service.domain import Job, JobSpec, JobState, NewJob, OutputKind
+from service.jobs import Jobs
 from service.jobstore import JobStore
 from service.runner import JobObserver, JobRunner, ProgressRecorder, RunnerConfig
+from service.tenancy import DEFAULT_TENANT
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter
@@ -190,3 +192,52 @@ def test_progress_is_throttled_but_milestones_always_pass(rig: Rig) -> None:
 
     steps = [(w.stage, w.step) for w in writes]
     assert steps == [("training", 1), ("training", 6), ("evaluating", 0)]
+
+
+EVALUATION_LINES = [
+    ProgressEvent(stage="evaluating", steps=8, message="hardened: evaluating 1000 samples"),
+    ProgressEvent(stage="evaluating", step=1, steps=8, message="hardened: fgsm: 950/1000"),
+    ProgressEvent(stage="evaluating", step=1, steps=8, message="hardened: apgd-ce on 950, 20 s"),
+    ProgressEvent(stage="evaluating", step=2, steps=8, message="hardened: apgd-ce: 931/1000"),
+    ProgressEvent(stage="evaluating", step=3, steps=8, message="hardened: apgd-t: 926/1000"),
+]
+
+
+def test_each_evaluation_line_is_recorded_however_quickly_it_follows() -> None:
+    writes: list[Any] = []
+
+    class Recording(JobStore):
+        def __init__(self) -> None:
+            pass
+
+        def record_progress(self, job_id: str, progress: Any) -> bool:
+            writes.append(progress)
+            return True
+
+    recorder = ProgressRecorder(Recording(), "job", interval=0.5, clock=lambda: 0.0)
+    for event in EVALUATION_LINES:
+        recorder(event)
+
+    assert [w.message for w in writes] == [e.message for e in EVALUATION_LINES]
+    assert [s.number for s in writes[-1].recent] == [1, 2, 3, 4, 5]
+
+
+def test_a_watcher_sees_evaluation_lines_recorded_between_two_polls(rig: Rig) -> None:
+    rig.store.claim(rig.job_id, max_attempts=2)
+    jobs = Jobs(
+        rig.store, cast(Any, None), cast(Any, None), cast(Any, None),
+        job_time_limit=60, allow_trusted_formats=False, watch_poll_seconds=0.0,
+    )  # fmt: skip
+    polls = iter(range(20))
+    events = jobs.watch(rig.job_id, lambda: next(polls, None) is not None, tenant=DEFAULT_TENANT)
+    next(events)
+    recorder = ProgressRecorder(rig.store, rig.job_id, interval=0.5)
+    recorder(EVALUATION_LINES[0])
+    first = next(events)
+    for event in EVALUATION_LINES[1:]:
+        recorder(event)
+
+    seen = [first, *events]
+
+    assert [e.progress.message for e in seen if e.progress] == [e.message for e in EVALUATION_LINES]
+    assert [e.progress.step for e in seen if e.progress] == [e.step for e in EVALUATION_LINES]
