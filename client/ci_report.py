@@ -171,7 +171,7 @@ def markdown_summary(report: Mapping[str, Any], outcome: GateOutcome, run: RunIn
         "|---|---:|---:|",
         _row("clean accuracy", original["clean_accuracy"], hardened["clean_accuracy"]),
         _row(
-            "**robust accuracy** (worst case over all attacks)",
+            "**robust accuracy** (per-sample worst case over the cascade)",
             original["robust_accuracy"],
             hardened["robust_accuracy"],
         ),

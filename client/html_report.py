@@ -102,7 +102,7 @@ def _headline_table(original: Mapping[str, Any], hardened: Mapping[str, Any]) ->
     rows = [
         ["clean accuracy", _cell(original["clean_accuracy"]), _cell(hardened["clean_accuracy"])],
         [
-            "robust accuracy (worst case over all attacks)",
+            "robust accuracy (per-sample worst case over the cascade)",
             _cell(original["robust_accuracy"]),
             _cell(hardened["robust_accuracy"]),
         ],

@@ -71,7 +71,9 @@ _REPORT: dict[str, Any] = {
         "curve_points": 2,
         "seed": 7,
         "attacks": ["fgsm", "pgd-ce", "square"],
-        "headline": "per-sample worst case over all attacks",
+        "headline": (
+            "per-sample worst case over the cascade; over every attack on the per-attack subset"
+        ),
         "interval": "95% Wilson score",
     },
     "model_notes": [],

@@ -110,7 +110,9 @@ def test_the_summary_shows_scores_with_intervals_gates_and_masking_explanations(
     assert text.startswith("## ❌ Tempering: robustness gate failed")
     assert f"`{outcome.line()}`" in text
     assert "| clean accuracy | 97.0% [93.6, 98.6] | 95.0% [91.0, 97.3] |" in text
-    assert "| **robust accuracy** (worst case over all attacks) | 20.0% [15.0, 26.1] |" in text
+    assert (
+        "| **robust accuracy** (per-sample worst case over the cascade) | 20.0% [15.0, 26.1] |"
+    ) in text
     assert "square (black-box)" in text
     assert "| `fail-on-masking` | no masking suspected |" in text
     assert "❌ **failed**" in text

@@ -162,3 +162,10 @@ def test_the_model_card_of_a_report_without_a_verdict_has_no_verdict_section() -
     del report["verdict"]
 
     assert "## Verdict" not in model_card(report)
+
+
+def test_the_model_card_names_its_headline_the_worst_case_over_the_cascade() -> None:
+    card = model_card(distilled_report())
+
+    assert "| | clean accuracy | robust accuracy (per-sample worst case over the cascade) |" in card
+    assert "over all attacks" not in card

@@ -179,7 +179,7 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         f"on {original['clean_accuracy']['total']} held-out samples (seed "
         f"{report['evaluation']['seed']}).",
         "",
-        "| | clean accuracy | robust accuracy (worst case over all attacks) |",
+        "| | clean accuracy | robust accuracy (per-sample worst case over the cascade) |",
         "|---|---|---|",
         f"| original | {_pct(original['clean_accuracy'])} | {_pct(original['robust_accuracy'])} |",
         f"| hardened | {_pct(hardened['clean_accuracy'])} | {_pct(hardened['robust_accuracy'])} |",
