@@ -172,9 +172,11 @@ class CollapseGuard:
         if not fine_tuning or len(data.val_y) == 0:
             return cls(None)
         chance = 1.0 / (int(torch.cat([data.y, data.val_y]).max()) + 1)
+        was_training = model.training
         start, _ = validate(
             model.to(device.torch_device), data.val_x, data.val_y, 0.0, None, robust=False
         )
+        model.train(was_training)
         if start < chance + 0.2:
             return cls(None)
         return cls(chance + 0.5 * (start - chance))
