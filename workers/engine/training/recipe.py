@@ -12,7 +12,7 @@ The numbers come from the panel in ``bench/recipes.py`` (docs/benchmarks.md):
   under 200 rows, where a 20-row validation set would pick checkpoints by noise.
 - **Batch size**: 128 (Wong et al. 2020), smaller on small sets so an epoch has at least about
   50 optimiser steps (never below 32).
-- **Epochs**: enough for about 5,000 optimiser steps, between 8 and 60 epochs: 12 on MNIST.
+- **Epochs**: enough for about 5,000 optimiser steps, between 8 and 60 epochs: 11 on MNIST.
 - **Epsilon warm-up**: the first fifth of the epochs (adversarial methods). Without it,
   fine-tuning a plainly trained MNIST model at eps 0.3 fell into a constant prediction in its
   first epoch and never recovered.
