@@ -14,16 +14,14 @@ only refuse early what would be refused anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from service.errors import ResourceExhausted
-from service.tenancy import check_tenant_name
+from service.setting_values import parse_tenant_limits
 
 STORED_BYTES_SETTING = "TEMPERING_TENANT_MAX_STORED_BYTES"
 QUEUED_JOBS_SETTING = "TEMPERING_TENANT_MAX_QUEUED_JOBS"
-OVERRIDES_SETTING = "TEMPERING_TENANT_LIMITS"
-_OVERRIDE_KEYS = {"stored": "max_stored_bytes", "queued": "max_queued_jobs"}
 
 
 class QuotaExceeded(ResourceExhausted):
@@ -48,7 +46,7 @@ class QuotaPolicy:
     def from_settings(
         cls, max_stored_bytes: int, max_queued_jobs: int, overrides: str
     ) -> QuotaPolicy:
-        return cls(TenantLimits(max_stored_bytes, max_queued_jobs), parse_overrides(overrides))
+        return cls(TenantLimits(max_stored_bytes, max_queued_jobs), parse_tenant_limits(overrides))
 
     def limits_for(self, tenant: str) -> TenantLimits:
         return replace(self.default, **self.overrides.get(tenant, {}))
@@ -74,35 +72,3 @@ class QuotaPolicy:
 
 
 UNLIMITED = QuotaPolicy()
-
-
-def parse_overrides(text: str) -> dict[str, dict[str, int]]:
-    """``tenant:stored=SIZE,queued=N; other:queued=N`` -> {tenant: {field: value}}. Raises
-    ValueError naming the part that is wrong."""
-    from service.settings import _parse_size
-
-    parsers: dict[str, Callable[[str], int]] = {"stored": _parse_size, "queued": int}
-    result: dict[str, dict[str, int]] = {}
-    for part in text.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        tenant, sep, body = part.partition(":")
-        tenant = tenant.strip()
-        if not sep:
-            raise ValueError(f"{part!r}: expected tenant:stored=SIZE,queued=N")
-        check_tenant_name(tenant)
-        values = result.setdefault(tenant, {})
-        for item in body.split(","):
-            key, eq, raw = item.partition("=")
-            key = key.strip().lower()
-            if not eq or key not in parsers:
-                raise ValueError(f"{item.strip()!r} in {part!r}: expected stored=SIZE or queued=N")
-            try:
-                value = parsers[key](raw.strip())
-            except ValueError:
-                raise ValueError(f"{item.strip()!r} in {part!r}: not a number") from None
-            if value < 0:
-                raise ValueError(f"{item.strip()!r} in {part!r}: must be 0 (no limit) or more")
-            values[_OVERRIDE_KEYS[key]] = value
-    return result

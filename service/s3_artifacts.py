@@ -43,21 +43,12 @@ from service.artifacts import (
 )
 from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, checked_job_id
 from service.errors import DataLoss, NotFound
+from service.setting_values import parse_s3_url
 
 log = logging.getLogger(__name__)
 
 SHA256_METADATA = "sha256"
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; the prefix may be empty."""
-    if not url.startswith("s3://"):
-        raise ValueError("expected s3://bucket or s3://bucket/prefix")
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise ValueError("the URL names no bucket (expected s3://bucket/prefix)")
-    return bucket, prefix.strip("/")
 
 
 def _check_name(sha256: str) -> None:

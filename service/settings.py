@@ -8,15 +8,23 @@ the environment itself. Every field has one variable and one flag, listed in :da
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.setting_values import (
+    GiB,
+    MiB,
+    parse_allowed_hosts,
+    parse_bool,
+    parse_s3_url,
+    parse_size,
+    parse_tenant_limits,
+    parse_tenant_webhooks,
+)
+
 ENV_PREFIX = "TEMPERING_"
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 
 class SettingsError(ValueError):
@@ -137,8 +145,6 @@ class Settings:
 
     def _check_artifact_url(self) -> None:
         if self.artifact_url:
-            from service.s3_artifacts import parse_s3_url
-
             try:
                 parse_s3_url(self.artifact_url)
             except ValueError as exc:
@@ -163,16 +169,12 @@ class Settings:
                 f"{ENV_PREFIX}TENANT_MAX_STORED_BYTES and {ENV_PREFIX}TENANT_MAX_QUEUED_JOBS"
                 " must be 0 (no limit) or more"
             )
-        from service.quotas import parse_overrides
-
         try:
-            parse_overrides(self.tenant_limits)
+            parse_tenant_limits(self.tenant_limits)
         except ValueError as exc:
             raise SettingsError(f"{ENV_PREFIX}TENANT_LIMITS: {exc}") from exc
 
     def _check_webhooks(self) -> None:
-        from service.webhook_targets import parse_allowed_hosts, parse_tenant_webhooks
-
         for name, parse in (
             ("tenant_webhooks", parse_tenant_webhooks),
             ("webhook_allowed_hosts", parse_allowed_hosts),
@@ -225,26 +227,6 @@ def default_state_dir(environ: Mapping[str, str]) -> Path:
     return Path(base) / "tempering"
 
 
-def _parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _parse_size(value: str) -> int:
-    """Bytes, optionally with a K/M/G/T suffix (binary units): ``512M``, ``10G``."""
-    text = value.strip().upper().removesuffix("B").removesuffix("I")
-    scale = 1
-    for suffix, factor in (("K", 1024), ("M", MiB), ("G", GiB), ("T", 1024 * GiB)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
-    return int(float(text) * scale)
-
-
 def _render(value: Any) -> str:
     if value is None:
         return ""
@@ -275,8 +257,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
     FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
-    FieldSpec("max_upload_bytes", _parse_size, "largest upload accepted, e.g. 10G"),
-    FieldSpec("allow_trusted_formats", _parse_bool, "accept TorchScript/torch.export uploads"),
+    FieldSpec("max_upload_bytes", parse_size, "largest upload accepted, e.g. 10G"),
+    FieldSpec("allow_trusted_formats", parse_bool, "accept TorchScript/torch.export uploads"),
     FieldSpec("visibility_timeout", int, "seconds before Redis redelivers an unacked job"),
     FieldSpec("job_time_limit", int, "longest a job may run, in seconds"),
     FieldSpec("max_attempts", int, "starts of a job before a lost worker fails it"),
@@ -290,9 +272,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("tls_cert", Path, "PEM certificate chain of the server (turns TLS on)"),
     FieldSpec("tls_key", Path, "PEM private key of the server"),
     FieldSpec("tls_client_ca", Path, "PEM CA of client certificates (turns mutual TLS on)"),
-    FieldSpec("allow_insecure_remote", _parse_bool, "serve plaintext on a non-loopback address"),
-    FieldSpec("insecure_open", _parse_bool, "serve without API keys on a non-loopback address"),
-    FieldSpec("tenant_max_stored_bytes", _parse_size, "stored bytes per tenant (0: no limit)"),
+    FieldSpec("allow_insecure_remote", parse_bool, "serve plaintext on a non-loopback address"),
+    FieldSpec("insecure_open", parse_bool, "serve without API keys on a non-loopback address"),
+    FieldSpec("tenant_max_stored_bytes", parse_size, "stored bytes per tenant (0: no limit)"),
     FieldSpec("tenant_max_queued_jobs", int, "queued or running jobs per tenant; 0 = no limit"),
     FieldSpec("tenant_limits", str, "per-tenant limits: alice:stored=50G,queued=20;bob:..."),
     FieldSpec("artifact_url", str, "s3://bucket/prefix: artifacts in S3 instead of artifact_dir"),
@@ -308,7 +290,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("webhook_max_attempts", int, "deliveries of one notification before giving up"),
     FieldSpec("webhook_timeout", float, "seconds one webhook delivery may take"),
     FieldSpec("mlflow_tracking_uri", str, "MLflow tracking URI for jobs that ask for MLflow"),
-    FieldSpec("validation_memory_limit", _parse_size, "memory of the submit-time check, e.g. 4G"),
+    FieldSpec("validation_memory_limit", parse_size, "memory of the submit-time check, e.g. 4G"),
 )
 
 
@@ -316,7 +298,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; a flag left out keeps the environment's value or the default."""
     group = parser.add_argument_group("settings (flags override TEMPERING_* variables)")
     for spec in FIELDS:
-        switch = {"nargs": "?", "const": "true"} if spec.parse is _parse_bool else {}
+        switch = {"nargs": "?", "const": "true"} if spec.parse is parse_bool else {}
         group.add_argument(
             spec.flag,
             dest=spec.name,
@@ -325,8 +307,3 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{spec.help} [{spec.env}]",
             **switch,  # type: ignore[arg-type]
         )
-
-
-def load_from(argv_namespace: argparse.Namespace | None = None) -> Settings:
-    """Settings of this process: its environment, then its flags."""
-    return Settings.load(os.environ, argv_namespace)

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
 
 from service.errors import FailedPrecondition, InvalidRequest, PermissionDenied
-from service.tenancy import check_tenant_name
-from service.webhook_schema import MAX_URL_CHARS
+from service.setting_values import (
+    DEFAULT_PORTS,
+    HostEntry,
+    parse_allowed_hosts,
+    parse_tenant_webhooks,
+    parse_url,
+)
 
 SECRET_FILE_SETTING = "TEMPERING_WEBHOOK_SECRET_FILE"
 ALLOWED_HOSTS_SETTING = "TEMPERING_WEBHOOK_ALLOWED_HOSTS"
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-HostEntry = tuple[str, int | None]
-"""A lower-cased host name and its port, None for the scheme's default port."""
 
 
 @dataclass(frozen=True)
@@ -77,60 +78,6 @@ class WebhookTargets:
         if (host, port) in self.allowed_hosts:
             return True
         return port == DEFAULT_PORTS[parts.scheme] and (host, None) in self.allowed_hosts
-
-
-def parse_url(url: str) -> SplitResult:
-    """The parts of an http(s) URL with a host; ValueError saying what is wrong otherwise."""
-    if len(url) > MAX_URL_CHARS:
-        raise ValueError(f"a webhook URL has at most {MAX_URL_CHARS} characters")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port out of range
-    except ValueError:
-        raise ValueError(f"{url!r} is not a valid URL") from None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"{url!r} must be an http:// or https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r} must not carry a user name or password")
-    return parts
-
-
-def parse_tenant_webhooks(text: str) -> dict[str, str]:
-    """``alice=https://...; bob=https://...`` -> {tenant: url}; ValueError naming the part that
-    is wrong."""
-    result: dict[str, str] = {}
-    for part in text.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        tenant, sep, url = part.partition("=")
-        tenant, url = tenant.strip(), url.strip()
-        if not sep or not url:
-            raise ValueError(f"{part!r}: expected tenant=https://host/path")
-        check_tenant_name(tenant)
-        if tenant in result:
-            raise ValueError(f"tenant {tenant!r} is named twice")
-        parse_url(url)
-        result[tenant] = url
-    return result
-
-
-def parse_allowed_hosts(text: str) -> frozenset[HostEntry]:
-    """``hooks.example.com, 10.0.0.5:8080`` -> {(host, port or None)}."""
-    entries: set[HostEntry] = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            parts = urlsplit(f"//{item}")
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"{item!r}: expected host or host:port") from None
-        if not parts.hostname or parts.path or parts.query or parts.username is not None:
-            raise ValueError(f"{item!r}: expected host or host:port")
-        entries.add((parts.hostname.lower(), port))
-    return frozenset(entries)
 
 
 WEBHOOKS_OFF = WebhookTargets()

@@ -21,7 +21,8 @@ from sec_helpers import (
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.quotas import QuotaPolicy, TenantLimits, parse_overrides
+from service.quotas import QuotaPolicy, TenantLimits
+from service.setting_values import parse_tenant_limits
 from service.settings import Settings, SettingsError
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -127,7 +128,7 @@ def test_overrides_are_parsed_and_merged() -> None:
 )
 def test_bad_overrides_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"expected|not a number|0 \(no limit\)|tenant id"):
-        parse_overrides(text)
+        parse_tenant_limits(text)
 
 
 def test_bad_overrides_stop_the_settings() -> None:

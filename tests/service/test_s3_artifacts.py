@@ -21,7 +21,8 @@ from service.stores import open_artifact_store
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
-from service.s3_artifacts import S3ArtifactStore, parse_s3_url  # noqa: E402
+from service.s3_artifacts import S3ArtifactStore  # noqa: E402
+from service.setting_values import parse_s3_url  # noqa: E402
 
 MiB = 1024 * 1024
 

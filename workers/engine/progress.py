@@ -1,8 +1,9 @@
 """Progress reporting and cooperative cancellation.
 
 Every long-running engine function takes one :class:`Reporter`. It forwards
-:class:`ProgressEvent` values to a callback (the CLI's progress bar, the Celery task that
-publishes them to the service) and asks a ``should_stop`` predicate between steps, raising
+:class:`ProgressEvent` values to a callback (with ``--local``, the CLI's progress display; in a
+worker, the job runner, which records the latest in the job store) and asks a ``should_stop``
+predicate between steps, raising
 :class:`~workers.engine.errors.Cancelled` so that training stops within one batch.
 """
 
