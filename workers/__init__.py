@@ -2,12 +2,16 @@
 
 Importing this package is cheap: neither torch nor celery is imported until a submodule asks.
 
-It does set one thing, before torch can load its OpenMP runtime: idle OpenMP threads sleep
-(``OMP_WAIT_POLICY=PASSIVE``) instead of spinning. With the default spin, two busy processes on
-two cores made a PGD step of the small MNIST CNN 8 to 15 times slower (docs/performance.md);
-an operator's own setting is kept.
+It does decide one thing, before torch can load its OpenMP runtime: whether idle OpenMP threads
+spin or sleep. Where the engine can watch the machine's load (:mod:`workers.engine.threads`)
+they keep OpenMP's spin and the engine gives up threads when other processes need the cores;
+elsewhere they sleep (``OMP_WAIT_POLICY=PASSIVE``). An operator's own setting is kept.
 """
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from workers.engine.threads import wait_policy
+
+_policy = wait_policy()
+if _policy is not None:
+    os.environ.setdefault("OMP_WAIT_POLICY", _policy)

@@ -33,6 +33,7 @@ from workers.engine.report import (
     plot_curve,
 )
 from workers.engine.spec import HardeningRequest
+from workers.engine.threads import governed_threads
 from workers.engine.training import recipe as recipes
 from workers.engine.training.methods import TrainingData, train
 
@@ -74,7 +75,17 @@ def harden(
     and a run that finds a saved state of the same job goes on from it (see
     :mod:`workers.engine.checkpoint`); the report's ``training.resumed_from_epoch`` says so."""
     request.validate()
-    reporter = reporter or Reporter()
+    with governed_threads():
+        return _harden(request, output_dir, reporter or Reporter(), device, checkpointer)
+
+
+def _harden(
+    request: HardeningRequest,
+    output_dir: Path,
+    reporter: Reporter,
+    device: Device | None,
+    checkpointer: Checkpointer | None,
+) -> HardeningResult:
     if request.time_limit_seconds and not reporter.time_limit_seconds:
         reporter.time_limit_seconds = request.time_limit_seconds
     device = device or pick_device()
