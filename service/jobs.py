@@ -1,7 +1,7 @@
 """The job use cases: submit, look up, list, cancel, watch and download.
 
 This layer decides; the gRPC servicer only converts messages and the Celery task only runs
-:class:`service.runner.JobRunner`.
+:class:`workers.runner.JobRunner`.
 """
 
 from __future__ import annotations

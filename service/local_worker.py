@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import workers
+import service
+from service.broker import worker_command
 from service.settings import Settings
-from workers.celery_app import worker_command
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class LocalWorker:
         process.wait()
 
     def _environment(self) -> dict[str, str]:
-        root = str(Path(workers.__file__).resolve().parent.parent)
+        root = str(Path(service.__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         return {**os.environ, **self._settings.to_env(), "PYTHONPATH": path}
 

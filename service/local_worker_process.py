@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from service.broker import WORKER_APP
 from service.parent_death import die_with_parent
 
 
 def main(argv: Sequence[str]) -> None:
     parent_pid, *celery_args = argv
     die_with_parent(int(parent_pid))
-    sys.argv = ["celery", "-A", "workers.celery_app", *celery_args]
+    sys.argv = ["celery", "-A", WORKER_APP, *celery_args]
     from celery.__main__ import main as celery_main
 
     celery_main()

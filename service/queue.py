@@ -1,4 +1,7 @@
-"""Queueing jobs on the Celery broker. Only the job's id travels; the worker reads the rest."""
+"""Queueing jobs on the Celery broker. Only the job's id travels; the worker reads the rest.
+
+The server sends with a Celery app of its own that knows no task: it names the task
+(:data:`service.broker.RUN_JOB_TASK`) and so never imports the worker's code."""
 
 from __future__ import annotations
 
@@ -7,10 +10,18 @@ import logging
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from service.broker import RUN_JOB_TASK, app_conf
 from service.errors import Unavailable
-from workers.celery_app import RUN_JOB_TASK
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def producer_app(settings: Settings) -> Celery:
+    """A Celery app that only sends jobs, configured as the workers' app is for sending."""
+    app = Celery("tempering", broker=settings.broker_url)
+    app.conf.update(**app_conf(settings))
+    return app
 
 
 class CeleryJobQueue:

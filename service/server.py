@@ -20,7 +20,7 @@ from service.interceptor import ErrorInterceptor
 from service.jobs import Jobs
 from service.metrics import ServerMetrics, metrics_address
 from service.metrics_endpoint import MetricsEndpoint
-from service.queue import CeleryJobQueue
+from service.queue import CeleryJobQueue, producer_app
 from service.quotas import QuotaPolicy
 from service.reconciler import Reconciler, start_reconciler
 from service.servicer import HardeningServicer
@@ -31,7 +31,6 @@ from service.uploads import Uploads
 from service.validation_pool import ValidationPool
 from service.watch_limit import WatchLimitInterceptor, watch_limit
 from service.webhooks import Notifier, WebhookConfig, start_notifier
-from workers.celery_app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
     )
     stores = Stores.open(settings)
     metrics = ServerMetrics(stores.database) if metrics_at is not None else None
-    queue = CeleryJobQueue(celery_app or create_app(settings), settings.queue)
+    queue = CeleryJobQueue(celery_app or producer_app(settings), settings.queue)
     uploads = Uploads(
         stores.artifacts,
         stores.uploads,

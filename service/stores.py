@@ -1,4 +1,5 @@
-"""Opening the stores from settings: the same wiring for the server and the workers."""
+"""Opening the stores from settings: the same wiring for the server and the workers
+(:func:`workers.runner.build_runner`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
 from service.db import Database
 from service.jobstore import JobStore
-from service.runner import JobObserver, JobRunner, RunnerConfig
 from service.settings import Settings
-from workers.mlflow_tracking import job_tracking
 
 
 @dataclass(frozen=True)
@@ -61,22 +60,3 @@ def open_checkpoint_store(settings: Settings, artifacts: ArtifactStore) -> Check
     if isinstance(artifacts, S3ArtifactStore):
         return artifacts.checkpoints(settings.state_dir / "checkpoints")
     return CheckpointFiles(checkpoint_root(settings.artifact_dir))
-
-
-def build_runner(settings: Settings, observer: JobObserver | None = None) -> JobRunner:
-    stores = Stores.open(settings)
-    return JobRunner(
-        stores.jobs,
-        stores.uploads,
-        stores.artifacts,
-        RunnerConfig(
-            work_dir=settings.state_dir / "work",
-            max_attempts=settings.max_attempts,
-            allow_trusted_formats=settings.allow_trusted_formats,
-            lease_timeout=settings.lease_timeout,
-            heartbeat_interval=settings.heartbeat_interval,
-            checkpoints=stores.checkpoints,
-        ),
-        observer=observer,
-        tracker_factory=job_tracking(settings.mlflow_tracking_uri),
-    )

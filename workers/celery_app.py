@@ -30,16 +30,17 @@ from typing import Any
 
 from celery import Celery, current_app, signals
 
+from service.broker import app_conf, worker_command
 from service.logs import configure_logging
 from service.settings import Settings, SettingsError, add_settings_arguments
 
-RUN_JOB_TASK = "tempering.run_job"
 SETTINGS_KEY = "tempering_settings"
 
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("tempering", broker=settings.broker_url, include=["workers.tasks"])
     app.conf.update(
+        **app_conf(settings),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -47,26 +48,11 @@ def create_app(settings: Settings) -> Celery:
         # a running job goes on when the broker connection drops (Redis restarted): its lease
         # in the job store, not the broker's message, says who runs it
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        task_default_queue=settings.queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        broker_transport_options=broker_transport_options(settings),
-        broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
         **{SETTINGS_KEY: settings},
     )
     return app
-
-
-def broker_transport_options(settings: Settings) -> dict[str, Any]:
-    """Options differ per transport: kombu's SQLAlchemy transport hands its options to
-    ``create_engine``, where Redis's ``visibility_timeout`` would be an error."""
-    if settings.broker_url.startswith("sqla+"):
-        return {"connect_args": {"timeout": 30}}
-    return {"visibility_timeout": settings.visibility_timeout}
 
 
 def settings_of(app: Celery) -> Settings:
@@ -78,27 +64,6 @@ def settings_of_conf(conf: Any) -> Settings:
     if not isinstance(settings, Settings):
         raise RuntimeError("this Celery app was not made by workers.celery_app.create_app")
     return settings
-
-
-def worker_command(settings: Settings, hostname: str | None = None) -> list[str]:
-    """Arguments after ``celery -A workers.celery_app`` that start one worker process."""
-    command = ["--quiet"] if settings.log_format == "json" else []
-    command += [
-        "worker",
-        "--queues",
-        settings.queue,
-        "--concurrency",
-        "1",
-        "--prefetch-multiplier",
-        "1",
-        "--loglevel",
-        settings.log_level,
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if hostname:
-        command += ["--hostname", hostname]
-    return command
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

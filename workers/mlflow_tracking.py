@@ -248,7 +248,7 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
 
 
 class JobTracking:
-    """One job's MLflow run as the service's :class:`~service.runner.JobRunner` drives it:
+    """One job's MLflow run as the service's :class:`~workers.runner.JobRunner` drives it:
     opened once the job's inputs are resolved, fed every progress event, ended with the job."""
 
     def __init__(self, tracking_uri: str | None, job: Job) -> None:

@@ -8,9 +8,9 @@ import os
 from celery import Celery, Task, shared_task
 from sqlalchemy.exc import OperationalError
 
-from service.runner import JobRunner
-from service.stores import build_runner
-from workers.celery_app import RUN_JOB_TASK, settings_of
+from service.broker import RUN_JOB_TASK
+from workers.celery_app import settings_of
+from workers.runner import JobRunner, build_runner
 from workers.worker_metrics import active_metrics
 
 

@@ -2,7 +2,7 @@
 by the process that runs the jobs (the Celery pool's child, started on ``worker_process_init``).
 
 Throughput comes from the engine's epoch-end progress events, which the job runner hands to
-:class:`WorkerMetrics` (a :class:`service.runner.JobObserver`); GPU memory is read from torch
+:class:`WorkerMetrics` (a :class:`workers.runner.JobObserver`); GPU memory is read from torch
 when scraped, only once this process has used CUDA. The engine itself knows nothing of this.
 """
 

@@ -22,10 +22,10 @@ from service.checkpoints import CheckpointFiles
 from service.db import Database
 from service.domain import JobSpec, JobState, NewJob, utcnow
 from service.jobstore import JobStore
-from service.runner import JobRunner, RunnerConfig
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.progress import Reporter
 from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig
+from workers.runner import JobRunner, RunnerConfig
 
 REPORT = {
     "original": {

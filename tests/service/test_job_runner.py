@@ -16,12 +16,12 @@ from service.db import Database
 from service.domain import Job, JobSpec, JobState, NewJob, OutputKind
 from service.jobs import Jobs
 from service.jobstore import JobStore
-from service.runner import JobObserver, JobRunner, ProgressRecorder, RunnerConfig
 from service.tenancy import DEFAULT_TENANT
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig
+from workers.runner import JobObserver, JobRunner, ProgressRecorder, RunnerConfig
 
 REPORT = {
     "schema_version": 1,

@@ -24,6 +24,7 @@ from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.broker import worker_command
 from service.logs import (
     ContextFilter,
     JsonFormatter,
@@ -42,7 +43,6 @@ from tests.shared_support import (
     upload_dataset,
     upload_model,
 )
-from workers.celery_app import worker_command
 
 
 class Lines:

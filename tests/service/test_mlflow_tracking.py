@@ -29,7 +29,6 @@ from service.catalog import UploadCatalog
 from service.db import Database
 from service.domain import JobSpec, JobState, MlflowTracking, NewJob
 from service.jobstore import JobStore
-from service.runner import JobRunner, RunnerConfig
 from tests.runner_support import record_inputs
 from tests.shared_support import (
     ROOT,
@@ -43,6 +42,7 @@ from tests.shared_support import (
 from workers.engine.progress import Reporter
 from workers.engine.spec import HardeningRequest, Method, ModelFormat, ThreatModel, TrainingConfig
 from workers.mlflow_tracking import RunTarget, job_tracking, open_run, run_params
+from workers.runner import JobRunner, RunnerConfig
 
 EPOCHS = 2
 EXPERIMENT = "digits-hardening"

@@ -364,9 +364,9 @@ def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discar
     from service.db import Database
     from service.domain import JobSpec, JobState, NewJob
     from service.jobstore import JobStore
-    from service.runner import JobRunner, RunnerConfig
     from tests.runner_support import record_inputs
     from workers.engine.spec import ThreatModel
+    from workers.runner import JobRunner, RunnerConfig
 
     database = Database.open(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "s3ck_")
     jobs, catalog = JobStore(database), UploadCatalog(database)

@@ -39,9 +39,12 @@ from service.domain import (
 from service.jobstore import JobStore
 from service.leases import LeaseKeeper, new_owner_id
 from service.logs import bind_log_context, log_context
+from service.settings import Settings
+from service.stores import Stores
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
+from workers.mlflow_tracking import job_tracking
 
 log = logging.getLogger(__name__)
 
@@ -560,4 +563,24 @@ def _unexpected_failure(job_id: str, exc: Exception) -> str:
     return (
         f"internal error in the worker ({type(exc).__name__}); the operator's worker"
         f" log has the details under job {job_id}"
+    )
+
+
+def build_runner(settings: Settings, observer: JobObserver | None = None) -> JobRunner:
+    """The runner of a worker process, on the stores its settings name."""
+    stores = Stores.open(settings)
+    return JobRunner(
+        stores.jobs,
+        stores.uploads,
+        stores.artifacts,
+        RunnerConfig(
+            work_dir=settings.state_dir / "work",
+            max_attempts=settings.max_attempts,
+            allow_trusted_formats=settings.allow_trusted_formats,
+            lease_timeout=settings.lease_timeout,
+            heartbeat_interval=settings.heartbeat_interval,
+            checkpoints=stores.checkpoints,
+        ),
+        observer=observer,
+        tracker_factory=job_tracking(settings.mlflow_tracking_uri),
     )

@@ -1,0 +1,60 @@
+"""What the server and the workers agree on about the broker, and nothing that imports Celery.
+
+The server sends a job id under the task name :data:`RUN_JOB_TASK` with a send-only app
+(:func:`service.queue.producer_app`); the worker's app (``workers.celery_app``) registers the task
+under that name. Both apply :func:`app_conf`, so the queue, the routes, the serializer and the
+transport options cannot drift apart. The server starts its local worker by the module name
+:data:`WORKER_APP`, as ``celery -A`` does, never by importing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.settings import Settings
+
+RUN_JOB_TASK = "tempering.run_job"
+WORKER_APP = "workers.celery_app"
+"""The module ``celery -A`` loads in a worker process."""
+
+
+def app_conf(settings: Settings) -> dict[str, Any]:
+    """Celery settings that senders and workers share."""
+    return {
+        "task_default_queue": settings.queue,
+        "task_routes": {RUN_JOB_TASK: {"queue": settings.queue}},
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_transport_options": broker_transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Options differ per transport: kombu's SQLAlchemy transport hands its options to
+    ``create_engine``, where Redis's ``visibility_timeout`` would be an error."""
+    if settings.broker_url.startswith("sqla+"):
+        return {"connect_args": {"timeout": 30}}
+    return {"visibility_timeout": settings.visibility_timeout}
+
+
+def worker_command(settings: Settings, hostname: str | None = None) -> list[str]:
+    """Arguments after ``celery -A workers.celery_app`` that start one worker process."""
+    command = ["--quiet"] if settings.log_format == "json" else []
+    command += [
+        "worker",
+        "--queues",
+        settings.queue,
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        settings.log_level,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        command += ["--hostname", hostname]
+    return command
