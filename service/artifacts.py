@@ -8,7 +8,7 @@ local paths, so :meth:`ArtifactStore.local_path` may download to a temporary fil
 Every blob's name is its SHA-256, recorded again with the upload or output that refers to it,
 and it is checked whenever the bytes leave the store: :func:`verified_chunks` hashes a blob
 before a download sends anything (and again while it streams), :func:`check_sha256` before a
-worker uses an input. Bytes that changed on disk raise :class:`~service.errors.DataLoss`.
+worker uses an input. Bytes that changed on disk raise :class:`~service.core.errors.DataLoss`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from service.errors import ChecksumMismatch, DataLoss, NotFound
+from service.core.errors import ChecksumMismatch, DataLoss, NotFound
 from workers.engine.files import CHUNK_BYTES, fsync_directory, sha256_file, sha256_of
 
 

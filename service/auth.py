@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.tenancy import check_tenant_name
+from service.core.tenancy import check_tenant_name
 
 KEY_PREFIX = "tpk_"
 KEY_BYTES = 32

@@ -2,13 +2,13 @@
 
 Every call except health checks and reflection must carry ``authorization: Bearer <key>``
 metadata; a missing, malformed or unknown key is answered UNAUTHENTICATED before any servicer
-code runs. A known key runs the call with :data:`service.tenancy.CURRENT_TENANT` set to the
+code runs. A known key runs the call with :data:`service.core.tenancy.CURRENT_TENANT` set to the
 key's tenant, in a copy of the context made for this call alone, so that a value can never leak
 into the next call served by the same pool thread. The same copy carries the tenant, and the job
-id of a request naming one, to the call's log lines (:mod:`service.logs`).
+id of a request naming one, to the call's log lines (:mod:`service.core.logs`).
 
 Without a key store (no keys configured: single-tenant open mode) every call runs as
-:data:`service.tenancy.DEFAULT_TENANT` and any key sent is ignored.
+:data:`service.core.tenancy.DEFAULT_TENANT` and any key sent is ignored.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 
 from service.auth import ApiKeyStore
+from service.core.logs import bind_log_context
+from service.core.tenancy import CURRENT_TENANT, DEFAULT_TENANT
 from service.interceptor import rebuild_handler
-from service.logs import bind_log_context
-from service.tenancy import CURRENT_TENANT, DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
+from service.core.domain import UploadedArtifact, UploadKind, utcnow
+from service.core.errors import AlreadyExists, NotFound
+from service.core.tenancy import DEFAULT_TENANT
 from service.db import Database, as_utc
-from service.domain import UploadedArtifact, UploadKind, utcnow
-from service.errors import AlreadyExists, NotFound
-from service.tenancy import DEFAULT_TENANT
 from service.tenant_lock import TenantLock
 
 _UPLOAD_RPC = {UploadKind.MODEL: "UploadModel", UploadKind.DATASET: "UploadDataset"}

@@ -20,12 +20,12 @@ from pathlib import Path
 from types import FrameType
 
 from service import webhook_cli
+from service.core.logs import configure_logging
+from service.core.settings import Settings, SettingsError, add_settings_arguments
 from service.local_worker import LocalWorker
-from service.logs import configure_logging
 from service.memory import tune_allocator_for_streaming
 from service.parent_death import die_with_parent
 from service.server import start_server
-from service.settings import Settings, SettingsError, add_settings_arguments
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Protobuf messages to domain types and back. The only module besides the servicer that sees
-protobuf; missing or malformed fields become :class:`~service.errors.InvalidRequest`."""
+protobuf; missing or malformed fields become :class:`~service.core.errors.InvalidRequest`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from tempering.v1 import hardening_pb2 as pb
 
-from service.domain import (
+from service.core.domain import (
     DatasetFormat,
     Download,
     Interval,
@@ -33,7 +33,7 @@ from service.domain import (
     UploadKind,
     UploadResult,
 )
-from service.errors import InvalidRequest
+from service.core.errors import InvalidRequest
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from service.errors import (
+from service.core.errors import (
     AlreadyExists,
     ChecksumMismatch,
     DataLoss,

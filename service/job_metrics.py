@@ -20,8 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.core.domain import TERMINAL_STATES, JobState
 from service.db import Database
-from service.domain import TERMINAL_STATES, JobState
 from workers.engine.spec import Method
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from service.artifacts import ArtifactStore, verified_chunks
 from service.catalog import UploadCatalog
-from service.domain import (
+from service.core.domain import (
     Download,
     Job,
     JobEvent,
@@ -29,9 +29,9 @@ from service.domain import (
     Progress,
     UploadKind,
 )
-from service.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from service.core.logs import log_context
 from service.jobstore import JobStore
-from service.logs import log_context
 from service.quotas import UNLIMITED, QuotaPolicy
 from service.validation import InputCheck, check_job_inputs
 from service.webhook_targets import WEBHOOKS_OFF, WebhookTargets

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from service.db import Database, as_utc
-from service.domain import (
+from service.core.domain import (
     Job,
     JobPage,
     JobQuery,
@@ -31,9 +30,10 @@ from service.domain import (
     ResultSummary,
     utcnow,
 )
-from service.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.core.tenancy import DEFAULT_TENANT
+from service.db import Database, as_utc
 from service.leases import Leases
-from service.tenancy import DEFAULT_TENANT
 from service.tenant_lock import TenantLock
 from service.webhook_schema import delivery_rows
 

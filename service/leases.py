@@ -40,8 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.core.domain import Job, JobState, utcnow
 from service.db import as_utc
-from service.domain import Job, JobState, utcnow
 
 log = logging.getLogger(__name__)
 

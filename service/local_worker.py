@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import service
-from service.broker import worker_command
-from service.settings import Settings
+from service.core.broker import worker_command
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

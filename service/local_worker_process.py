@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from service.broker import WORKER_APP
+from service.core.broker import WORKER_APP
 from service.parent_death import die_with_parent
 
 

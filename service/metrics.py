@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from service.core.domain import UploadKind
+from service.core.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
+from service.core.settings import ENV_PREFIX, Settings
 from service.db import Database
-from service.domain import UploadKind
 from service.job_metrics import JobStoreCollector
-from service.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
 from service.rpc_metrics import MetricsInterceptor, RpcMetrics
-from service.settings import ENV_PREFIX, Settings
 
 
 class ServerMetrics:

@@ -1,7 +1,7 @@
 """Queueing jobs on the Celery broker. Only the job's id travels; the worker reads the rest.
 
 The server sends with a Celery app of its own that knows no task: it names the task
-(:data:`service.broker.RUN_JOB_TASK`) and so never imports the worker's code."""
+(:data:`service.core.broker.RUN_JOB_TASK`) and so never imports the worker's code."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import logging
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from service.broker import RUN_JOB_TASK, app_conf
-from service.errors import Unavailable
-from service.settings import Settings
+from service.core.broker import RUN_JOB_TASK, app_conf
+from service.core.errors import Unavailable
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from service.errors import ResourceExhausted
-from service.setting_values import parse_tenant_limits
+from service.core.errors import ResourceExhausted
+from service.core.setting_values import parse_tenant_limits
 
 STORED_BYTES_SETTING = "TEMPERING_TENANT_MAX_STORED_BYTES"
 QUEUED_JOBS_SETTING = "TEMPERING_TENANT_MAX_QUEUED_JOBS"

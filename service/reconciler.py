@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from service.checkpoints import CheckpointStore
-from service.domain import JobState, utcnow
-from service.errors import Unavailable
+from service.core.domain import JobState, utcnow
+from service.core.errors import Unavailable
+from service.core.periodic import Periodic
+from service.core.settings import Settings
 from service.leases import ActiveJob, Leases
-from service.periodic import Periodic
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

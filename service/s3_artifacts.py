@@ -9,7 +9,7 @@ It keeps the local store's guarantees (:mod:`service.artifacts`):
   multipart upload is aborted; a blob abandoned before ``commit`` is never sent.
 - **SHA-256 recorded and checked**: the object carries its SHA-256 in its metadata
   (``x-amz-meta-sha256``) as well as in its key. Reading (``open``, ``local_path``) hashes the
-  bytes as they arrive and raises :class:`~service.errors.DataLoss` when they do not hash to
+  bytes as they arrive and raises :class:`~service.core.errors.DataLoss` when they do not hash to
   the key, or when the recorded SHA-256 is missing or different (an object replaced behind
   the service's back).
 - **streaming**: reads come in chunks from the response body; nothing holds a blob in memory.
@@ -42,8 +42,8 @@ from service.artifacts import (
     write_file,
 )
 from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, checked_job_id
-from service.errors import DataLoss, NotFound
-from service.setting_values import parse_s3_url
+from service.core.errors import DataLoss, NotFound
+from service.core.setting_values import parse_s3_url
 
 log = logging.getLogger(__name__)
 

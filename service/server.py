@@ -16,15 +16,15 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.auth_interceptor import AuthInterceptor
+from service.core.metrics_endpoint import MetricsEndpoint
+from service.core.settings import Settings
 from service.interceptor import ErrorInterceptor
 from service.jobs import Jobs
 from service.metrics import ServerMetrics, metrics_address
-from service.metrics_endpoint import MetricsEndpoint
 from service.queue import CeleryJobQueue, producer_app
 from service.quotas import QuotaPolicy
 from service.reconciler import Reconciler, start_reconciler
 from service.servicer import HardeningServicer
-from service.settings import Settings
 from service.stores import Stores
 from service.transport import Exposure, plan_exposure
 from service.uploads import Uploads

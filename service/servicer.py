@@ -13,8 +13,8 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service import convert
+from service.core.tenancy import current_tenant
 from service.jobs import Jobs
-from service.tenancy import current_tenant
 from service.uploads import Uploads
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from service.artifacts import ArtifactStore, LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
+from service.core.settings import Settings
 from service.db import Database
 from service.jobstore import JobStore
-from service.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import SchemaItem
 
-from service.tenancy import DEFAULT_TENANT, MAX_TENANT_CHARS
+from service.core.tenancy import DEFAULT_TENANT, MAX_TENANT_CHARS
 
 log = logging.getLogger(__name__)
 

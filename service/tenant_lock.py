@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from service.domain import utcnow
-from service.tenancy import MAX_TENANT_CHARS
+from service.core.domain import utcnow
+from service.core.tenancy import MAX_TENANT_CHARS
 
 
 def tenant_locks_table(prefix: str, metadata: sa.MetaData) -> sa.Table:

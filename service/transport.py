@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 
 from service.auth import ApiKeyStore, KeyFileError
-from service.settings import ENV_PREFIX, Settings, SettingsError
-from service.tenancy import DEFAULT_TENANT
+from service.core.settings import ENV_PREFIX, Settings, SettingsError
+from service.core.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 
 from service.artifacts import ArtifactStore
 from service.catalog import UploadCatalog
-from service.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
-from service.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
+from service.core.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
+from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
 from service.quotas import UNLIMITED, QuotaPolicy
 from workers.engine.errors import UntrustedFormat
 from workers.engine.spec import ModelFormat

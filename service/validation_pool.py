@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from service.errors import ResourceExhausted, Unavailable
+from service.core.errors import ResourceExhausted, Unavailable
 from service.validation_checker import CheckOutcome, CheckRequest
 from workers.engine.spec import ModelFormat, ThreatModel
 

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from service.settings import Settings, SettingsError, add_settings_arguments
-from service.tenancy import check_tenant_name
+from service.core.settings import Settings, SettingsError, add_settings_arguments
+from service.core.tenancy import check_tenant_name
 from service.webhook_signing import read_master_key, tenant_secret
 
 

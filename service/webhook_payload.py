@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from service.domain import Job
+from service.core.domain import Job
 
 EVENT = "job.finished"
 

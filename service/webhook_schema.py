@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.setting_values import MAX_URL_CHARS
+from service.core.setting_values import MAX_URL_CHARS
 
 
 def deliveries_table(prefix: str, metadata: sa.MetaData) -> sa.Table:

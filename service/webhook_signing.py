@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from service.settings import SettingsError
+from service.core.settings import SettingsError
 
 SIGNATURE_HEADER = "Tempering-Signature"
 DELIVERY_HEADER = "Tempering-Delivery"

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult
 
-from service.errors import FailedPrecondition, InvalidRequest, PermissionDenied
-from service.setting_values import (
+from service.core.errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from service.core.setting_values import (
     DEFAULT_PORTS,
     HostEntry,
     parse_allowed_hosts,

@@ -40,11 +40,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
+from service.core.domain import TERMINAL_STATES, Job, utcnow
+from service.core.logs import log_context
+from service.core.periodic import Periodic
+from service.core.settings import Settings
 from service.db import Database, as_utc
-from service.domain import TERMINAL_STATES, Job, utcnow
-from service.logs import log_context
-from service.periodic import Periodic
-from service.settings import Settings
 from service.webhook_payload import EVENT, encode, job_finished
 from service.webhook_signing import (
     DELIVERY_HEADER,

@@ -11,7 +11,7 @@ from typing import Any
 
 from service.artifacts import ArtifactStore
 from service.catalog import UploadCatalog
-from service.domain import UploadKind
+from service.core.domain import UploadKind
 from workers.engine.spec import ModelFormat
 
 MODEL_BYTES = b"onnx bytes"

@@ -10,7 +10,7 @@ Celery result backend.
 ``celery -A workers.celery_app worker`` finds :data:`app`, built from ``TEMPERING_*`` variables
 the first time it is asked for; :func:`worker_main` does the same with command-line flags.
 
-Logging is :func:`service.logs.configure_logging`'s, not Celery's, so that the worker's own
+Logging is :func:`service.core.logs.configure_logging`'s, not Celery's, so that the worker's own
 lines, Celery's task lines and the job's share one format, text or JSON, and carry the job id
 while a job runs. It is configured on ``celeryd_init``, the first thing a starting worker does
 (before Celery's own warnings), and Celery leaves it alone because a receiver of its
@@ -30,9 +30,9 @@ from typing import Any
 
 from celery import Celery, current_app, signals
 
-from service.broker import app_conf, worker_command
-from service.logs import configure_logging
-from service.settings import Settings, SettingsError, add_settings_arguments
+from service.core.broker import app_conf, worker_command
+from service.core.logs import configure_logging
+from service.core.settings import Settings, SettingsError, add_settings_arguments
 
 SETTINGS_KEY = "tempering_settings"
 

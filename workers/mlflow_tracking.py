@@ -28,7 +28,7 @@ from workers.engine.spec import HardeningRequest, Method
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from service.domain import Job, JobState
+    from service.core.domain import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ _LOGGERS_MLFLOW_CONFIGURES = ("mlflow", "sqlalchemy.engine", "alembic", "huey")
 def mlflow_client_class() -> type[MlflowClient]:
     """``MlflowClient``, imported so that logging stays as it was. On import mlflow gives four
     loggers a text handler of its own and stops them propagating, which would take their lines
-    out of our handlers (JSON with the job id and tenant, :mod:`service.logs`)."""
+    out of our handlers (JSON with the job id and tenant, :mod:`service.core.logs`)."""
     loggers = [logging.getLogger(name) for name in _LOGGERS_MLFLOW_CONFIGURES]
     saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     try:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.artifacts import ArtifactStore, check_sha256
 from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointStore, PushingCheckpointer
-from service.domain import (
+from service.core.domain import (
     Job,
     JobSpec,
     JobState,
@@ -36,10 +36,10 @@ from service.domain import (
     UploadKind,
     utcnow,
 )
+from service.core.logs import bind_log_context, log_context
+from service.core.settings import Settings
 from service.jobstore import JobStore
 from service.leases import LeaseKeeper, new_owner_id
-from service.logs import bind_log_context, log_context
-from service.settings import Settings
 from service.stores import Stores
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter

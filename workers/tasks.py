@@ -8,7 +8,7 @@ import os
 from celery import Celery, Task, shared_task
 from sqlalchemy.exc import OperationalError
 
-from service.broker import RUN_JOB_TASK
+from service.core.broker import RUN_JOB_TASK
 from workers.celery_app import settings_of
 from workers.runner import JobRunner, build_runner
 from workers.worker_metrics import active_metrics

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.domain import TERMINAL_STATES, Job, JobState
-from service.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
-from service.settings import ENV_PREFIX, Settings
+from service.core.domain import TERMINAL_STATES, Job, JobState
+from service.core.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
+from service.core.settings import ENV_PREFIX, Settings
 from workers.engine.progress import ProgressEvent
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ def temper(capsys: pytest.CaptureFixture[str]) -> CliRunner:
 def serve(state: Path, **settings: object) -> Iterator[str]:
     """A real gRPC server of the service on a free port, with SQLite stores and broker."""
     server_module = pytest.importorskip("service.server")
-    settings_module = pytest.importorskip("service.settings")
+    settings_module = pytest.importorskip("service.core.settings")
     state.mkdir()
     running = server_module.start_server(
         settings_module.Settings(

@@ -24,7 +24,7 @@ from deploy_helpers import (
 
 from service.auth import hash_key, new_key
 from service.cli import build_parser
-from service.settings import Settings
+from service.core.settings import Settings
 from service.transport import plan_exposure
 
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"

@@ -31,7 +31,7 @@ from deploy_helpers import (
 from helm_render import Chart, TemplateError, merge
 
 from service.auth import hash_key, new_key
-from service.settings import Settings
+from service.core.settings import Settings
 from service.transport import plan_exposure
 
 SECURE: dict[str, Any] = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+from service.core.domain import JobSpec, JobState, NewJob, Progress, utcnow
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, Progress, utcnow
 from service.jobstore import JobStore
 from service.leases import LeaseKeeper
 from workers.engine.spec import Method, ThreatModel, TrainingConfig

@@ -11,13 +11,13 @@ import pytest
 from faults_support import RedisServer
 
 from service.checkpoints import CheckpointFiles
+from service.core.domain import JobSpec, JobState, NewJob, utcnow
+from service.core.errors import Unavailable
+from service.core.settings import Settings
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, utcnow
-from service.errors import Unavailable
 from service.jobstore import JobStore
 from service.queue import CeleryJobQueue
 from service.reconciler import Reconciler, RedisInspector, SqlAlchemyInspector
-from service.settings import Settings
 from workers.celery_app import create_app
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 

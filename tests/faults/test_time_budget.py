@@ -15,8 +15,8 @@ import pytest
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
 from service.checkpoints import CheckpointFiles
+from service.core.domain import JobSpec, JobState, NewJob, utcnow
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob, utcnow
 from service.jobstore import JobStore
 from service.leases import Leases
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs

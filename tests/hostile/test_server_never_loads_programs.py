@@ -22,7 +22,7 @@ import grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 from service.server import start_server
-from service.settings import Settings
+from service.core.settings import Settings
 
 def upload(rpc, header_type, request_type, fmt, path):
     data = pathlib.Path(path).read_bytes()

@@ -15,8 +15,8 @@ import pytest
 from sec_helpers import Keys, Pki, StartServer
 
 from service.auth import hash_key, new_key
+from service.core.settings import Settings
 from service.server import RunningServer, start_server
-from service.settings import Settings
 
 TENANTS = ("alice", "bob")
 

@@ -31,9 +31,9 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 from service import auth
 from service.auth import ApiKeyStore, KeyFileError, hash_key, new_key
 from service.auth_interceptor import AuthInterceptor, bearer_token
+from service.core.settings import Settings, SettingsError
+from service.core.tenancy import CURRENT_TENANT, NoTenant, current_tenant
 from service.server import SERVICE_NAME, RunningServer
-from service.settings import Settings, SettingsError
-from service.tenancy import CURRENT_TENANT, NoTenant, current_tenant
 from service.transport import InsecureSetup, is_loopback, plan_exposure
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

@@ -19,8 +19,8 @@ from sec_helpers import dataset, linear_onnx
 
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
+from service.core.domain import JobSpec, NewJob, UploadHeader, UploadKind
 from service.db import Database
-from service.domain import JobSpec, NewJob, UploadHeader, UploadKind
 from service.jobs import Jobs
 from service.jobstore import JobStore
 from service.quotas import QuotaExceeded, QuotaPolicy, TenantLimits

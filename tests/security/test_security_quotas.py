@@ -21,9 +21,9 @@ from sec_helpers import (
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.core.setting_values import parse_tenant_limits
+from service.core.settings import Settings, SettingsError
 from service.quotas import QuotaPolicy, TenantLimits
-from service.setting_values import parse_tenant_limits
-from service.settings import Settings, SettingsError
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -11,7 +11,7 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from client import AuthenticationFailed, ConnectionFailed, HardeningClient, TlsConfig
-from service.settings import SettingsError
+from service.core.settings import SettingsError
 from service.transport import plan_exposure
 
 CALL_TIMEOUT = 10
@@ -118,7 +118,7 @@ def test_mutual_tls_rejects_a_client_without_a_trusted_certificate(
 
 
 def test_tls_with_keys_may_listen_beyond_loopback(pki: Pki, keys: Keys, tmp_path: Path) -> None:
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     settings = Settings(
         state_dir=tmp_path,

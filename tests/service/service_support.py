@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 UPLOAD_LIMIT = 8 * 1024 * 1024
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.artifacts import LocalArtifactStore
-from service.errors import ChecksumMismatch, NotFound
+from service.core.errors import ChecksumMismatch, NotFound
 
 
 def visible_files(root: Path) -> list[Path]:

@@ -12,11 +12,11 @@ import pytest
 
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
+from service.core.domain import Job, JobSpec, JobState, NewJob, OutputKind
+from service.core.tenancy import DEFAULT_TENANT
 from service.db import Database
-from service.domain import Job, JobSpec, JobState, NewJob, OutputKind
 from service.jobs import Jobs
 from service.jobstore import JobStore
-from service.tenancy import DEFAULT_TENANT
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter

@@ -9,7 +9,7 @@ import pytest
 from tempering.v1 import hardening_pb2 as pb
 
 from service import convert
-from service.errors import InvalidRequest
+from service.core.errors import InvalidRequest
 from workers.engine.errors import InvalidParameter
 from workers.engine.spec import EvaluationConfig, TrainingConfig
 

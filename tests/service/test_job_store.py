@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.db import Database
-from service.domain import (
+from service.core.domain import (
     JobQuery,
     JobSpec,
     JobState,
@@ -14,7 +13,8 @@ from service.domain import (
     OutputKind,
     Progress,
 )
-from service.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.db import Database
 from service.jobstore import JobStore
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 

@@ -24,8 +24,8 @@ from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.broker import worker_command
-from service.logs import (
+from service.core.broker import worker_command
+from service.core.logs import (
     ContextFilter,
     JsonFormatter,
     TextFormatter,
@@ -33,7 +33,7 @@ from service.logs import (
     configure_logging,
     log_context,
 )
-from service.tenancy import DEFAULT_TENANT
+from service.core.tenancy import DEFAULT_TENANT
 from tests.shared_support import (
     ROOT,
     base_env,

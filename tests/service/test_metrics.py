@@ -23,12 +23,12 @@ from svc_helpers import digits_like, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.core.domain import Job, JobSpec, JobState, NewJob, utcnow
+from service.core.settings import Settings, SettingsError
 from service.db import Database, define_tables
-from service.domain import Job, JobSpec, JobState, NewJob, utcnow
 from service.job_metrics import JobStoreCollector
 from service.jobstore import JobStore
 from service.server import RunningServer, start_server
-from service.settings import Settings, SettingsError
 from tests.shared_support import (
     base_env,
     digits_arrays,

@@ -26,8 +26,8 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.artifacts import LocalArtifactStore
 from service.catalog import UploadCatalog
+from service.core.domain import JobSpec, JobState, MlflowTracking, NewJob
 from service.db import Database
-from service.domain import JobSpec, JobState, MlflowTracking, NewJob
 from service.jobstore import JobStore
 from tests.runner_support import record_inputs
 from tests.shared_support import (

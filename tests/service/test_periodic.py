@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from service.periodic import Periodic
+from service.core.periodic import Periodic
 
 
 def test_a_failing_pass_is_logged_and_the_next_one_still_runs(

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from service.artifacts import LocalArtifactStore, verified_chunks
-from service.errors import ChecksumMismatch, DataLoss, NotFound
-from service.settings import Settings, SettingsError
+from service.core.errors import ChecksumMismatch, DataLoss, NotFound
+from service.core.settings import Settings, SettingsError
 from service.stores import open_artifact_store
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
+from service.core.setting_values import parse_s3_url  # noqa: E402
 from service.s3_artifacts import S3ArtifactStore  # noqa: E402
-from service.setting_values import parse_s3_url  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -273,7 +273,7 @@ def test_bad_s3_settings_are_refused(tmp_path: Path) -> None:
 def test_the_server_does_not_import_boto3_unless_configured(tmp_path: Path) -> None:
     code = (
         "import sys, pathlib\n"
-        "from service.settings import Settings\n"
+        "from service.core.settings import Settings\n"
         "from service.stores import Stores\n"
         "import service.server\n"
         f"Stores.open(Settings.load({{'TEMPERING_STATE_DIR': {str(tmp_path)!r}}})).close()\n"
@@ -361,8 +361,8 @@ def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discar
     store: S3ArtifactStore, tmp_path: Path
 ) -> None:
     from service.catalog import UploadCatalog
+    from service.core.domain import JobSpec, JobState, NewJob
     from service.db import Database
-    from service.domain import JobSpec, JobState, NewJob
     from service.jobstore import JobStore
     from tests.runner_support import record_inputs
     from workers.engine.spec import ThreatModel

@@ -12,7 +12,7 @@ PROBE = """
 import sys, tempfile, pathlib
 from service.cli import main  # noqa: F401
 from service.server import start_server
-from service.settings import Settings
+from service.core.settings import Settings
 tmp = pathlib.Path(tempfile.mkdtemp())
 server = start_server(Settings.load({"TEMPERING_STATE_DIR": str(tmp),
                                      "TEMPERING_GRPC_ADDRESS": "127.0.0.1:0"}))

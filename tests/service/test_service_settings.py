@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import FIELDS, Settings, SettingsError, add_settings_arguments
+from service.core.settings import FIELDS, Settings, SettingsError, add_settings_arguments
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

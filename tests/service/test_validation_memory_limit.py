@@ -15,8 +15,8 @@ from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.errors import ResourceExhausted
-from service.settings import Settings
+from service.core.errors import ResourceExhausted
+from service.core.settings import Settings
 from service.validation_pool import ValidationPool
 from tests.shared_support import upload_dataset, upload_model
 from workers.engine.errors import InvalidModel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import FailedPrecondition, InvalidRequest, PermissionDenied
-from service.setting_values import parse_allowed_hosts, parse_tenant_webhooks
+from service.core.errors import FailedPrecondition, InvalidRequest, PermissionDenied
+from service.core.setting_values import parse_allowed_hosts, parse_tenant_webhooks
 from service.webhook_targets import WebhookTargets
 from service.webhooks import BACKOFF_CAP_SECONDS, Verdict, backoff, verdict_for
 

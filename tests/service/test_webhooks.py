@@ -27,12 +27,12 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from client.webhooks import InvalidSignature, verify_signature
+from service.core.domain import JobSpec, JobState, NewJob
+from service.core.settings import Settings, SettingsError
+from service.core.tenancy import DEFAULT_TENANT
 from service.db import Database
-from service.domain import JobSpec, JobState, NewJob
 from service.jobstore import JobStore
 from service.server import RunningServer, start_server
-from service.settings import Settings, SettingsError
-from service.tenancy import DEFAULT_TENANT
 from service.webhook_signing import tenant_secret
 from service.webhooks import Delivery, Outbox
 from tests.shared_support import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 RUN_JOB_TASK = "tempering.run_job"
 WORKER_APP = "workers.celery_app"

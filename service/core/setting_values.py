@@ -1,9 +1,10 @@
 """The settings whose values are small languages: sizes, switches, per-tenant limits, webhook
 addresses and the S3 artifact URL.
 
-They are parsed here, below everything that uses them, so that :class:`service.settings.Settings`
-can refuse a bad value when it is loaded and the code that acts on the value (quotas, webhooks,
-the S3 store) reads it with the same parser. Every parser raises ValueError saying what is wrong.
+They are parsed here, below everything that uses them, so that
+:class:`service.core.settings.Settings` can refuse a bad value when it is loaded and the code that
+acts on the value (quotas, webhooks, the S3 store) reads it with the same parser. Every parser
+raises ValueError saying what is wrong.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
-from service.tenancy import check_tenant_name
+from service.core.tenancy import check_tenant_name
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

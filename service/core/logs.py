@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tempering_log_job_id", default=None

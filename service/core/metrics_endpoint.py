@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from service.settings import SettingsError
+from service.core.settings import SettingsError
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.setting_values import (
+from service.core.setting_values import (
     GiB,
     MiB,
     parse_allowed_hosts,
@@ -81,7 +81,7 @@ class Settings:
     """``s3://bucket/prefix``: blobs in an S3-compatible bucket instead of ``artifact_dir``."""
     s3_endpoint_url: str | None = None
     """Endpoint of a non-AWS S3-compatible store (MinIO: ``http://minio:9000``)."""
-    # Observability (service/metrics.py, service/logs.py)
+    # Observability (service/metrics.py, service/core/logs.py)
     metrics_address: str = ""
     """host:port of the server's Prometheus endpoint; empty: no endpoint."""
     worker_metrics_address: str = ""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from service.tenancy import DEFAULT_TENANT
+from service.core.tenancy import DEFAULT_TENANT
 from workers.engine.errors import InvalidParameter
 from workers.engine.spec import (
     EvaluationConfig,
