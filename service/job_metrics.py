@@ -5,7 +5,7 @@ along; so the figures come from aggregate queries at scrape time and stay true a
 replicas and restarts. Each scrape runs two GROUP BY queries whose answers are bounded by
 states x methods (x buckets), whatever the number of jobs. Both read only the jobs table's
 ``method`` column and its index on ``(state, method, started_at, finished_at)``
-(:mod:`service.method_schema`), never the spec JSON: a scrape reads an index, not every row.
+(:mod:`service.store.method_schema`), never the spec JSON: a scrape reads an index, not every row.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.core.domain import TERMINAL_STATES, JobState
-from service.db import Database
+from service.store.db import Database
 from workers.engine.spec import Method
 
 log = logging.getLogger(__name__)

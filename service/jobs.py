@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from service.artifacts import ArtifactStore, verified_chunks
-from service.catalog import UploadCatalog
 from service.core.domain import (
     Download,
     Job,
@@ -31,8 +29,10 @@ from service.core.domain import (
 )
 from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.core.logs import log_context
-from service.jobstore import JobStore
 from service.quotas import UNLIMITED, QuotaPolicy
+from service.store.artifacts import ArtifactStore, verified_chunks
+from service.store.catalog import UploadCatalog
+from service.store.jobstore import JobStore
 from service.validation import InputCheck, check_job_inputs
 from service.webhook_targets import WEBHOOKS_OFF, WebhookTargets
 from workers.engine.errors import InvalidParameter, UntrustedFormat

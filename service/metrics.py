@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, Counter
 from service.core.domain import UploadKind
 from service.core.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
 from service.core.settings import ENV_PREFIX, Settings
-from service.db import Database
 from service.job_metrics import JobStoreCollector
 from service.rpc_metrics import MetricsInterceptor, RpcMetrics
+from service.store.db import Database
 
 
 class ServerMetrics:

@@ -7,9 +7,9 @@ tenant's limits (0: no limit); ``TEMPERING_TENANT_LIMITS`` overrides them per te
 
 A limit reached is a :class:`QuotaExceeded` (RESOURCE_EXHAUSTED) whose message names the limit,
 the usage and the setting. The binding checks run in the job store, under a per-tenant lock and
-in the transaction that records the job or the upload (:mod:`service.tenant_lock`), so calls of
-one tenant racing each other cannot pass a limit together; the earlier checks without the lock
-only refuse early what would be refused anyway.
+in the transaction that records the job or the upload (:mod:`service.store.tenant_lock`), so
+calls of one tenant racing each other cannot pass a limit together; the earlier checks without
+the lock only refuse early what would be refused anyway.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ record) and compares them with the broker and the workers' leases:
   neither place) and its last dispatch is older than a grace period.
 
 Sending a job twice is harmless: a worker claims a job only with a conditional update
-(:mod:`service.leases`), so a duplicate finds it running or finished and is dropped. Several
+(:mod:`service.store.leases`), so a duplicate finds it running or finished and is dropped. Several
 servers may reconcile at once; each change is a compare-and-set, so only one of them sends.
 """
 
@@ -29,12 +29,12 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from service.checkpoints import CheckpointStore
 from service.core.domain import JobState, utcnow
 from service.core.errors import Unavailable
 from service.core.periodic import Periodic
 from service.core.settings import Settings
-from service.leases import ActiveJob, Leases
+from service.store.checkpoints import CheckpointStore
+from service.store.leases import ActiveJob, Leases
 
 log = logging.getLogger(__name__)
 

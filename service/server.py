@@ -25,7 +25,7 @@ from service.queue import CeleryJobQueue, producer_app
 from service.quotas import QuotaPolicy
 from service.reconciler import Reconciler, start_reconciler
 from service.servicer import HardeningServicer
-from service.stores import Stores
+from service.store.stores import Stores
 from service.transport import Exposure, plan_exposure
 from service.uploads import Uploads
 from service.validation_pool import ValidationPool

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from service.artifacts import ArtifactStore
-from service.catalog import UploadCatalog
 from service.core.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
 from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
 from service.quotas import UNLIMITED, QuotaPolicy
+from service.store.artifacts import ArtifactStore
+from service.store.catalog import UploadCatalog
 from workers.engine.errors import UntrustedFormat
 from workers.engine.spec import ModelFormat
 

@@ -1,6 +1,6 @@
 """The notifier: a loop in the server process that tells webhooks about jobs that ended.
 
-SubmitJob records one row per webhook URL in the outbox (:mod:`service.webhook_schema`), in
+SubmitJob records one row per webhook URL in the outbox (:mod:`service.store.webhook_schema`), in
 the transaction that records the job. About once a second the notifier reads the rows whose job
 is SUCCEEDED, FAILED or CANCELLED (whoever ended it: a worker, a cancel, the reconciler) and
 that are neither delivered nor given up and due, and for each:
@@ -44,7 +44,7 @@ from service.core.domain import TERMINAL_STATES, Job, utcnow
 from service.core.logs import log_context
 from service.core.periodic import Periodic
 from service.core.settings import Settings
-from service.db import Database, as_utc
+from service.store.db import Database, as_utc
 from service.webhook_payload import EVENT, encode, job_finished
 from service.webhook_signing import (
     DELIVERY_HEADER,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.artifacts import ArtifactStore
-from service.catalog import UploadCatalog
 from service.core.domain import UploadKind
+from service.store.artifacts import ArtifactStore
+from service.store.catalog import UploadCatalog
 from workers.engine.spec import ModelFormat
 
 MODEL_BYTES = b"onnx bytes"

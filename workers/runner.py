@@ -21,9 +21,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.artifacts import ArtifactStore, check_sha256
-from service.catalog import UploadCatalog
-from service.checkpoints import CheckpointStore, PushingCheckpointer
 from service.core.domain import (
     Job,
     JobSpec,
@@ -38,9 +35,12 @@ from service.core.domain import (
 )
 from service.core.logs import bind_log_context, log_context
 from service.core.settings import Settings
-from service.jobstore import JobStore
-from service.leases import LeaseKeeper, new_owner_id
-from service.stores import Stores
+from service.store.artifacts import ArtifactStore, check_sha256
+from service.store.catalog import UploadCatalog
+from service.store.checkpoints import CheckpointStore, PushingCheckpointer
+from service.store.jobstore import JobStore
+from service.store.leases import LeaseKeeper, new_owner_id
+from service.store.stores import Stores
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
@@ -286,7 +286,7 @@ class JobRunner:
         again for the same job (a redelivered or duplicate message): a finished job, or one
         that another worker holds a live lease on, is left alone.
 
-        While the job runs, a :class:`~service.leases.LeaseKeeper` renews its lease; if the
+        While the job runs, a :class:`~service.store.leases.LeaseKeeper` renews its lease; if the
         lease is lost (taken over after this worker looked dead), the engine stops at the next
         batch and nothing is recorded: the job belongs to whoever holds it now.
 
@@ -312,7 +312,7 @@ class JobRunner:
         return self._attempt(job, owner, run_before)
 
     def _attempt(self, job: Job, owner: str, run_before: float) -> JobState:
-        """Run the engine while a :class:`~service.leases.LeaseKeeper` renews the lease, and
+        """Run the engine while a :class:`~service.store.leases.LeaseKeeper` renews the lease, and
         record how it ended."""
         keeper = LeaseKeeper(
             self._store.leases,

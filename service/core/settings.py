@@ -76,7 +76,7 @@ class Settings:
     """Jobs each tenant may have queued or running at once; 0 = no limit."""
     tenant_limits: str = ""
     """Per-tenant overrides: ``alice:stored=50G,queued=20;bob:queued=2``."""
-    # Where the artifacts live when not in artifact_dir (service/s3_artifacts.py)
+    # Where the artifacts live when not in artifact_dir (service/store/s3_artifacts.py)
     artifact_url: str | None = None
     """``s3://bucket/prefix``: blobs in an S3-compatible bucket instead of ``artifact_dir``."""
     s3_endpoint_url: str | None = None

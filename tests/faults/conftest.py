@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from faults_support import HEARTBEAT, LEASE_TIMEOUT, RECONCILE, FaultStack, RedisServer, fault_stack
 
-from service.db import Database
+from service.store.db import Database
 from tests.shared_support import (
     POSTGRES_URL,
     digits_arrays,

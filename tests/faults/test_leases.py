@@ -7,9 +7,9 @@ import threading
 from datetime import timedelta
 
 from service.core.domain import JobSpec, JobState, NewJob, Progress, utcnow
-from service.db import Database
-from service.jobstore import JobStore
-from service.leases import LeaseKeeper
+from service.store.db import Database
+from service.store.jobstore import JobStore
+from service.store.leases import LeaseKeeper
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 
 LEASE = 30.0

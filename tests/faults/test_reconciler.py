@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from faults_support import RedisServer
 
-from service.checkpoints import CheckpointFiles
 from service.core.domain import JobSpec, JobState, NewJob, utcnow
 from service.core.errors import Unavailable
 from service.core.settings import Settings
-from service.db import Database
-from service.jobstore import JobStore
 from service.queue import CeleryJobQueue
 from service.reconciler import Reconciler, RedisInspector, SqlAlchemyInspector
+from service.store.checkpoints import CheckpointFiles
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from workers.celery_app import create_app
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from service.artifacts import LocalArtifactStore
-from service.catalog import UploadCatalog
-from service.checkpoints import CheckpointFiles
 from service.core.domain import JobSpec, JobState, NewJob, utcnow
-from service.db import Database
-from service.jobstore import JobStore
-from service.leases import Leases
+from service.store.artifacts import LocalArtifactStore
+from service.store.catalog import UploadCatalog
+from service.store.checkpoints import CheckpointFiles
+from service.store.db import Database
+from service.store.jobstore import JobStore
+from service.store.leases import Leases
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.progress import Reporter
 from workers.engine.spec import HardeningRequest, Method, ThreatModel, TrainingConfig

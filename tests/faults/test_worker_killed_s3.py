@@ -27,7 +27,7 @@ from faults_support import (
 )
 from tempering.v1 import hardening_pb2 as pb
 
-from service.db import Database
+from service.store.db import Database
 from tests.shared_support import (
     POSTGRES_URL,
     digits_arrays,

@@ -1,7 +1,7 @@
 """Per-tenant limits hold under concurrent calls of one tenant, on SQLite and the real
 PostgreSQL: of N simultaneous submits or uploads with room for K, exactly K are recorded and
 the others are RESOURCE_EXHAUSTED (the limit is checked and the row recorded in one locked
-transaction, see service/tenant_lock.py)."""
+transaction, see service/store/tenant_lock.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from typing import TypeVar
 import pytest
 from sec_helpers import dataset, linear_onnx
 
-from service.artifacts import LocalArtifactStore
-from service.catalog import UploadCatalog
 from service.core.domain import JobSpec, NewJob, UploadHeader, UploadKind
-from service.db import Database
 from service.jobs import Jobs
-from service.jobstore import JobStore
 from service.quotas import QuotaExceeded, QuotaPolicy, TenantLimits
+from service.store.artifacts import LocalArtifactStore
+from service.store.catalog import UploadCatalog
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from service.uploads import Uploads
 from tests.shared_support import POSTGRES_URL, postgres_available
 from workers.engine.spec import Method, ModelFormat, ThreatModel, TrainingConfig

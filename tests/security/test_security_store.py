@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.catalog import UploadCatalog
 from service.core.domain import JobQuery, JobSpec, JobState, NewJob, UploadKind, utcnow
 from service.core.errors import NotFound
 from service.core.tenancy import DEFAULT_TENANT
-from service.db import Database
-from service.jobstore import JobStore
+from service.store.catalog import UploadCatalog
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from tests.shared_support import POSTGRES_URL, postgres_available
 
 SHA = "ab" * 32

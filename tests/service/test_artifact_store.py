@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.artifacts import LocalArtifactStore
 from service.core.errors import ChecksumMismatch, NotFound
+from service.store.artifacts import LocalArtifactStore
 
 
 def visible_files(root: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from service_support import unique_prefix
 from svc_helpers import download, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 
-from service.db import Database
+from service.store.db import Database
 from tests.shared_support import (
     POSTGRES_URL,
     base_env,

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from service.artifacts import LocalArtifactStore
-from service.catalog import UploadCatalog
 from service.core.domain import Job, JobSpec, JobState, NewJob, OutputKind
 from service.core.tenancy import DEFAULT_TENANT
-from service.db import Database
 from service.jobs import Jobs
-from service.jobstore import JobStore
+from service.store.artifacts import LocalArtifactStore
+from service.store.catalog import UploadCatalog
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from tests.runner_support import StandInOutcome, record_inputs, write_outputs
 from workers.engine.errors import InvalidModel
 from workers.engine.progress import ProgressEvent, Reporter

@@ -14,8 +14,8 @@ from service.core.domain import (
     Progress,
 )
 from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
-from service.db import Database
-from service.jobstore import JobStore
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 
 

@@ -25,10 +25,10 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.core.domain import Job, JobSpec, JobState, NewJob, utcnow
 from service.core.settings import Settings, SettingsError
-from service.db import Database, define_tables
 from service.job_metrics import JobStoreCollector
-from service.jobstore import JobStore
 from service.server import RunningServer, start_server
+from service.store.db import Database, define_tables
+from service.store.jobstore import JobStore
 from tests.shared_support import (
     base_env,
     digits_arrays,

@@ -24,11 +24,11 @@ from svc_helpers import download, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.artifacts import LocalArtifactStore
-from service.catalog import UploadCatalog
 from service.core.domain import JobSpec, JobState, MlflowTracking, NewJob
-from service.db import Database
-from service.jobstore import JobStore
+from service.store.artifacts import LocalArtifactStore
+from service.store.catalog import UploadCatalog
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from tests.runner_support import record_inputs
 from tests.shared_support import (
     ROOT,

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from service.artifacts import LocalArtifactStore, verified_chunks
 from service.core.errors import ChecksumMismatch, DataLoss, NotFound
 from service.core.settings import Settings, SettingsError
-from service.stores import open_artifact_store
+from service.store.artifacts import LocalArtifactStore, verified_chunks
+from service.store.stores import open_artifact_store
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
 from service.core.setting_values import parse_s3_url  # noqa: E402
-from service.s3_artifacts import S3ArtifactStore  # noqa: E402
+from service.store.s3_artifacts import S3ArtifactStore  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -235,9 +235,9 @@ def test_settings_choose_the_store(endpoint: str, bucket: str, tmp_path: Path) -
 def test_settings_put_checkpoints_where_the_artifacts_are(
     endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
-    from service.checkpoints import CheckpointFiles
-    from service.s3_artifacts import S3Checkpoints
-    from service.stores import open_checkpoint_store
+    from service.store.checkpoints import CheckpointFiles
+    from service.store.s3_artifacts import S3Checkpoints
+    from service.store.stores import open_checkpoint_store
 
     local = Settings.load({"TEMPERING_STATE_DIR": str(tmp_path)})
     in_bucket = Settings.load(
@@ -274,7 +274,7 @@ def test_the_server_does_not_import_boto3_unless_configured(tmp_path: Path) -> N
     code = (
         "import sys, pathlib\n"
         "from service.core.settings import Settings\n"
-        "from service.stores import Stores\n"
+        "from service.store.stores import Stores\n"
         "import service.server\n"
         f"Stores.open(Settings.load({{'TEMPERING_STATE_DIR': {str(tmp_path)!r}}})).close()\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'\n"
@@ -341,7 +341,7 @@ def test_the_engine_checkpointer_pushes_every_save_so_another_worker_resumes_it(
     store: S3ArtifactStore, tmp_path: Path
 ) -> None:
     torch = pytest.importorskip("torch")
-    from service.checkpoints import PushingCheckpointer
+    from service.store.checkpoints import PushingCheckpointer
     from workers.engine.checkpoint import FileCheckpointer
 
     here, there = store.checkpoints(tmp_path / "a"), store.checkpoints(tmp_path / "b")
@@ -360,10 +360,10 @@ def test_the_engine_checkpointer_pushes_every_save_so_another_worker_resumes_it(
 def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discards_it(
     store: S3ArtifactStore, tmp_path: Path
 ) -> None:
-    from service.catalog import UploadCatalog
     from service.core.domain import JobSpec, JobState, NewJob
-    from service.db import Database
-    from service.jobstore import JobStore
+    from service.store.catalog import UploadCatalog
+    from service.store.db import Database
+    from service.store.jobstore import JobStore
     from tests.runner_support import record_inputs
     from workers.engine.spec import ThreatModel
     from workers.runner import JobRunner, RunnerConfig

@@ -30,9 +30,9 @@ from client.webhooks import InvalidSignature, verify_signature
 from service.core.domain import JobSpec, JobState, NewJob
 from service.core.settings import Settings, SettingsError
 from service.core.tenancy import DEFAULT_TENANT
-from service.db import Database
-from service.jobstore import JobStore
 from service.server import RunningServer, start_server
+from service.store.db import Database
+from service.store.jobstore import JobStore
 from service.webhook_signing import tenant_secret
 from service.webhooks import Delivery, Outbox
 from tests.shared_support import (

@@ -32,10 +32,10 @@ from service.core.domain import (
 )
 from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from service.core.tenancy import DEFAULT_TENANT
-from service.db import Database, as_utc
-from service.leases import Leases
-from service.tenant_lock import TenantLock
-from service.webhook_schema import delivery_rows
+from service.store.db import Database, as_utc
+from service.store.leases import Leases
+from service.store.tenant_lock import TenantLock
+from service.store.webhook_schema import delivery_rows
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -50,7 +50,7 @@ class JobStore:
 
     @property
     def leases(self) -> Leases:
-        """Claiming, renewing and taking back jobs (:mod:`service.leases`)."""
+        """Claiming, renewing and taking back jobs (:mod:`service.store.leases`)."""
         return Leases(self._engine, self._jobs, self.get)
 
     def create(
@@ -64,7 +64,7 @@ class JobStore:
         returns the job it created, and refuses different parameters.
 
         ``admit``, when given, is called with the tenant's count of queued and running jobs
-        under the tenant's lock (:mod:`service.tenant_lock`), in the transaction that inserts
+        under the tenant's lock (:mod:`service.store.tenant_lock`), in the transaction that inserts
         the job; raising refuses it. Concurrent calls of one tenant therefore cannot pass a
         limit together.
 

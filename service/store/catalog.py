@@ -2,8 +2,8 @@
 
 An upload's id is its kind and the SHA-256 of its bytes, so the same bytes uploaded twice get
 the same id and are stored once. Uploads belong to tenants: a tenant reaches an upload only
-through its own row in ``upload_owners`` (see :mod:`service.tenancy_schema`), so the same bytes
-uploaded by two tenants share a blob but neither can tell nor use the other's upload.
+through its own row in ``upload_owners`` (see :mod:`service.store.tenancy_schema`), so the same
+bytes uploaded by two tenants share a blob but neither can tell nor use the other's upload.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from service.core.domain import UploadedArtifact, UploadKind, utcnow
 from service.core.errors import AlreadyExists, NotFound
 from service.core.tenancy import DEFAULT_TENANT
-from service.db import Database, as_utc
-from service.tenant_lock import TenantLock
+from service.store.db import Database, as_utc
+from service.store.tenant_lock import TenantLock
 
 _UPLOAD_RPC = {UploadKind.MODEL: "UploadModel", UploadKind.DATASET: "UploadDataset"}
 
@@ -50,7 +50,7 @@ class UploadCatalog:
         same bytes before (what other tenants uploaded is never told).
 
         ``admit``, when given, is called with the bytes the tenant stores, under the tenant's
-        lock (:mod:`service.tenant_lock`) and in the transaction that records the upload for
+        lock (:mod:`service.store.tenant_lock`) and in the transaction that records the upload for
         it; raising refuses the upload. Bytes the tenant holds already are never refused."""
         artifact_id = upload_id(kind, sha256)
         self._ensure_blob_row(artifact_id, kind, fmt, sha256, size_bytes, name)

@@ -6,7 +6,7 @@ machine gets it, so the server can clean up without importing torch. Two stores:
 
 - :class:`CheckpointFiles`: one folder per job, ``<artifact dir>/checkpoints/<job id>/``. With a
   shared artifact directory (a volume every worker mounts) any worker resumes any job.
-- :class:`service.s3_artifacts.S3Checkpoints`: with an ``s3://`` artifact store there is no
+- :class:`service.store.s3_artifacts.S3Checkpoints`: with an ``s3://`` artifact store there is no
   shared directory, so the worker keeps its working copy in a local folder and pushes it to
   ``<prefix>/checkpoints/<job id>/checkpoint.pt`` after every save (:class:`PushingCheckpointer`);
   the worker that picks the job up next, on this machine or another, fetches it first.

@@ -17,7 +17,7 @@ One job never runs twice at the same time because every step is one conditional 
   that cannot renew within the lease timeout (or finds another owner) stops at the next batch
   and leaves the job alone.
 
-The columns are defined in :mod:`service.lease_schema`.
+The columns are defined in :mod:`service.store.lease_schema`.
 
 Times come from the clock of whichever process writes them, so the machines of a cluster must
 keep their clocks in step (NTP); a lease timeout of many heartbeats absorbs small skews.
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.core.domain import Job, JobState, utcnow
-from service.db import as_utc
+from service.store.db import as_utc
 
 log = logging.getLogger(__name__)
 

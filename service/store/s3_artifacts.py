@@ -1,7 +1,7 @@
 """The artifact store in an S3-compatible bucket (AWS S3, MinIO, Ceph, ...), for workers on
 other machines.
 
-It keeps the local store's guarantees (:mod:`service.artifacts`):
+It keeps the local store's guarantees (:mod:`service.store.artifacts`):
 
 - **complete or not at all**: a blob is spooled to a local temporary file while it is hashed,
   and only then sent, under its SHA-256, with one PUT or one multipart upload; S3 makes the
@@ -33,7 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from service.artifacts import (
+from service.core.errors import DataLoss, NotFound
+from service.core.setting_values import parse_s3_url
+from service.store.artifacts import (
     CHUNK_BYTES,
     BlobWriter,
     HashingWriter,
@@ -41,9 +43,7 @@ from service.artifacts import (
     _damaged,
     write_file,
 )
-from service.checkpoints import CHECKPOINT_FILE, CheckpointFiles, checked_job_id
-from service.core.errors import DataLoss, NotFound
-from service.core.setting_values import parse_s3_url
+from service.store.checkpoints import CHECKPOINT_FILE, CheckpointFiles, checked_job_id
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import lease_schema, method_schema, tenancy_schema, webhook_schema
-from service.tenant_lock import tenant_locks_table
+from service.store import lease_schema, method_schema, tenancy_schema, webhook_schema
+from service.store.tenant_lock import tenant_locks_table
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class Tables:
     job_labels: sa.Table
     uploads: sa.Table
     upload_owners: sa.Table
-    """Which tenant holds which upload (see :mod:`service.tenancy_schema`)."""
+    """Which tenant holds which upload (see :mod:`service.store.tenancy_schema`)."""
     tenant_locks: sa.Table
-    """One row per tenant, locked while a limit is checked (see :mod:`service.tenant_lock`)."""
+    """One row per tenant, locked while a limit is checked (:mod:`service.store.tenant_lock`)."""
     webhook_deliveries: sa.Table
-    """The webhook outbox (see :mod:`service.webhook_schema`)."""
+    """The webhook outbox (see :mod:`service.store.webhook_schema`)."""
 
 
 def define_tables(prefix: str) -> Tables:

@@ -1,4 +1,4 @@
-"""The job store's lease columns (see :mod:`service.leases` for what they mean).
+"""The job store's lease columns (see :mod:`service.store.leases` for what they mean).
 
 - ``lease_owner``: the worker attempt that runs the job (host:pid:random), NULL when none;
 - ``lease_expires_at``: until when that worker is presumed alive; it renews this every

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.artifacts import ArtifactStore, LocalArtifactStore
-from service.catalog import UploadCatalog
-from service.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
 from service.core.settings import Settings
-from service.db import Database
-from service.jobstore import JobStore
+from service.store.artifacts import ArtifactStore, LocalArtifactStore
+from service.store.catalog import UploadCatalog
+from service.store.checkpoints import CheckpointFiles, CheckpointStore, checkpoint_root
+from service.store.db import Database
+from service.store.jobstore import JobStore
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def open_artifact_store(settings: Settings) -> ArtifactStore:
     (boto3 is imported only then)."""
     if not settings.artifact_url:
         return LocalArtifactStore(settings.artifact_dir)
-    from service.s3_artifacts import S3ArtifactStore
+    from service.store.s3_artifacts import S3ArtifactStore
 
     return S3ArtifactStore.from_url(
         settings.artifact_url,
@@ -55,7 +55,7 @@ def open_artifact_store(settings: Settings) -> ArtifactStore:
 def open_checkpoint_store(settings: Settings, artifacts: ArtifactStore) -> CheckpointStore:
     """Beside the artifacts: in the shared artifact directory, or in the bucket with a working
     copy in this machine's state directory."""
-    from service.s3_artifacts import S3ArtifactStore
+    from service.store.s3_artifacts import S3ArtifactStore
 
     if isinstance(artifacts, S3ArtifactStore):
         return artifacts.checkpoints(settings.state_dir / "checkpoints")
