@@ -4,7 +4,7 @@ With no settings at all this needs no other server: the job store is SQLite and 
 SQLite file under the state directory. With ``TEMPERING_BROKER_URL=redis://...`` the same
 command uses Redis; ``--no-worker`` serves only, for workers started elsewhere.
 ``python -m service webhook-secret TENANT`` prints a tenant's webhook secret instead
-(:mod:`service.webhook_cli`).
+(:mod:`service.webhooks.cli`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from service import webhook_cli
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError, add_settings_arguments
 from service.local_worker import LocalWorker
 from service.memory import tune_allocator_for_streaming
 from service.parent_death import die_with_parent
 from service.server import start_server
+from service.webhooks import cli as webhook_cli
 
 log = logging.getLogger(__name__)
 

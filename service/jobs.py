@@ -34,7 +34,7 @@ from service.store.artifacts import ArtifactStore, verified_chunks
 from service.store.catalog import UploadCatalog
 from service.store.jobstore import JobStore
 from service.validation import InputCheck, check_job_inputs
-from service.webhook_targets import WEBHOOKS_OFF, WebhookTargets
+from service.webhooks.targets import WEBHOOKS_OFF, WebhookTargets
 from workers.engine.errors import InvalidParameter, UntrustedFormat
 from workers.engine.spec import ModelFormat
 

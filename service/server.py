@@ -30,7 +30,7 @@ from service.transport import Exposure, plan_exposure
 from service.uploads import Uploads
 from service.validation_pool import ValidationPool
 from service.watch_limit import WatchLimitInterceptor, watch_limit
-from service.webhooks import Notifier, WebhookConfig, start_notifier
+from service.webhooks.notifier import Notifier, WebhookConfig, start_notifier
 
 log = logging.getLogger(__name__)
 

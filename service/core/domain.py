@@ -137,7 +137,8 @@ class JobSpec:
     architecture: str = ""
     num_classes: int = 0
     webhook_url: str = ""
-    """Called when the job ends, besides the tenant's own webhook (:mod:`service.webhooks`)."""
+    """Called when the job ends, besides the tenant's own webhook
+    (:mod:`service.webhooks.notifier`)."""
     mlflow: MlflowTracking | None = None
 
     def validate(self) -> None:

@@ -88,7 +88,7 @@ class Settings:
     """host:port of a worker's Prometheus endpoint; empty: no endpoint."""
     log_format: str = "text"
     """``text`` for people, ``json`` (one object per line, with job id and tenant) for machines."""
-    # Hooks (service/webhooks.py, MLflow)
+    # Hooks (service/webhooks/notifier.py, MLflow)
     webhook_secret_file: Path | None = None
     """Master key that each tenant's webhook signing secret is derived from."""
     tenant_webhooks: str = ""

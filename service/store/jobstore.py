@@ -68,8 +68,9 @@ class JobStore:
         the job; raising refuses it. Concurrent calls of one tenant therefore cannot pass a
         limit together.
 
-        Each of ``webhook_urls`` gets a row in the webhook outbox (:mod:`service.webhooks`), in
-        the same transaction: an accepted job is always announced when it ends."""
+        Each of ``webhook_urls`` gets a row in the webhook outbox
+        (:mod:`service.webhooks.notifier`), in the same transaction: an accepted job is always
+        announced when it ends."""
         if new.idempotency_key and (known := self.find_by_key(new.idempotency_key, new.tenant)):
             return self.same_request(known, new), False
         job_id = uuid.uuid4().hex

@@ -1,5 +1,5 @@
 """The job store's webhook outbox: ``<prefix>webhook_deliveries``, one row per notification to
-send (see :mod:`service.webhooks` for how the notifier works through it).
+send (see :mod:`service.webhooks.notifier` for how the notifier works through it).
 
 - ``id``: the delivery id, sent as ``Tempering-Delivery``; receivers dedupe on it;
 - ``job_id``, ``url``: which job to announce, and where;

@@ -1,4 +1,4 @@
-"""The signature contract: what the server signs (service.webhook_signing), the receiver's helper
+"""The signature contract: what the server signs (service.webhooks.signing), the receiver's helper
 (client.webhooks) verifies, and nothing else."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from client.webhooks import InvalidSignature, verify_signature
-from service.webhook_signing import signature_header, tenant_secret
+from service.webhooks.signing import signature_header, tenant_secret
 
 MASTER_KEY = b"k" * 32
 SECRET = tenant_secret(MASTER_KEY, "alice")

@@ -6,8 +6,8 @@ import pytest
 
 from service.core.errors import FailedPrecondition, InvalidRequest, PermissionDenied
 from service.core.setting_values import parse_allowed_hosts, parse_tenant_webhooks
-from service.webhook_targets import WebhookTargets
-from service.webhooks import BACKOFF_CAP_SECONDS, Verdict, backoff, verdict_for
+from service.webhooks.notifier import BACKOFF_CAP_SECONDS, Verdict, backoff, verdict_for
+from service.webhooks.targets import WebhookTargets
 
 
 def targets(allowed: str = "", tenants: str = "") -> WebhookTargets:

@@ -33,8 +33,8 @@ from service.core.tenancy import DEFAULT_TENANT
 from service.server import RunningServer, start_server
 from service.store.db import Database
 from service.store.jobstore import JobStore
-from service.webhook_signing import tenant_secret
-from service.webhooks import Delivery, Outbox
+from service.webhooks.notifier import Delivery, Outbox
+from service.webhooks.signing import tenant_secret
 from tests.shared_support import (
     base_env,
     digits_arrays,

@@ -8,8 +8,8 @@ that are neither delivered nor given up and due, and for each:
 1. claims it with one conditional ``UPDATE`` (``attempts`` still what it read), which also
    pushes ``next_attempt_at`` past the attempt's timeout: of several servers exactly one sends,
    and a server that dies mid-attempt leaves the row to be sent again later;
-2. POSTs the signed ``job.finished`` payload (:mod:`service.webhook_payload`,
-   :mod:`service.webhook_signing`) with ``urllib``, following no redirect;
+2. POSTs the signed ``job.finished`` payload (:mod:`service.webhooks.payload`,
+   :mod:`service.webhooks.signing`) with ``urllib``, following no redirect;
 3. records the outcome: a 2xx is delivered; a 408, a 429, a 5xx, a timeout or a connection
    error is tried again after 2 s, 4 s, 8 s, ... (at most 10 min) until
    ``webhook_max_attempts``; any other answer is given up at once (the receiver refuses it, and
@@ -45,8 +45,8 @@ from service.core.logs import log_context
 from service.core.periodic import Periodic
 from service.core.settings import Settings
 from service.store.db import Database, as_utc
-from service.webhook_payload import EVENT, encode, job_finished
-from service.webhook_signing import (
+from service.webhooks.payload import EVENT, encode, job_finished
+from service.webhooks.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
@@ -54,7 +54,7 @@ from service.webhook_signing import (
     signature_header,
     tenant_secret,
 )
-from service.webhook_targets import WebhookTargets
+from service.webhooks.targets import WebhookTargets
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``python -m service webhook-secret TENANT``: print the secret a tenant's webhook receivers
-verify notifications with (:mod:`service.webhook_signing`), for the operator to hand over."""
+verify notifications with (:mod:`service.webhooks.signing`), for the operator to hand over."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from service.core.settings import Settings, SettingsError, add_settings_arguments
 from service.core.tenancy import check_tenant_name
-from service.webhook_signing import read_master_key, tenant_secret
+from service.webhooks.signing import read_master_key, tenant_secret
 
 
 def build_parser() -> argparse.ArgumentParser:
