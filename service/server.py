@@ -19,16 +19,16 @@ from service.auth_interceptor import AuthInterceptor
 from service.core.metrics_endpoint import MetricsEndpoint
 from service.core.settings import Settings
 from service.interceptor import ErrorInterceptor
-from service.jobs import Jobs
+from service.jobs.jobs import Jobs
+from service.jobs.queue import CeleryJobQueue, producer_app
+from service.jobs.quotas import QuotaPolicy
+from service.jobs.reconciler import Reconciler, start_reconciler
+from service.jobs.uploads import Uploads
+from service.jobs.validation_pool import ValidationPool
 from service.metrics import ServerMetrics, metrics_address
-from service.queue import CeleryJobQueue, producer_app
-from service.quotas import QuotaPolicy
-from service.reconciler import Reconciler, start_reconciler
 from service.servicer import HardeningServicer
 from service.store.stores import Stores
 from service.transport import Exposure, plan_exposure
-from service.uploads import Uploads
-from service.validation_pool import ValidationPool
 from service.watch_limit import WatchLimitInterceptor, watch_limit
 from service.webhooks.notifier import Notifier, WebhookConfig, start_notifier
 

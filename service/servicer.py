@@ -14,8 +14,8 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service import convert
 from service.core.tenancy import current_tenant
-from service.jobs import Jobs
-from service.uploads import Uploads
+from service.jobs.jobs import Jobs
+from service.jobs.uploads import Uploads
 
 
 class HardeningServicer(pb_grpc.HardeningServiceServicer):

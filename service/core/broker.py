@@ -1,10 +1,10 @@
 """What the server and the workers agree on about the broker, and nothing that imports Celery.
 
 The server sends a job id under the task name :data:`RUN_JOB_TASK` with a send-only app
-(:func:`service.queue.producer_app`); the worker's app (``workers.celery_app``) registers the task
-under that name. Both apply :func:`app_conf`, so the queue, the routes, the serializer and the
-transport options cannot drift apart. The server starts its local worker by the module name
-:data:`WORKER_APP`, as ``celery -A`` does, never by importing it.
+(:func:`service.jobs.queue.producer_app`); the worker's app (``workers.celery_app``) registers
+the task under that name. Both apply :func:`app_conf`, so the queue, the routes, the serializer
+and the transport options cannot drift apart. The server starts its local worker by the module
+name :data:`WORKER_APP`, as ``celery -A`` does, never by importing it.
 """
 
 from __future__ import annotations

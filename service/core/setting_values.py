@@ -49,7 +49,7 @@ def parse_size(value: str) -> int:
 
 def parse_tenant_limits(text: str) -> dict[str, dict[str, int]]:
     """``tenant:stored=SIZE,queued=N; other:queued=N`` -> {tenant: {field: value}}, the fields
-    being :class:`service.quotas.TenantLimits`'s."""
+    being :class:`service.jobs.quotas.TenantLimits`'s."""
     parsers: dict[str, Callable[[str], int]] = {"stored": parse_size, "queued": int}
     result: dict[str, dict[str, int]] = {}
     for part in text.split(";"):

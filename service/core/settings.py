@@ -102,7 +102,7 @@ class Settings:
     """Seconds one delivery may take."""
     mlflow_tracking_uri: str | None = None
     """MLflow tracking server that jobs asking for MLflow logging log to; unset: refused."""
-    # Submit-time checks (service/validation.py)
+    # Submit-time checks (service/jobs/validation.py)
     validation_memory_limit: int = 4 * GiB
     """Address space the server's submit-time check of a model and dataset may use."""
 

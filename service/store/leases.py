@@ -4,7 +4,7 @@ A worker that claims a job writes its own ``lease_owner`` and a ``lease_expires_
 timeout ahead, and a :class:`LeaseKeeper` thread pushes that time forward every heartbeat
 interval while the job runs. A lease that has expired means the worker is gone (killed, its
 machine lost, cut off from the database): the server's reconciler
-(:mod:`service.reconciler`) queues the job again, and the next worker resumes it from its last
+(:mod:`service.jobs.reconciler`) queues the job again, and the next worker resumes it from its last
 checkpoint.
 
 One job never runs twice at the same time because every step is one conditional ``UPDATE``:

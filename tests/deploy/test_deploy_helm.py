@@ -485,7 +485,7 @@ def test_kedas_list_is_the_redis_key_celery_publishes_to(chart: Chart) -> None:
     a job sent with the rendered settings to a real Redis lands in a list of that name."""
     import redis
 
-    from service.queue import CeleryJobQueue
+    from service.jobs.queue import CeleryJobQueue
     from workers.celery_app import create_app
 
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"

@@ -13,8 +13,8 @@ from faults_support import RedisServer
 from service.core.domain import JobSpec, JobState, NewJob, utcnow
 from service.core.errors import Unavailable
 from service.core.settings import Settings
-from service.queue import CeleryJobQueue
-from service.reconciler import Reconciler, RedisInspector, SqlAlchemyInspector
+from service.jobs.queue import CeleryJobQueue
+from service.jobs.reconciler import Reconciler, RedisInspector, SqlAlchemyInspector
 from service.store.checkpoints import CheckpointFiles
 from service.store.db import Database
 from service.store.jobstore import JobStore

@@ -18,7 +18,7 @@ from faults_support import (
 )
 from tempering.v1 import hardening_pb2 as pb
 
-from service.reconciler import REDIS_UNACKED_KEY
+from service.jobs.reconciler import REDIS_UNACKED_KEY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -18,13 +18,13 @@ import pytest
 from sec_helpers import dataset, linear_onnx
 
 from service.core.domain import JobSpec, NewJob, UploadHeader, UploadKind
-from service.jobs import Jobs
-from service.quotas import QuotaExceeded, QuotaPolicy, TenantLimits
+from service.jobs.jobs import Jobs
+from service.jobs.quotas import QuotaExceeded, QuotaPolicy, TenantLimits
+from service.jobs.uploads import Uploads
 from service.store.artifacts import LocalArtifactStore
 from service.store.catalog import UploadCatalog
 from service.store.db import Database
 from service.store.jobstore import JobStore
-from service.uploads import Uploads
 from tests.shared_support import POSTGRES_URL, postgres_available
 from workers.engine.spec import Method, ModelFormat, ThreatModel, TrainingConfig
 

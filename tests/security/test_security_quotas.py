@@ -23,7 +23,7 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.core.setting_values import parse_tenant_limits
 from service.core.settings import Settings, SettingsError
-from service.quotas import QuotaPolicy, TenantLimits
+from service.jobs.quotas import QuotaPolicy, TenantLimits
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 

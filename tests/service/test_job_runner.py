@@ -12,7 +12,7 @@ import pytest
 
 from service.core.domain import Job, JobSpec, JobState, NewJob, OutputKind
 from service.core.tenancy import DEFAULT_TENANT
-from service.jobs import Jobs
+from service.jobs.jobs import Jobs
 from service.store.artifacts import LocalArtifactStore
 from service.store.catalog import UploadCatalog
 from service.store.db import Database

@@ -17,7 +17,7 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.core.errors import ResourceExhausted
 from service.core.settings import Settings
-from service.validation_pool import ValidationPool
+from service.jobs.validation_pool import ValidationPool
 from tests.shared_support import upload_dataset, upload_model
 from workers.engine.errors import InvalidModel
 from workers.engine.spec import ModelFormat, ThreatModel

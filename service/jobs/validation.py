@@ -23,7 +23,8 @@ from workers.engine.spec import ModelFormat, ThreatModel
 _FLOAT = "tensor(float)"
 
 InputCheck = Callable[[ModelFormat, Path, Sequence[Path], ThreatModel], None]
-""":func:`check_job_inputs`, or something that runs it elsewhere (service/validation_pool.py)."""
+""":func:`check_job_inputs`, or something that runs it elsewhere
+(:mod:`service.jobs.validation_pool`)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # One sample needs no thread pool, and each pool thread's stack counts against the check's
-    # capped address space (service/validation_pool.py).
+    # capped address space (service/jobs/validation_pool.py).
     options.intra_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

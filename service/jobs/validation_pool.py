@@ -1,8 +1,8 @@
-"""The submit-time check (:func:`service.validation.check_job_inputs`) in child processes whose
+"""The submit-time check (:func:`service.jobs.validation.check_job_inputs`) in child processes whose
 address space is capped, so a model or dataset that needs more memory than the operator allows
 fails the one submission with a clear error instead of taking the server's memory.
 
-A few checker processes (:mod:`service.validation_checker`, started with subprocess, so that no
+A few checker processes (:mod:`service.jobs.validation_checker`, started with subprocess, so that no
 multiprocessing helper process outlives the server) each serve many checks over a pair of pipes;
 one that fails for lack of memory, runs over its time or dies is killed and replaced at once, so
 that its successor has warmed up by the next submission. Neither the server process nor the
@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from service.core.errors import ResourceExhausted, Unavailable
-from service.validation_checker import CheckOutcome, CheckRequest
+from service.jobs.validation_checker import CheckOutcome, CheckRequest
 from workers.engine.spec import ModelFormat, ThreatModel
 
 MEMORY_LIMIT_VARIABLE = "TEMPERING_VALIDATION_MEMORY_LIMIT"
@@ -125,7 +125,7 @@ class _Checker:
         try:
             arguments = (child_reads, child_writes, memory_limit)
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "service.validation_checker", *map(str, arguments)],
+                [sys.executable, "-m", "service.jobs.validation_checker", *map(str, arguments)],
                 pass_fds=(child_reads, child_writes),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},

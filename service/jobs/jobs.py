@@ -29,11 +29,11 @@ from service.core.domain import (
 )
 from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.core.logs import log_context
-from service.quotas import UNLIMITED, QuotaPolicy
+from service.jobs.quotas import UNLIMITED, QuotaPolicy
+from service.jobs.validation import InputCheck, check_job_inputs
 from service.store.artifacts import ArtifactStore, verified_chunks
 from service.store.catalog import UploadCatalog
 from service.store.jobstore import JobStore
-from service.validation import InputCheck, check_job_inputs
 from service.webhooks.targets import WEBHOOKS_OFF, WebhookTargets
 from workers.engine.errors import InvalidParameter, UntrustedFormat
 from workers.engine.spec import ModelFormat

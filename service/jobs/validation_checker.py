@@ -1,6 +1,6 @@
-"""The child side of :mod:`service.validation_pool`: ``python -m service.validation_checker
-READ_FD WRITE_FD MEMORY_LIMIT`` caps its own address space, then runs one
-:class:`CheckRequest` after another from the pipe and answers each with a
+"""The child side of :mod:`service.jobs.validation_pool`:
+``python -m service.jobs.validation_checker READ_FD WRITE_FD MEMORY_LIMIT`` caps its own address
+space, then runs one :class:`CheckRequest` after another from the pipe and answers each with a
 :class:`CheckOutcome`, until the pipe closes."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
 
 
 def serve(requests: Connection, outcomes: Connection) -> None:
-    from service.validation import check_job_inputs
+    from service.jobs.validation import check_job_inputs
 
     _warm_up()
     while True:
@@ -77,7 +77,8 @@ def _warm_up() -> None:
 
 if __name__ == "__main__":
     # Through the module's real name, so that the outcomes pickle as
-    # service.validation_checker.CheckOutcome, which the server can load, not __main__.CheckOutcome.
-    from service.validation_checker import main as run
+    # service.jobs.validation_checker.CheckOutcome, which the server can load, not as
+    # __main__.CheckOutcome.
+    from service.jobs.validation_checker import main as run
 
     run()

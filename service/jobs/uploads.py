@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from service.core.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
 from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
-from service.quotas import UNLIMITED, QuotaPolicy
+from service.jobs.quotas import UNLIMITED, QuotaPolicy
 from service.store.artifacts import ArtifactStore
 from service.store.catalog import UploadCatalog
 from workers.engine.errors import UntrustedFormat
