@@ -1,6 +1,6 @@
 """Domain types of the service: what the application layer, the stores and the worker task share.
 
-Nothing here knows about protobuf or gRPC; :mod:`service.convert` translates at the edge. The
+Nothing here knows about protobuf or gRPC; :mod:`service.api.convert` translates at the edge. The
 hardening parameters reuse the engine's own frozen dataclasses (:mod:`workers.engine.spec`),
 which are torch-free, so a job's spec is validated by the same code that will run it.
 """

@@ -1,6 +1,6 @@
 """Errors the service raises on purpose, next to the engine's (:mod:`workers.engine.errors`).
 
-Each carries a message a user can act on. Only :mod:`service.interceptor` turns them into gRPC
+Each carries a message a user can act on. Only :mod:`service.api.interceptor` turns them into gRPC
 status codes.
 """
 

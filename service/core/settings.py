@@ -41,7 +41,7 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     grpc_threads: int = 128
     """Server threads; every open WatchJob stream holds one, and watches may take at most 3/4
-    of them (:mod:`service.watch_limit`)."""
+    of them (:mod:`service.api.watch_limit`)."""
     max_upload_bytes: int = 10 * GiB
     allow_trusted_formats: bool = False
     visibility_timeout: int = 6 * 3600
@@ -81,7 +81,7 @@ class Settings:
     """``s3://bucket/prefix``: blobs in an S3-compatible bucket instead of ``artifact_dir``."""
     s3_endpoint_url: str | None = None
     """Endpoint of a non-AWS S3-compatible store (MinIO: ``http://minio:9000``)."""
-    # Observability (service/metrics.py, service/core/logs.py)
+    # Observability (service/api/metrics.py, service/core/logs.py)
     metrics_address: str = ""
     """host:port of the server's Prometheus endpoint; empty: no endpoint."""
     worker_metrics_address: str = ""

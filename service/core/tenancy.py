@@ -1,9 +1,9 @@
 """Who is calling: the tenant of the current call.
 
-The authentication interceptor (:mod:`service.auth_interceptor`) resolves the caller's API key to
-a tenant id and runs the call with :data:`CURRENT_TENANT` set; the servicer reads it once with
-:func:`current_tenant` and passes it on explicitly. Nothing below the servicer reads the context
-variable: the application layer and the stores take the tenant as an argument.
+The authentication interceptor (:mod:`service.api.auth_interceptor`) resolves the caller's API
+key to a tenant id and runs the call with :data:`CURRENT_TENANT` set; the servicer reads it once
+with :func:`current_tenant` and passes it on explicitly. Nothing below the servicer reads the
+context variable: the application layer and the stores take the tenant as an argument.
 
 This module imports neither grpc nor the stores, so workers and tools can use it.
 """

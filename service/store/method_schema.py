@@ -1,7 +1,7 @@
 """The job store's ``method`` column: each job's hardening method, copied from its spec.
 
 The spec JSON already holds the method; the column is there so that the job figures of a
-Prometheus scrape (:mod:`service.job_metrics`) read an index and not every row's spec. The
+Prometheus scrape (:mod:`service.api.job_metrics`) read an index and not every row's spec. The
 index on ``(state, method, started_at, finished_at)`` covers both of their queries.
 
 :func:`upgrade` adds the column to a jobs table created before it, fills it from the stored

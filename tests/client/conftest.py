@@ -52,7 +52,7 @@ def temper(capsys: pytest.CaptureFixture[str]) -> CliRunner:
 
 def serve(state: Path, **settings: object) -> Iterator[str]:
     """A real gRPC server of the service on a free port, with SQLite stores and broker."""
-    server_module = pytest.importorskip("service.server")
+    server_module = pytest.importorskip("service.api.server")
     settings_module = pytest.importorskip("service.core.settings")
     state.mkdir()
     running = server_module.start_server(
@@ -82,7 +82,7 @@ def server_address(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def keyed_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A server that requires an API key, and the one key it accepts."""
-    auth = pytest.importorskip("service.auth")
+    auth = pytest.importorskip("service.api.auth")
     key = auth.new_key()
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"alice:{auth.hash_key(key)}\n")

@@ -61,7 +61,7 @@ def test_the_cli_sends_a_zero_warmup_and_a_zero_validation_size_it_was_given(
 def engine_configs(flags: list[str]) -> tuple[Any, Any]:
     """The engine's request as ``--local`` builds it, and the spec the server builds from what
     the CLI sends, for the same flags."""
-    server_convert = pytest.importorskip("service.convert")
+    server_convert = pytest.importorskip("service.api.convert")
     args = build_parser().parse_args(
         ["harden", "model.onnx", "--data", "train.npz", "--local", "-o", "h.onnx", *flags]
     )

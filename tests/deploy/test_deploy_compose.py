@@ -22,10 +22,10 @@ from deploy_helpers import (
     worker_invocation,
 )
 
-from service.auth import hash_key, new_key
+from service.api.auth import hash_key, new_key
+from service.api.transport import plan_exposure
 from service.cli import build_parser
 from service.core.settings import Settings
-from service.transport import plan_exposure
 
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 ENV_EXAMPLE = COMPOSE_DIR / "tempering.env.example"

@@ -15,8 +15,8 @@ import pytest
 from deploy_helpers import DOCKER, HEALTHCHECK, Pki, parse_dockerfile
 from grpc_health.v1 import health_pb2
 
+from service.api.server import SERVICE_NAME, RunningServer, start_server
 from service.core.settings import Settings
-from service.server import SERVICE_NAME, RunningServer, start_server
 
 StartServer = Callable[..., RunningServer]
 

@@ -30,9 +30,9 @@ from deploy_helpers import (
 )
 from helm_render import Chart, TemplateError, merge
 
-from service.auth import hash_key, new_key
+from service.api.auth import hash_key, new_key
+from service.api.transport import plan_exposure
 from service.core.settings import Settings
-from service.transport import plan_exposure
 
 SECURE: dict[str, Any] = {
     "postgresql": {"password": "s3cret"},
@@ -578,7 +578,7 @@ def test_real_helm_renders_the_same_objects(chart: Chart, scenario: str, tmp_pat
 
 @pytest.fixture
 def running_tls_server(tmp_path: Path, pki: Any) -> Iterator[Any]:
-    from service.server import start_server
+    from service.api.server import start_server
 
     started = []
 

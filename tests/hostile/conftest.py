@@ -23,8 +23,8 @@ from grpc_health.v1 import health_pb2_grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.api.server import RunningServer, start_server
 from service.core.settings import Settings
-from service.server import RunningServer, start_server
 
 from . import builders as b
 from .corpus import UPLOAD_LIMIT, Context

@@ -23,8 +23,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 from tempering.v1 import hardening_pb2 as pb
 
+from service.api.server import SERVICE_NAME
 from service.jobs.uploads import Uploads
-from service.server import SERVICE_NAME
 
 from . import builders as b
 from .conftest import HostileServer, base_request, upload

@@ -21,7 +21,7 @@ import hashlib, json, pathlib, sys, tempfile
 import grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
-from service.server import start_server
+from service.api.server import start_server
 from service.core.settings import Settings
 
 def upload(rpc, header_type, request_type, fmt, path):

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from sec_helpers import Keys, Pki, StartServer
 
-from service.auth import hash_key, new_key
+from service.api.auth import hash_key, new_key
+from service.api.server import RunningServer, start_server
 from service.core.settings import Settings
-from service.server import RunningServer, start_server
 
 TENANTS = ("alice", "bob")
 

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.server import RunningServer
+from service.api.server import RunningServer
 
 Metadata = tuple[tuple[str, str], ...]
 Stub = pb_grpc.HardeningServiceStub

@@ -28,13 +28,13 @@ from sec_helpers import (
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service import auth
-from service.auth import ApiKeyStore, KeyFileError, hash_key, new_key
-from service.auth_interceptor import AuthInterceptor, bearer_token
+from service.api import auth
+from service.api.auth import ApiKeyStore, KeyFileError, hash_key, new_key
+from service.api.auth_interceptor import AuthInterceptor, bearer_token
+from service.api.server import SERVICE_NAME, RunningServer
+from service.api.transport import InsecureSetup, is_loopback, plan_exposure
 from service.core.settings import Settings, SettingsError
 from service.core.tenancy import CURRENT_TENANT, NoTenant, current_tenant
-from service.server import SERVICE_NAME, RunningServer
-from service.transport import InsecureSetup, is_loopback, plan_exposure
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
@@ -134,7 +134,7 @@ def test_refusals_are_logged_without_the_key(
     secret = "tpk_this-must-not-reach-the-log"
     metadata = (("authorization", f"Bearer {secret}"),)
 
-    with caplog.at_level(logging.WARNING, logger="service.auth_interceptor"):
+    with caplog.at_level(logging.WARNING, logger="service.api.auth_interceptor"):
         error_of(lambda: stub.ListJobs(pb.ListJobsRequest(), metadata=metadata, timeout=10))
 
     assert "refused /tempering.v1.HardeningService/ListJobs" in caplog.text
@@ -148,7 +148,7 @@ def test_refusals_are_logged_without_the_key(
 def test_without_keys_the_server_is_open_on_loopback_and_says_so(
     start: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.server"):
+    with caplog.at_level(logging.WARNING, logger="service.api.server"):
         running = start()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = pb_grpc.HardeningServiceStub(channel)
@@ -331,7 +331,15 @@ def test_keys_are_long_and_random() -> None:
 def test_the_new_key_command_makes_a_key_and_its_line(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     result = subprocess.run(
-        [sys.executable, "-m", "service.auth", "new-key", "alice", "--append-to", str(keys_file)],
+        [
+            sys.executable,
+            "-m",
+            "service.api.auth",
+            "new-key",
+            "alice",
+            "--append-to",
+            str(keys_file),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -343,7 +351,7 @@ def test_the_new_key_command_makes_a_key_and_its_line(tmp_path: Path) -> None:
     assert ApiKeyStore.from_file(keys_file).authenticate(key) == "alice"
     assert keys_file.stat().st_mode & 0o077 == 0
     hashed = subprocess.run(
-        [sys.executable, "-m", "service.auth", "hash-key"],
+        [sys.executable, "-m", "service.api.auth", "hash-key"],
         input=key + "\n",
         capture_output=True,
         text=True,

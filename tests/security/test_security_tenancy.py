@@ -30,8 +30,8 @@ from sec_helpers import (
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.api.server import RunningServer
 from service.core.domain import JobState, OutputFile, OutputKind
-from service.server import RunningServer
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 

@@ -11,8 +11,8 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from client import AuthenticationFailed, ConnectionFailed, HardeningClient, TlsConfig
+from service.api.transport import plan_exposure
 from service.core.settings import SettingsError
-from service.transport import plan_exposure
 
 CALL_TIMEOUT = 10
 

@@ -12,8 +12,8 @@ import pytest
 from service_support import make_settings, unique_prefix
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.api.server import RunningServer, start_server
 from service.core.settings import Settings
-from service.server import RunningServer, start_server
 from service.store.db import Database
 from tests.shared_support import POSTGRES_URL, postgres_available
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from tempering.v1 import hardening_pb2 as pb
 
-from service import convert
+from service.api import convert
 from service.core.errors import InvalidRequest
 from workers.engine.errors import InvalidParameter
 from workers.engine.spec import EvaluationConfig, TrainingConfig

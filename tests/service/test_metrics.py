@@ -23,10 +23,10 @@ from svc_helpers import digits_like, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.api.job_metrics import JobStoreCollector
+from service.api.server import RunningServer, start_server
 from service.core.domain import Job, JobSpec, JobState, NewJob, utcnow
 from service.core.settings import Settings, SettingsError
-from service.job_metrics import JobStoreCollector
-from service.server import RunningServer, start_server
 from service.store.db import Database, define_tables
 from service.store.jobstore import JobStore
 from tests.shared_support import (

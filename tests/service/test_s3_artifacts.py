@@ -275,7 +275,7 @@ def test_the_server_does_not_import_boto3_unless_configured(tmp_path: Path) -> N
         "import sys, pathlib\n"
         "from service.core.settings import Settings\n"
         "from service.store.stores import Stores\n"
-        "import service.server\n"
+        "import service.api.server\n"
         f"Stores.open(Settings.load({{'TEMPERING_STATE_DIR': {str(tmp_path)!r}}})).close()\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'\n"
     )

@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service.api.interceptor import ErrorInterceptor
+from service.api.server import SERVICE_NAME
 from service.core.errors import NotFound
-from service.interceptor import ErrorInterceptor
-from service.server import SERVICE_NAME
 
 
 def test_health_check_reports_serving(channel: grpc.Channel) -> None:

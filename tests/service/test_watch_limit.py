@@ -14,8 +14,8 @@ from svc_helpers import digits_like, fgsm_spec, linear_onnx
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.server import RunningServer, start_server
-from service.watch_limit import watch_limit
+from service.api.server import RunningServer, start_server
+from service.api.watch_limit import watch_limit
 from tests.shared_support import upload_dataset, upload_model
 
 THREADS = 4

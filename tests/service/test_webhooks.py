@@ -27,10 +27,10 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from client.webhooks import InvalidSignature, verify_signature
+from service.api.server import RunningServer, start_server
 from service.core.domain import JobSpec, JobState, NewJob
 from service.core.settings import Settings, SettingsError
 from service.core.tenancy import DEFAULT_TENANT
-from service.server import RunningServer, start_server
 from service.store.db import Database
 from service.store.jobstore import JobStore
 from service.webhooks.notifier import Delivery, Outbox

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from service.auth import ApiKeyStore, KeyFileError
+from service.api.auth import ApiKeyStore, KeyFileError
 from service.core.settings import ENV_PREFIX, Settings, SettingsError
 from service.core.tenancy import DEFAULT_TENANT
 
@@ -80,7 +80,7 @@ def plan_exposure(settings: Settings) -> Exposure:
             raise InsecureSetup(
                 f"refusing to serve {settings.grpc_address}, which is not a loopback address,"
                 f" without API keys: set {ENV_PREFIX}API_KEYS_FILE (make keys with"
-                " `python -m service.auth new-key TENANT`), or pass --insecure-open"
+                " `python -m service.api.auth new-key TENANT`), or pass --insecure-open"
             )
         warnings.append(
             f"INSECURE: OPEN MODE on the non-loopback address {settings.grpc_address}"
@@ -121,7 +121,7 @@ def _load_keys(path: Path | None) -> ApiKeyStore | None:
         raise SettingsError(f"{ENV_PREFIX}API_KEYS_FILE: {exc}") from exc
     if keys.is_empty:
         raise SettingsError(
-            f"{ENV_PREFIX}API_KEYS_FILE: {path} holds no keys; add one (python -m service.auth"
+            f"{ENV_PREFIX}API_KEYS_FILE: {path} holds no keys; add one (python -m service.api.auth"
             " new-key TENANT --append-to FILE) or unset the variable for open mode"
         )
     return keys

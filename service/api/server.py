@@ -1,6 +1,6 @@
 """Assembling the gRPC server: the servicer behind the authentication and error interceptors,
 plus standard health checking and reflection (open to every caller, for probes), on a TLS or
-plaintext port as :mod:`service.transport` decides."""
+plaintext port as :mod:`service.api.transport` decides."""
 
 from __future__ import annotations
 
@@ -15,21 +15,21 @@ from grpc_reflection.v1alpha import reflection
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service.auth_interceptor import AuthInterceptor
+from service.api.auth_interceptor import AuthInterceptor
+from service.api.interceptor import ErrorInterceptor
+from service.api.metrics import ServerMetrics, metrics_address
+from service.api.servicer import HardeningServicer
+from service.api.transport import Exposure, plan_exposure
+from service.api.watch_limit import WatchLimitInterceptor, watch_limit
 from service.core.metrics_endpoint import MetricsEndpoint
 from service.core.settings import Settings
-from service.interceptor import ErrorInterceptor
 from service.jobs.jobs import Jobs
 from service.jobs.queue import CeleryJobQueue, producer_app
 from service.jobs.quotas import QuotaPolicy
 from service.jobs.reconciler import Reconciler, start_reconciler
 from service.jobs.uploads import Uploads
 from service.jobs.validation_pool import ValidationPool
-from service.metrics import ServerMetrics, metrics_address
-from service.servicer import HardeningServicer
 from service.store.stores import Stores
-from service.transport import Exposure, plan_exposure
-from service.watch_limit import WatchLimitInterceptor, watch_limit
 from service.webhooks.notifier import Notifier, WebhookConfig, start_notifier
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class RunningServer:
 
 
 def start_server(settings: Settings, celery_app: Celery | None = None) -> RunningServer:
-    """Raises SettingsError (:class:`service.transport.InsecureSetup`) for an exposure the
+    """Raises SettingsError (:class:`service.api.transport.InsecureSetup`) for an exposure the
     server refuses, before opening anything."""
     exposure = plan_exposure(settings)
     metrics_at = metrics_address(settings)

@@ -20,10 +20,10 @@ from typing import Any
 
 import grpc
 
-from service.auth import ApiKeyStore
+from service.api.auth import ApiKeyStore
+from service.api.interceptor import rebuild_handler
 from service.core.logs import bind_log_context
 from service.core.tenancy import CURRENT_TENANT, DEFAULT_TENANT
-from service.interceptor import rebuild_handler
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from service import convert
+from service.api import convert
 from service.core.tenancy import current_tenant
 from service.jobs.jobs import Jobs
 from service.jobs.uploads import Uploads

@@ -8,7 +8,7 @@ a file of ``tenant:sha256hex`` lines (``TEMPERING_API_KEYS_FILE``)::
     alice:5f2b...e91c
     bob:0d1a...77f4
 
-Make a key and its line with ``python -m service.auth new-key TENANT`` (standard library only;
+Make a key and its line with ``python -m service.api.auth new-key TENANT`` (standard library only;
 neither the ``temper`` CLI nor the server is needed).
 
 Why SHA-256 and not bcrypt/scrypt/argon2: slow, salted hashes protect *passwords*, which people
@@ -129,18 +129,18 @@ def _digest_from_hex(hex_digest: str) -> bytes:
     if len(value) != 64 or not set(value) <= _HEX:
         raise ValueError(
             "a key hash must be 64 hex characters (the SHA-256 of the key; make one with"
-            " `python -m service.auth new-key TENANT`)"
+            " `python -m service.api.auth new-key TENANT`)"
         )
     return bytes.fromhex(value)
 
 
 # ---------------------------------------------------------------------------------------------
-# python -m service.auth
+# python -m service.api.auth
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.auth", description="Make and hash Tempering API keys."
+        prog="python -m service.api.auth", description="Make and hash Tempering API keys."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     make = commands.add_parser(

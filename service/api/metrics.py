@@ -1,19 +1,19 @@
 """The server's Prometheus metrics (docs/observability.md lists them): one registry per server,
 served at ``/metrics`` on ``TEMPERING_METRICS_ADDRESS``.
 
-Jobs are read from the job store at scrape time (:mod:`service.job_metrics`); RPCs are observed
-by an interceptor (:mod:`service.rpc_metrics`); uploaded bytes are counted by the upload path.
+Jobs are read from the job store at scrape time (:mod:`service.api.job_metrics`); RPCs are observed
+by an interceptor (:mod:`service.api.rpc_metrics`); uploaded bytes are counted by the upload path.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from service.api.job_metrics import JobStoreCollector
+from service.api.rpc_metrics import MetricsInterceptor, RpcMetrics
 from service.core.domain import UploadKind
 from service.core.metrics_endpoint import MetricsEndpoint, serve_metrics, split_address
 from service.core.settings import ENV_PREFIX, Settings
-from service.job_metrics import JobStoreCollector
-from service.rpc_metrics import MetricsInterceptor, RpcMetrics
 from service.store.db import Database
 
 
