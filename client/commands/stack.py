@@ -11,7 +11,7 @@ from typing import Any
 from client.errors import MissingExtra
 
 ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
-    "serve": ("service.cli", "main", "server"),
+    "serve": ("service.ops.cli", "main", "server"),
     "worker": ("workers.celery_app", "worker_main", "worker"),
 }
 PASSTHROUGH = frozenset(ENTRY_POINTS)

@@ -12,7 +12,7 @@ from client_helpers import CliRunner
 @pytest.mark.parametrize(
     ("command", "module", "prog"),
     [
-        ("serve", "service.cli", "tempering-server"),
+        ("serve", "service.ops.cli", "tempering-server"),
         ("worker", "workers.celery_app", "tempering-worker"),
     ],
 )
@@ -31,7 +31,7 @@ def test_subcommand_passes_its_arguments_to_the_entry_point(
 def test_a_missing_server_extra_exits_2_saying_what_to_install(
     temper: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "service.cli", None)
+    monkeypatch.setitem(sys.modules, "service.ops.cli", None)
 
     result = temper("serve")
 

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 def test_demo_hardens_the_bundled_model_through_the_server_and_writes_its_outputs(
     temper: CliRunner, digits_test: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("service.cli")
+    pytest.importorskip("service.ops.cli")
     output = tmp_path / "demo-output"
 
     result = temper("demo", "-o", output)

@@ -27,7 +27,7 @@ PARAMS = HardeningParams(
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("service.cli")
+    pytest.importorskip("service.ops.cli")
     with LocalStack(tmp_path_factory.mktemp("stack")) as running:
         running.wait_until_serving()
         yield running.target

@@ -24,8 +24,8 @@ from deploy_helpers import (
 
 from service.api.auth import hash_key, new_key
 from service.api.transport import plan_exposure
-from service.cli import build_parser
 from service.core.settings import Settings
+from service.ops.cli import build_parser
 
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 ENV_EXAMPLE = COMPOSE_DIR / "tempering.env.example"

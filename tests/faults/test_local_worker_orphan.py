@@ -35,7 +35,7 @@ def local_worker(server: int) -> int | None:
     """The server's worker process, among its other children (multiprocessing helpers)."""
     for child in children(server):
         with contextlib.suppress(OSError):
-            if b"service.local_worker_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"service.ops.local_worker_process" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return child
     return None
 
@@ -84,7 +84,7 @@ def test_without_the_kernels_signal_a_child_still_notices_its_parent_is_gone(
     child_code = textwrap.dedent(
         """
         import os, signal, sys, time
-        import service.parent_death as parent_death
+        import service.ops.parent_death as parent_death
         parent_death.set_parent_death_signal = lambda sig: False  # as on macOS
         parent_death.die_with_parent(int(sys.argv[1]), signal.SIGTERM)
         print(os.getpid(), flush=True)

@@ -236,7 +236,7 @@ def test_loopback_addresses(address: str, loopback: bool) -> None:
 
 
 def test_the_override_flags_are_switches() -> None:
-    from service.cli import build_parser
+    from service.ops.cli import build_parser
 
     args = build_parser().parse_args(["--allow-insecure-remote", "--insecure-open"])
     settings = Settings.load({"TEMPERING_STATE_DIR": "/tmp/x"}, args)

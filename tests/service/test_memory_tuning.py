@@ -1,4 +1,4 @@
-"""The server tunes glibc's allocator for streamed uploads (service/memory.py); the upload test
+"""The server tunes glibc's allocator for streamed uploads (service/ops/memory.py); the upload test
 in test_e2e_redis.py measures what it is for."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.shared_support import ROOT
     reason="glibc only",
 )
 def test_glibc_takes_both_allocator_settings() -> None:
-    code = "from service.memory import tune_allocator_for_streaming as t; print(t())"
+    code = "from service.ops.memory import tune_allocator_for_streaming as t; print(t())"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

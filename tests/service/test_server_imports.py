@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import sys, tempfile, pathlib
-from service.cli import main  # noqa: F401
+from service.ops.cli import main  # noqa: F401
 from service.api.server import start_server
 from service.core.settings import Settings
 tmp = pathlib.Path(tempfile.mkdtemp())

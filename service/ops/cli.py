@@ -22,9 +22,9 @@ from types import FrameType
 from service.api.server import start_server
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError, add_settings_arguments
-from service.local_worker import LocalWorker
-from service.memory import tune_allocator_for_streaming
-from service.parent_death import die_with_parent
+from service.ops.local_worker import LocalWorker
+from service.ops.memory import tune_allocator_for_streaming
+from service.ops.parent_death import die_with_parent
 from service.webhooks import cli as webhook_cli
 
 log = logging.getLogger(__name__)

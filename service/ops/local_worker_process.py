@@ -1,7 +1,7 @@
-"""``python -m service.local_worker_process PARENT_PID ARGS...``: the process of the local worker
-that ``python -m service`` starts. It ties itself to the server (:mod:`service.parent_death`),
-so that a server killed with SIGKILL leaves no worker behind, and then runs
-``celery -A workers.celery_app ARGS...`` in this same process."""
+"""``python -m service.ops.local_worker_process PARENT_PID ARGS...``: the process of the local
+worker that ``python -m service`` starts. It ties itself to the server
+(:mod:`service.ops.parent_death`), so that a server killed with SIGKILL leaves no worker behind,
+and then runs ``celery -A workers.celery_app ARGS...`` in this same process."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from service.core.broker import WORKER_APP
-from service.parent_death import die_with_parent
+from service.ops.parent_death import die_with_parent
 
 
 def main(argv: Sequence[str]) -> None:

@@ -3,7 +3,7 @@
 A real ``celery worker`` subprocess (not eager mode), given the server's settings through
 ``TEMPERING_*`` variables, in its own process group so that stopping it also stops the child
 process that runs the job. It dies with the server even when the server is killed outright
-(:mod:`service.local_worker_process`).
+(:mod:`service.ops.local_worker_process`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class LocalWorker:
 
     def start(self) -> None:
         hostname = f"tempering-local-{os.getpid()}@%h"
-        command = [sys.executable, "-m", "service.local_worker_process", str(os.getpid())]
+        command = [sys.executable, "-m", "service.ops.local_worker_process", str(os.getpid())]
         command += worker_command(self._settings, hostname)
         self._process = subprocess.Popen(command, env=self._environment(), start_new_session=True)
         log.info("started a local worker (pid %d)", self._process.pid)
