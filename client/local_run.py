@@ -1,14 +1,14 @@
 """``temper harden --local``: run the hardening engine in this process.
 
-The engine (torch, onnx, matplotlib) is imported inside :func:`harden_locally` only, so that the
-client installs and imports without the worker extra. Engine errors leave as the same
+The engine (torch, onnx, matplotlib) is imported, through its one entry point for the client
+(:mod:`workers.local`), by :func:`harden_locally` only, so that the client installs and imports
+without the worker extra. Engine errors leave as the same
 :mod:`client.errors` types the server path raises, so both paths share their exit codes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.util
 import shutil
 import tempfile
@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -64,7 +65,8 @@ def harden_locally(
     stops within a training or attack step once ``deadline`` passes (:class:`DeadlineExceeded`).
     With ``mlflow``, the run is logged there as a server job would be (docs/mlflow.md).
     """
-    engine_errors, pipeline, progress_module = _engine("errors", "pipeline", "progress")
+    engine = _engine()
+    engine_errors = engine.errors
 
     def forward(event: Any) -> None:
         if on_event is not None:
@@ -75,10 +77,10 @@ def harden_locally(
 
     request = engine_request(model_path, model_format, data_path, eval_data_path, params)
     request = dataclasses.replace(request, allow_trusted_formats=allow_trusted_formats)
-    run = _open_run(mlflow, request)
+    run = _open_run(mlflow, request, engine)
     layout = OutputLayout.beside(output)
     layout.model.parent.mkdir(parents=True, exist_ok=True)
-    reporter = progress_module.Reporter(
+    reporter = engine.progress.Reporter(
         callback=forward,
         time_limit_seconds=params.time_limit_seconds,
         min_interval_seconds=PROGRESS_INTERVAL_SECONDS,
@@ -88,7 +90,9 @@ def harden_locally(
     with tempfile.TemporaryDirectory(prefix=".temper-", dir=layout.model.parent) as work:
         try:
             result = _harden_tracked(
-                run, lambda: pipeline.harden(request, Path(work), reporter), engine_errors.Cancelled
+                run,
+                lambda: engine.pipeline.harden(request, Path(work), reporter),
+                engine_errors.Cancelled,
             )
         except (
             engine_errors.InvalidModel,
@@ -127,12 +131,12 @@ class LocalTracking:
     tracking: MlflowTracking
 
 
-def _open_run(mlflow: LocalTracking | None, request: Any) -> Any:
+def _open_run(mlflow: LocalTracking | None, request: Any, engine: ModuleType) -> Any:
     if mlflow is None:
         return None
     if importlib.util.find_spec("mlflow") is None:
         raise MissingExtra(MLFLOW_EXTRA_MESSAGE)
-    tracking = importlib.import_module("workers.mlflow_tracking")
+    tracking = engine.mlflow_tracking
     target = tracking.RunTarget(
         mlflow.tracking_uri,
         mlflow.tracking.experiment,
@@ -175,7 +179,7 @@ def engine_request(
     server does: for epochs, batch size, epsilon warm-up and validation size that is None, which
     the engine's recipe fills from the data."""
     _check_zero_means_default(params)
-    (spec,) = _engine("spec")
+    spec = _engine().spec
 
     threat = _given(
         norm=spec.Norm(params.norm.value),
@@ -217,12 +221,13 @@ def engine_request(
     )
 
 
-def _engine(*modules: str) -> list[Any]:
-    """Modules of ``workers.engine``, imported now: only ``--local`` needs torch."""
+def _engine() -> ModuleType:
+    """The engine's entry point for the client, imported now: only ``--local`` needs torch."""
     try:
-        return [importlib.import_module(f"workers.engine.{name}") for name in modules]
+        from workers import local
     except ImportError as error:
         raise MissingExtra(f"{WORKER_EXTRA_MESSAGE} ({error})") from error
+    return local
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -1,20 +1,21 @@
 """``temper serve`` and ``temper worker``: hand the whole command line to the server's and the
-worker's own entry points, imported only here (they need the server/worker extras)."""
+worker's own entry points, imported only here and only when the command runs (they need the
+server/worker extras). These two imports and the engine's entry point for ``--local`` are the
+only ones of ``service`` or ``workers`` in the client; the import contract in pyproject.toml
+names them."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from client.errors import MissingExtra
 
-ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
-    "serve": ("service.ops.cli", "main", "server"),
-    "worker": ("workers.celery_app", "worker_main", "worker"),
-}
-PASSTHROUGH = frozenset(ENTRY_POINTS)
+EntryPoint = Callable[[Sequence[str] | None], int]
+
+EXTRAS: dict[str, str] = {"serve": "server", "worker": "worker"}
+PASSTHROUGH = frozenset(EXTRAS)
 
 HELP = {
     "serve": "run the gRPC server (with a local worker unless --no-worker); see temper serve -h",
@@ -30,17 +31,30 @@ def register(subparsers: Any) -> None:
         parser.set_defaults(handler=lambda args, name=name: run_passthrough(name, args.rest))
 
 
-def entry_point(command: str) -> Callable[[Sequence[str] | None], int]:
-    module_name, function_name, extra = ENTRY_POINTS[command]
+def _serve() -> EntryPoint:
+    from service.ops.cli import main
+
+    return main
+
+
+def _worker() -> EntryPoint:
+    from workers.celery_app import worker_main
+
+    return worker_main
+
+
+ENTRY_POINTS: dict[str, Callable[[], EntryPoint]] = {"serve": _serve, "worker": _worker}
+
+
+def entry_point(command: str) -> EntryPoint:
+    extra = EXTRAS[command]
     try:
-        module = importlib.import_module(module_name)
+        return ENTRY_POINTS[command]()
     except ImportError as error:
         raise MissingExtra(
             f"temper {command} needs the {extra} dependencies: install tempering[{extra}]"
             f" (pip install 'tempering[{extra}]') ({error})"
         ) from error
-    function: Callable[[Sequence[str] | None], int] = getattr(module, function_name)
-    return function
 
 
 def run_passthrough(command: str, argv: Sequence[str]) -> int:

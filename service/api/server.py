@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from celery import Celery
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tempering.v1 import hardening_pb2 as pb
@@ -69,7 +68,7 @@ class RunningServer:
         self.stores.close()
 
 
-def start_server(settings: Settings, celery_app: Celery | None = None) -> RunningServer:
+def start_server(settings: Settings) -> RunningServer:
     """Raises SettingsError (:class:`service.api.transport.InsecureSetup`) for an exposure the
     server refuses, before opening anything."""
     exposure = plan_exposure(settings)
@@ -80,7 +79,7 @@ def start_server(settings: Settings, celery_app: Celery | None = None) -> Runnin
     )
     stores = Stores.open(settings)
     metrics = ServerMetrics(stores.database) if metrics_at is not None else None
-    queue = CeleryJobQueue(celery_app or producer_app(settings), settings.queue)
+    queue = CeleryJobQueue(producer_app(settings), settings.queue)
     uploads = Uploads(
         stores.artifacts,
         stores.uploads,
