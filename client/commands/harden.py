@@ -197,7 +197,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-scratch", action="store_true", help="train fresh weights instead of fine-tuning"
     )
     group.add_argument(
-        "--attack-steps", type=non_negative_int, help="pgd, trades: attack steps (default 10)"
+        "--attack-steps",
+        type=non_negative_int,
+        help="pgd, trades: attack steps (default 10; pgd: 5 from 20,000 training rows)",
     )
     group.add_argument(
         "--step-size",

@@ -180,7 +180,7 @@ def test_parameters_left_out_come_back_as_the_servers_defaults(
 
     assert job.spec is not None
     params = job.spec.params
-    assert (params.attack_steps, params.eval_samples) == (10, 1000)
+    assert params.eval_samples == 1000
     assert (params.learning_rate, params.step_size) == (None, None)
 
 
@@ -194,8 +194,14 @@ def test_parameters_the_recipe_chooses_come_back_unset(
 
     assert job.spec is not None
     params = job.spec.params
-    chosen = (params.epochs, params.batch_size, params.validation_size, params.eps_warmup_epochs)
-    assert chosen == (None, None, None, None)
+    chosen = (
+        params.epochs,
+        params.batch_size,
+        params.attack_steps,
+        params.validation_size,
+        params.eps_warmup_epochs,
+    )
+    assert chosen == (None, None, None, None, None)
 
 
 def test_an_explicit_zero_warmup_comes_back_as_zero(

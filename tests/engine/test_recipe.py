@@ -66,12 +66,31 @@ def test_fine_tuning_and_training_from_scratch_peak_at_the_same_rate() -> None:
     assert scratch.learning_rate == recipe.PEAK_LR
 
 
+def test_pgd_on_a_large_set_takes_five_attack_steps() -> None:
+    assert recipe.resolve(TrainingConfig(method=Method.PGD), 54_000, 1000).config.attack_steps == 5
+
+
+def test_pgd_on_a_small_set_takes_ten_attack_steps() -> None:
+    assert recipe.resolve(TrainingConfig(method=Method.PGD), 1260, 140).config.attack_steps == 10
+
+
+def test_trades_keeps_ten_attack_steps_on_a_large_set() -> None:
+    config = TrainingConfig(method=Method.TRADES)
+    assert recipe.resolve(config, 54_000, 1000).config.attack_steps == 10
+
+
 def test_every_parameter_the_user_set_is_kept() -> None:
     given = TrainingConfig(
-        epochs=3, batch_size=16, eps_warmup_epochs=0.0, learning_rate=0.1, validation_size=500
+        epochs=3,
+        batch_size=16,
+        attack_steps=7,
+        eps_warmup_epochs=0.0,
+        learning_rate=0.1,
+        validation_size=500,
     )
-    resolved = recipe.resolve(given, 5000, 500)
+    resolved = recipe.resolve(given, 50_000, 500)
     assert (resolved.config.epochs, resolved.config.batch_size) == (3, 16)
+    assert resolved.config.attack_steps == 7
     assert resolved.config.eps_warmup_epochs == 0.0
     assert resolved.config.learning_rate == 0.1
     assert resolved.choices == ()

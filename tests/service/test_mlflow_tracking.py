@@ -332,7 +332,7 @@ def test_a_later_attempt_of_a_job_continues_its_run(tmp_path: Path) -> None:
     assert second.run_id == first.run_id == run.info.run_id
     assert run.data.tags["tempering.attempt"] == "2"
     assert run.info.status == "RUNNING"
-    assert run.data.params["attack_steps"] == "10"
+    assert run.data.params["attack_steps"] == "auto"
 
 
 def _written(path: Path, data: bytes) -> Any:

@@ -95,8 +95,9 @@ class TrainingConfig:
     from_scratch: bool = False
     """Train from freshly initialised weights instead of fine-tuning the upload."""
     # adversarial training
-    attack_steps: int = 10
-    """PGD steps per batch for PGD-AT and TRADES (FGSM always takes one)."""
+    attack_steps: int | None = None
+    """PGD steps per batch for PGD-AT and TRADES (FGSM always takes one); None lets the recipe
+    choose from the data size."""
     step_size: float = 0.0
     """Attack step size in input units; 0 picks 2.5 * eps / steps (PGD) or 1.25 * eps (FGSM)."""
     eps_warmup_epochs: float | None = None
@@ -129,7 +130,7 @@ class TrainingConfig:
             f"learning_rate must be in [0, 10] (0 = method default), got {self.learning_rate}",
         )
         _require(
-            1 <= self.attack_steps <= 1000,
+            self.attack_steps is None or 1 <= self.attack_steps <= 1000,
             f"attack_steps must be between 1 and 1000, got {self.attack_steps}",
         )
         _require(

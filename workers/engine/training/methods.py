@@ -238,11 +238,13 @@ def _train_once(
         return resume.annotate(outcome)
     step: Step
     if config.method is Method.PGD:
-        step = PgdStep(setting, config.attack_steps, config.step_size)
+        step = PgdStep(setting, _concrete(config.attack_steps), config.step_size)
     elif config.method is Method.FGSM:
         step = FgsmStep(setting, (config.step_size / threat.eps) if config.step_size else 1.25)
     else:
-        step = TradesStep(setting, config.attack_steps, config.trades_beta, config.step_size)
+        step = TradesStep(
+            setting, _concrete(config.attack_steps), config.trades_beta, config.step_size
+        )
     outcome = _fit(
         student,
         step,
