@@ -270,7 +270,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> Row:
         eval_data=inputs.test,
         threat=threat,
         training=TrainingConfig(method=case.method),
-        evaluation=EvaluationConfig(samples=args.eval_samples),
+        evaluation=EvaluationConfig(samples=args.eval_samples or EvaluationConfig().samples),
         seed=args.seed,
     )
     print(f"\n== {case.name}: {case.description}, {case.method.value}, defaults only", flush=True)
@@ -393,7 +393,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST)
     parser.add_argument("--cases", nargs="*", default=[c.name for c in CASES])
-    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument(
+        "--eval-samples", type=int, help="held-out samples graded (default: the engine's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--skip-reference", action="store_true", help="time the engine's job alone (no plain loop)"

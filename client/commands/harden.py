@@ -230,9 +230,7 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         default=EvaluationSuite.STANDARD.value,
         help="standard (default) or fast (fewer iterations, for previews)",
     )
-    group.add_argument(
-        "--eval-samples", type=non_negative_int, help="samples scored (default 1000)"
-    )
+    group.add_argument("--eval-samples", type=non_negative_int, help="samples scored (default 500)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
