@@ -24,9 +24,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from service.db import Database
-from service.domain import JobSpec, JobState, utcnow
-from service.job_metrics import JobStoreCollector
+from service.api.job_metrics import JobStoreCollector
+from service.core.domain import JobSpec, JobState, utcnow
+from service.store.db import Database
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 
 STATES = [JobState.SUCCEEDED] * 7 + [JobState.FAILED, JobState.CANCELLED, JobState.QUEUED]

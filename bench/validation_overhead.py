@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.validation import check_job_inputs
-from service.validation_pool import ValidationPool
+from service.jobs.validation import check_job_inputs
+from service.jobs.validation_pool import ValidationPool
 from workers.engine.spec import ModelFormat, ThreatModel
 
 GiB = 1024**3
