@@ -21,6 +21,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -36,7 +37,7 @@ def fill(database: Database, jobs: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     table = database.tables.jobs
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for _ in range(jobs):
         method = rng.choice(list(Method))
         state = rng.choice(STATES)

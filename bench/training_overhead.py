@@ -64,7 +64,7 @@ class _FixedBatches(Batches):
         super().__init__(x, y, len(batches[0][1]), torch.device("cpu"), torch.Generator())
         object.__setattr__(self, "_batches", batches)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         return iter(self._batches)  # type: ignore[attr-defined]
 
 

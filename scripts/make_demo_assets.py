@@ -95,7 +95,7 @@ def export(model: nn.Module, path: Path) -> None:
         torch.onnx.export(
             model,
             (torch.zeros(1, 1, 8, 8),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes a file object
             dynamo=False,
             input_names=["input"],
             output_names=["logits"],
