@@ -120,7 +120,7 @@ def _harden(
         checkpointer=checkpointer,
         early_stopping_patience=prepared.recipe.early_stopping_patience,
     )
-    trained_with = outcome.config or prepared.recipe.config
+    trained_with = outcome.config
 
     target = _evaluation_target(request, prepared.evaluation, domain, loaded.num_classes)
     original_scores = evaluate(loaded.module.to(device.torch_device), target, reporter, "original")

@@ -78,11 +78,11 @@ class TrainingOutcome:
     history: list[EpochRecord]
     selected_epoch: int
     selection: str
+    config: TrainingConfig
+    """The configuration that produced the model (gentler than asked after a restart)."""
     notes: list[str] = field(default_factory=list)
     resumed_from_epoch: int | None = None
     """Epochs (over all stages) already done when this run went on from a checkpoint."""
-    config: TrainingConfig | None = None
-    """The configuration that produced the model (gentler than asked after a restart)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,6 @@ def train(
                 " is still far below the upload's, epsilon may be too large for this data."
             )
         outcome.notes[:0] = recoveries
-        outcome.config = attempt
         return outcome
 
 
@@ -378,7 +377,7 @@ def _fit(
             )
             break
     model.load_state_dict(best_state)
-    return TrainingOutcome(model.eval(), history, best_epoch, selection.value, notes)
+    return TrainingOutcome(model.eval(), history, best_epoch, selection.value, config, notes)
 
 
 def _distill(
