@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from client.commands import demo, harden, jobs, report, stack
-from client.commands.common import UsageError, add_connection_arguments
+from client.commands.common import Parser, UsageError, add_connection_arguments
 from client.errors import ClientError, JobFailed
 from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.exit_codes import ExitCode, for_error
@@ -28,12 +28,7 @@ bundled model in a few minutes."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EXIT_CODES_HELP)
     add_connection_arguments(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo.register(subparsers)

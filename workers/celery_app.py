@@ -21,7 +21,6 @@ banner; what Celery still prints itself on a shutdown signal goes to stdout, the
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -32,7 +31,8 @@ from celery import Celery, current_app, signals
 
 from service.core.broker import app_conf, worker_command
 from service.core.logs import configure_logging
-from service.core.settings import Settings, SettingsError, add_settings_arguments
+from service.core.settings import Settings, SettingsError
+from service.core.settings_flags import settings_parser
 
 SETTINGS_KEY = "tempering_settings"
 
@@ -68,11 +68,10 @@ def settings_of_conf(conf: Any) -> Settings:
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Run one worker (``python -m workers``, ``temper worker``). Start one per GPU."""
-    parser = argparse.ArgumentParser(
+    parser = settings_parser(
         prog="tempering-worker", description="Run a Tempering hardening worker."
     )
-    add_settings_arguments(parser)
-    parser.add_argument("--hostname", help="Celery node name, e.g. gpu0@%%h")
+    parser.add_argument("--hostname", metavar="NAME", help="Celery node name, e.g. gpu0@%%h")
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(os.environ, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,45 @@ API_KEY_ENV = "TEMPERING_API_KEY"
 
 class UsageError(Exception):
     """The command line asks for something that cannot be done as written (exit code 2)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written, names each value's type in its metavar and appends the
+    default to a flag's help when there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or not _shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        return _TYPE_METAVARS.get(action.type, action.dest.upper())  # type: ignore[arg-type]
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    default = action.default
+    if default is argparse.SUPPRESS or default is None or isinstance(default, bool):
+        return False
+    return not (isinstance(default, (str, tuple, list)) and not default)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every ``temper`` parser: no abbreviated flags (``--port`` is never ``--port-file``), the
+    :class:`HelpFormatter`, and values such as ``-4,-4`` or ``-8/255`` read as values, not
+    flags. Subcommand parsers are made by this class too (``add_subparsers`` uses the parent's
+    class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_VALUE
+
+
+NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,/eE+-]*$")
+"""A negative number, fraction or comma-separated list of numbers; argparse's own matcher knows
+only ``-4`` and ``-.5``, so ``--lower -4,-4`` would be read as an unknown flag."""
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
@@ -164,3 +204,16 @@ def _number(text: str, kind: type[int] | type[float], what: str) -> Any:
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+_TYPE_METAVARS: dict[Any, str] = {
+    positive_int: "INT",
+    non_negative_int: "INT",
+    int: "INT",
+    positive_float: "NUMBER",
+    non_negative_float: "NUMBER",
+    float: "NUMBER",
+    float_list: "V[,V...]",
+    label: "KEY=VALUE",
+    Path: "PATH",
+}

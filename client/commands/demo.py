@@ -70,7 +70,6 @@ def register(subparsers: Any) -> None:
         help="run the whole service locally and harden a bundled digits model",
         description=__doc__,
         epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-o",

@@ -72,7 +72,6 @@ def register(subparsers: Any) -> None:
         help="harden a model and compare it with the original",
         description=DESCRIPTION,
         epilog=EXAMPLES + "\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", type=Path, help="the model: .onnx, .safetensors, .pt, .pt2")
     parser.add_argument(
@@ -148,7 +147,9 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--eps", type=positive_float, required=True, help="radius of the attacker's norm ball"
     )
-    group.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value)
+    group.add_argument(
+        "--norm", choices=[n.value for n in Norm], default=Norm.LINF.value, help="the norm"
+    )
     group.add_argument(
         "--lower",
         type=float_list,
@@ -171,7 +172,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         " see docs/cli.md; a value given is checked, 0 epochs refused)"
     )
     group.add_argument(
-        "--method", choices=[m.value for m in Method], default=Method.PGD.value, help="default pgd"
+        "--method",
+        choices=[m.value for m in Method],
+        default=Method.PGD.value,
+        help="the hardening method",
     )
     group.add_argument(
         "--epochs",
@@ -216,9 +220,15 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--temperature", type=non_negative_float, help="distillation: temperature (default 100)"
     )
-    group.add_argument("--seed", type=non_negative_int, default=0)
     group.add_argument(
-        "--time-limit", type=non_negative_float, default=0.0, metavar="SECONDS", help="stop after"
+        "--seed", type=non_negative_int, default=0, help="seed of the data split and training"
+    )
+    group.add_argument(
+        "--time-limit",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop training after this long (default: 0, no limit)",
     )
 
 
@@ -243,7 +253,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--architecture", metavar="NAME", default="", help="built-in architecture of .safetensors"
     )
-    group.add_argument("--num-classes", type=non_negative_int, default=0)
+    group.add_argument(
+        "--num-classes",
+        type=non_negative_int,
+        default=0,
+        help="classes of a built-in architecture (default: 0, read from the data)",
+    )
     group.add_argument(
         "--allow-trusted-formats",
         action="store_true",

@@ -25,7 +25,7 @@ from client.progress_display import choose_display
 
 
 def register(subparsers: Any) -> None:
-    common = {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    common = {"epilog": EXIT_CODES_HELP}
 
     jobs = subparsers.add_parser("jobs", help="list jobs, newest first", **common)
     jobs.add_argument(
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="only jobs with this label (repeat: all must match)",
     )
-    jobs.add_argument("--limit", type=positive_int, default=50, help="at most this many (50)")
+    jobs.add_argument("--limit", type=positive_int, default=50, help="at most this many")
     add_connection_arguments(jobs, top_level=False)
     jobs.set_defaults(handler=run_jobs)
 

@@ -38,7 +38,6 @@ def register(subparsers: Any) -> None:
         " written by a local run (PATH): the before/after table, the report as JSON (--json),"
         " or a self-contained HTML page with the plot embedded (--html).",
         epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("target", metavar="ID|PATH", help="a job id, or a report.json")
     report.add_argument(

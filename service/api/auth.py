@@ -140,12 +140,15 @@ def _digest_from_hex(hex_digest: str) -> bytes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.api.auth", description="Make and hash Tempering API keys."
+        prog="python -m service.api.auth",
+        description="Make and hash Tempering API keys.",
+        allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     make = commands.add_parser(
         "new-key",
         help="make a key for TENANT; prints the key and the line for the key file",
+        allow_abbrev=False,
     )
     make.add_argument("tenant")
     make.add_argument(

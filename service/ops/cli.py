@@ -15,13 +15,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
 from service.api.server import start_server
 from service.core.logs import configure_logging
-from service.core.settings import Settings, SettingsError, add_settings_arguments
+from service.core.settings import Settings, SettingsError
+from service.core.settings_flags import settings_parser
 from service.ops.local_worker import LocalWorker
 from service.ops.memory import tune_allocator_for_streaming
 from service.ops.parent_death import die_with_parent
@@ -34,11 +35,17 @@ SHUTDOWN_SECONDS = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = settings_parser(
         prog="tempering-server",
         description="Serve the Tempering hardening API, with a local worker unless --no-worker.",
     )
-    add_settings_arguments(parser)
+    listen = parser.add_argument_group(
+        "where to listen (shorthands for --grpc-address HOST:PORT; not with it)"
+    )
+    listen.add_argument(
+        "--port", type=_port, metavar="INT", help="port to listen on (0 picks a free one)"
+    )
+    listen.add_argument("--host", metavar="HOST", help="address to listen on, e.g. 0.0.0.0")
     parser.add_argument(
         "--no-worker",
         action="store_true",
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port-file",
         type=Path,
+        metavar="PATH",
         help="write the port the server listens on to this file once it serves",
     )
     parser.add_argument(
@@ -59,12 +67,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port lies in 0..65535, got {port}")
+    return port
+
+
+def listen_address(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """``--grpc-address`` with ``--host`` and ``--port`` applied to it (None: unchanged)."""
+    if args.host is None and args.port is None:
+        return None
+    if args.grpc_address is not None:
+        raise SettingsError("--host and --port are shorthands for --grpc-address: pass one form")
+    base = environ.get("TEMPERING_GRPC_ADDRESS") or Settings.grpc_address
+    host, _, port = base.rpartition(":")
+    if args.host is not None:
+        host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
+    if args.port is not None:
+        port = str(args.port)
+    return f"{host}:{port}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["webhook-secret"]:
         return webhook_cli.main(arguments[1:])
     args = build_parser().parse_args(arguments)
     try:
+        args.grpc_address = listen_address(args, os.environ) or args.grpc_address
         settings = Settings.load(os.environ, args)
     except SettingsError as exc:
         print(f"tempering: {exc}", file=sys.stderr)

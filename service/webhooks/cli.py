@@ -8,19 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from service.core.settings import Settings, SettingsError, add_settings_arguments
+from service.core.settings import Settings, SettingsError
+from service.core.settings_flags import settings_parser
 from service.core.tenancy import check_tenant_name
 from service.webhooks.signing import read_master_key, tenant_secret
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = settings_parser(
         prog="tempering-server webhook-secret",
         description="Print TENANT's webhook signing secret, derived from the master key in"
         " TEMPERING_WEBHOOK_SECRET_FILE. Hand it to the tenant over a channel you trust.",
     )
     parser.add_argument("tenant", help="tenant id, as in the API keys file")
-    add_settings_arguments(parser)
     return parser
 
 
