@@ -201,9 +201,18 @@ def labels_dict(pairs: list[tuple[str, str]] | None) -> Mapping[str, str]:
 
 def _number(text: str, kind: type[int] | type[float], what: str) -> Any:
     try:
+        if kind is float and "/" in text:
+            return _fraction(text)
         return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    except (ValueError, ZeroDivisionError):
+        example = " or a fraction such as 8/255" if kind is float else ""
+        raise argparse.ArgumentTypeError(f"expected {what}{example}, got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    """``8/255`` as papers write epsilons; each side may itself be a decimal (``0.5/2``)."""
+    numerator, denominator = text.split("/")
+    return float(numerator) / float(denominator)
 
 
 _TYPE_METAVARS: dict[Any, str] = {

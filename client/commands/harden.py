@@ -145,7 +145,10 @@ def mlflow_of(args: argparse.Namespace) -> MlflowTracking | None:
 def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("threat model")
     group.add_argument(
-        "--eps", type=positive_float, required=True, help="radius of the attacker's norm ball"
+        "--eps",
+        type=positive_float,
+        required=True,
+        help="radius of the attacker's norm ball, as a number or a fraction (0.031, 8/255)",
     )
     group.add_argument(
         "--norm", choices=[n.value for n in Norm], default=Norm.LINF.value, help="the norm"
@@ -155,7 +158,8 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
         type=float_list,
         default=(),
         metavar="V[,V...]",
-        help="lowest valid input: one value or one per channel (default 0)",
+        help="lowest valid input: one value or one per channel, negatives as they are"
+        " (--lower -4,-4 or --lower=-4,-4; default 0)",
     )
     group.add_argument(
         "--upper",
@@ -336,6 +340,25 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise UsageError(f"{name}: no such file: {path}")
     if len(args.lower) != len(args.upper) and args.lower and args.upper:
         raise UsageError("--lower and --upper need the same number of values")
+    check_eps_fits_the_domain(args.eps, Norm(args.norm), *bounds(args))
+
+
+def check_eps_fits_the_domain(
+    eps: float, norm: Norm, lower: tuple[float, ...], upper: tuple[float, ...]
+) -> None:
+    """An L-inf ball as wide as the valid range reaches every input: the attacks would win on
+    everything and the report would say 0% robust, which measures nothing."""
+    if norm is not Norm.LINF:
+        return
+    widths = [high - low for low, high in zip(lower or (0.0,), upper or (1.0,), strict=True)]
+    widest = max(widths)
+    if widest > 0 and eps >= widest:
+        low, high = min(lower or (0.0,)), max(upper or (1.0,))
+        raise UsageError(
+            f"--eps {eps:g} covers the whole input range [{low:g}, {high:g}]: every input is"
+            f" within reach, so nothing can be robust. For a budget in pixel levels of 0..255"
+            f" on inputs in [0, 1], write a fraction: --eps {eps:g}/255"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
