@@ -22,6 +22,7 @@ from client.domain import (
     Progress,
     ResultSummary,
     Scores,
+    ServerInfo,
 )
 from client.errors import (
     AuthenticationFailed,
@@ -73,6 +74,7 @@ __all__ = [
     "ResultSummary",
     "Scores",
     "ServerError",
+    "ServerInfo",
     "TlsConfig",
     "WaitTimeout",
 ]

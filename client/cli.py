@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from client.commands import demo, harden, jobs, report, stack
+from client.commands import demo, harden, jobs, report, stack, version
 from client.commands.common import Parser, UsageError, add_connection_arguments
 from client.errors import ClientError, JobFailed
 from client.exit_codes import HELP as EXIT_CODES_HELP
@@ -29,8 +29,13 @@ bundled model in a few minutes."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EXIT_CODES_HELP)
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print temper's version, and the server's with --server (or TEMPERING_SERVER)",
+    )
     add_connection_arguments(parser, top_level=True)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.register(subparsers)
     harden.register(subparsers)
     jobs.register(subparsers)
@@ -49,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
     except SystemExit as exit_:
         return _code_of(exit_)
+    if args.version:
+        return _guarded(lambda: version.run(args), f"{PROG} --version", bool(args.json))
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: choose a command (temper --help lists them)", file=sys.stderr)
+        return ExitCode.USAGE
     command = f"{PROG} {args.command}"
     return _guarded(lambda: args.handler(args), command, bool(getattr(args, "json", False)))
 

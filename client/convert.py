@@ -28,6 +28,7 @@ from client.domain import (
     Progress,
     ResultSummary,
     Scores,
+    ServerInfo,
 )
 from client.transfer import FileDigest
 
@@ -114,6 +115,10 @@ def submit_request(
 
 def get_request(job_id: str) -> pb.GetJobRequest:
     return pb.GetJobRequest(job_id=job_id)
+
+
+def server_info(message: pb.ServerInfo) -> ServerInfo:
+    return ServerInfo(version=message.version, api=message.api)
 
 
 def cancel_request(job_id: str) -> pb.CancelJobRequest:

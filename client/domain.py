@@ -237,6 +237,14 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    """The release of the server's package, e.g. ``0.1.0``."""
+    api: str
+    """The API it serves, e.g. ``tempering.v1``."""
+
+
+@dataclass(frozen=True)
 class JobPage:
     jobs: tuple[Job, ...]
     next_page_token: str = ""

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from tempering.v1 import hardening_pb2_grpc
+from tempering.v1 import hardening_pb2, hardening_pb2_grpc
 
 from client import convert
 from client.domain import (
@@ -38,6 +38,7 @@ from client.domain import (
     JobState,
     MlflowTracking,
     ModelFormat,
+    ServerInfo,
     format_from_suffix,
 )
 from client.errors import (
@@ -281,6 +282,18 @@ class HardeningClient:
             if not page.next_page_token:
                 return
             token = page.next_page_token
+
+    @translated
+    def server_info(self) -> ServerInfo:
+        """The server's release and API. A server older than this call raises
+        :class:`~client.errors.ServerError` with code UNIMPLEMENTED."""
+        request = hardening_pb2.GetServerInfoRequest()
+        return self._call(
+            "asking the server's version",
+            lambda timeout: convert.server_info(
+                self._stub.GetServerInfo(request, **self._options(timeout))
+            ),
+        )
 
     @translated
     def cancel(self, job_id: str) -> Job:

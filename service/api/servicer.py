@@ -13,6 +13,7 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.api import convert
+from service.core.release import package_version
 from service.core.tenancy import current_tenant
 from service.jobs.jobs import Jobs
 from service.jobs.uploads import Uploads
@@ -74,3 +75,8 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
             tenant=current_tenant(),
         )
         yield from convert.download_messages(download)
+
+    def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ServerInfo:
+        return pb.ServerInfo(version=package_version(), api=pb.DESCRIPTOR.package)

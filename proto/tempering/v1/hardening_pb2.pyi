@@ -446,3 +446,15 @@ class DownloadArtifactResponse(_message.Message):
     header: OutputArtifact
     chunk: bytes
     def __init__(self, header: _Optional[_Union[OutputArtifact, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "api")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    api: str
+    def __init__(self, version: _Optional[str] = ..., api: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,11 @@ class HardeningServiceStub:
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=tempering_dot_v1_dot_hardening__pb2.DownloadArtifactResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/tempering.v1.HardeningService/GetServerInfo',
+                request_serializer=tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=tempering_dot_v1_dot_hardening__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class HardeningServiceServicer:
@@ -137,6 +142,14 @@ class HardeningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """The server's release and the API it serves. Added within v1: a server older than this RPC
+        answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HardeningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_HardeningServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=tempering_dot_v1_dot_hardening__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=tempering_dot_v1_dot_hardening__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=tempering_dot_v1_dot_hardening__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +415,33 @@ class HardeningService:
             '/tempering.v1.HardeningService/DownloadArtifact',
             tempering_dot_v1_dot_hardening__pb2.DownloadArtifactRequest.SerializeToString,
             tempering_dot_v1_dot_hardening__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tempering.v1.HardeningService/GetServerInfo',
+            tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.SerializeToString,
+            tempering_dot_v1_dot_hardening__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,
