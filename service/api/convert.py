@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from tempering.v1 import hardening_pb2 as pb
 
+from service.api.request_bounds import check_request
 from service.core.domain import (
     DatasetFormat,
     Download,
@@ -34,6 +35,7 @@ from service.core.domain import (
     UploadResult,
 )
 from service.core.errors import InvalidRequest
+from service.core.limits import MAX_PAGE_BYTES, MAX_PAGE_SIZE
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,
@@ -45,7 +47,6 @@ from workers.engine.spec import (
 )
 
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 _MODEL_FORMATS = {
     pb.MODEL_FORMAT_ONNX: ModelFormat.ONNX,
@@ -102,6 +103,16 @@ def required(value: str, field: str) -> str:
     return value
 
 
+def job_id(request: pb.GetJobRequest | pb.CancelJobRequest | pb.WatchJobRequest) -> str:
+    check_request(request)
+    return required(request.job_id, "job_id")
+
+
+def download_request(request: pb.DownloadArtifactRequest) -> tuple[str, OutputKind]:
+    check_request(request)
+    return required(request.job_id, "job_id"), output_kind(request.kind)
+
+
 # --- uploads ----------------------------------------------------------------------------------
 
 
@@ -130,6 +141,7 @@ def _first_header(requests: Iterator[Any]) -> Any:
     first = next(requests, None)
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidRequest("an upload stream must start with a header message, then chunks")
+    check_request(first)
     return first
 
 
@@ -164,6 +176,7 @@ def upload_response(result: UploadResult) -> pb.UploadResponse:
 
 
 def new_job(request: pb.SubmitJobRequest) -> NewJob:
+    check_request(request)
     if not request.HasField("spec"):
         raise InvalidRequest(
             "spec is required: the job's JobSpec (model_id, train_dataset_id, training with a"
@@ -459,6 +472,7 @@ def _interval_to_pb(interval: Interval) -> pb.Accuracy:
 
 
 def job_query(request: pb.ListJobsRequest) -> JobQuery:
+    check_request(request)
     return JobQuery(
         page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
         after_seq=decode_page_token(request.page_token) if request.page_token else None,
@@ -471,8 +485,20 @@ def job_query(request: pb.ListJobsRequest) -> JobQuery:
 
 
 def list_response(page: JobPage) -> pb.ListJobsResponse:
-    token = encode_page_token(page.next_after_seq) if page.next_after_seq is not None else ""
-    return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in page.jobs], next_page_token=token)
+    """The page, cut short before it passes MAX_PAGE_BYTES (always at least one job), with a
+    next_page_token that starts after the last job sent."""
+    messages: list[pb.Job] = []
+    size = 0
+    next_after_seq = page.next_after_seq
+    for index, job in enumerate(page.jobs):
+        message = job_to_pb(job)
+        size += message.ByteSize() + 8  # the field's tag and length prefix, generously
+        if messages and size > MAX_PAGE_BYTES and len(page.seqs) == len(page.jobs):
+            next_after_seq = page.seqs[index - 1]
+            break
+        messages.append(message)
+    token = encode_page_token(next_after_seq) if next_after_seq is not None else ""
+    return pb.ListJobsResponse(jobs=messages, next_page_token=token)
 
 
 def encode_page_token(after_seq: int) -> str:

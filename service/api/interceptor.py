@@ -1,12 +1,17 @@
 """The one place where errors become gRPC status codes.
 
-Domain errors carry messages written for users and pass through as the status details.
-Anything else is a bug: the client gets INTERNAL with a reference, the log gets the traceback.
+Domain errors carry messages written for users and pass through as the status details, with
+two guards: every absolute path is replaced by ``<server path>`` (a library's message, such as
+onnxruntime's "Load model from /srv/.../blobs/... failed", would otherwise show the server's
+layout), and a message is cut to :data:`~service.core.limits.MAX_MESSAGE_CHARS`, whatever it
+quotes. Anything else is a bug: the client gets INTERNAL with a reference, the log gets the
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -25,6 +30,7 @@ from service.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from service.core.limits import MAX_MESSAGE_CHARS
 from workers.engine.errors import (
     InvalidData,
     InvalidModel,
@@ -50,6 +56,19 @@ STATUS_OF: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (DataLoss, grpc.StatusCode.DATA_LOSS),
 )
+
+
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`:;,()\[\]]+){2,}/?")
+"""Two or more components after a slash that follows no word character, colon, dot or slash:
+``/srv/x/blobs/ab`` but not the path of a URL (``https://host/a/b``) or ``docs/security.md``."""
+
+
+def public_message(message: str) -> str:
+    """``message`` as a client may see it: no server path, at most MAX_MESSAGE_CHARS."""
+    scrubbed = _SERVER_PATH.sub("<server path>", message)
+    if len(scrubbed) > MAX_MESSAGE_CHARS:
+        scrubbed = scrubbed[: MAX_MESSAGE_CHARS - 20] + " ... (message cut)"
+    return scrubbed
 
 
 def status_for(error: BaseException) -> grpc.StatusCode | None:
@@ -130,7 +149,7 @@ def _abort(error: Exception, context: grpc.ServicerContext, method: str) -> NoRe
         code = grpc.StatusCode.INTERNAL
         message = f"internal error (ref {reference}); the server's log has the details"
     else:
-        log.info("%s -> %s: %s", method, code.name, error)
-        message = str(error)
+        log.info("%s -> %s: %s", method, code.name, str(error)[:MAX_MESSAGE_CHARS])
+        message = public_message(str(error))
     context.abort(code, message)
     raise error  # abort() raises already; this line is for the type checker

@@ -45,7 +45,7 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
         return convert.job_to_pb(self._jobs.submit(new, tenant=current_tenant()))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        job_id = convert.required(request.job_id, "job_id")
+        job_id = convert.job_id(request)
         return convert.job_to_pb(self._jobs.get(job_id, tenant=current_tenant()))
 
     def ListJobs(
@@ -55,13 +55,13 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
         return convert.list_response(self._jobs.list_jobs(query, tenant=current_tenant()))
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        job_id = convert.required(request.job_id, "job_id")
+        job_id = convert.job_id(request)
         return convert.job_to_pb(self._jobs.cancel(job_id, tenant=current_tenant()))
 
     def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.JobEvent]:
-        job_id = convert.required(request.job_id, "job_id")
+        job_id = convert.job_id(request)
         events = self._jobs.watch(job_id, context.is_active, tenant=current_tenant())
         for event in events:
             yield convert.job_event_to_pb(event)
@@ -69,11 +69,8 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
     def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactResponse]:
-        download = self._jobs.download(
-            convert.required(request.job_id, "job_id"),
-            convert.output_kind(request.kind),
-            tenant=current_tenant(),
-        )
+        job_id, kind = convert.download_request(request)
+        download = self._jobs.download(job_id, kind, tenant=current_tenant())
         yield from convert.download_messages(download)
 
     def GetServerInfo(

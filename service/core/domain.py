@@ -365,6 +365,9 @@ class JobQuery:
 class JobPage:
     jobs: tuple[Job, ...]
     next_after_seq: int | None
+    seqs: tuple[int, ...] = ()
+    """The sequence number of each job, for a caller that sends only the first jobs of the
+    page and gives the rest a cursor of their own."""
 
 
 @dataclass(frozen=True)

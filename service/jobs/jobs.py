@@ -28,6 +28,7 @@ from service.core.domain import (
     UploadKind,
 )
 from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from service.core.limits import DEFAULT_MAX_CHARS, MAX_CHARS, MAX_ITEMS, quoted
 from service.core.logs import log_context
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
 from service.jobs.validation import InputCheck, check_job_inputs
@@ -40,10 +41,10 @@ from workers.engine.spec import ModelFormat
 
 log = logging.getLogger(__name__)
 
-MAX_LABELS = 32
+MAX_LABELS = MAX_ITEMS["SubmitJobRequest.labels"]
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
-MAX_LABEL_VALUE_CHARS = 256
-MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_LABEL_VALUE_CHARS = DEFAULT_MAX_CHARS
+MAX_IDEMPOTENCY_KEY_CHARS = MAX_CHARS["SubmitJobRequest.idempotency_key"]
 
 
 class JobQueue(Protocol):
@@ -239,12 +240,12 @@ def _check_labels(labels: Mapping[str, str]) -> None:
     for key, value in labels.items():
         if not _LABEL_KEY.fullmatch(key):
             raise InvalidRequest(
-                f"label key {key!r} must be 1-63 letters, digits or . _ / - and start with a"
+                f"label key {quoted(key)} must be 1-63 letters, digits or . _ / - and start with a"
                 " letter or digit"
             )
         if len(value) > MAX_LABEL_VALUE_CHARS:
             raise InvalidRequest(
-                f"label {key!r} has a value longer than {MAX_LABEL_VALUE_CHARS} characters"
+                f"label {quoted(key)} has a value longer than {MAX_LABEL_VALUE_CHARS} characters"
             )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from service.core.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
 from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
+from service.core.limits import MAX_CHARS
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
 from service.store.artifacts import ArtifactStore
 from service.store.catalog import UploadCatalog
@@ -14,7 +15,7 @@ from workers.engine.errors import UntrustedFormat
 from workers.engine.spec import ModelFormat
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_NAME_CHARS = 300
+MAX_NAME_CHARS = MAX_CHARS["ModelUploadHeader.name"]
 
 
 class Uploads:

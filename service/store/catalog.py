@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.domain import UploadedArtifact, UploadKind, utcnow
 from service.core.errors import AlreadyExists, NotFound
+from service.core.limits import quoted
 from service.core.tenancy import DEFAULT_TENANT
 from service.store.db import Database, as_utc
 from service.store.tenant_lock import TenantLock
@@ -76,7 +77,7 @@ class UploadCatalog:
         found = self._find(artifact_id, tenant)
         if found is None or found.kind is not kind:
             raise NotFound(
-                f"no {kind.value} with id {artifact_id!r}; upload it with {_UPLOAD_RPC[kind]}"
+                f"no {kind.value} with id {quoted(artifact_id)}; upload it with {_UPLOAD_RPC[kind]}"
                 " and use the id it returns"
             )
         return found

@@ -31,6 +31,7 @@ from service.core.domain import (
     utcnow,
 )
 from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from service.core.limits import quoted
 from service.core.tenancy import DEFAULT_TENANT
 from service.store.db import Database, as_utc
 from service.store.leases import Leases
@@ -123,7 +124,9 @@ class JobStore:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(self._jobs).where(where)).first()
         if row is None:
-            raise NotFound(f"no job with id {job_id!r}; ListJobs shows the jobs this server knows")
+            raise NotFound(
+                f"no job with id {quoted(job_id)}; ListJobs shows the jobs this server knows"
+            )
         return _job_from_row(row)
 
     def list_jobs(self, query: JobQuery, tenant: str | None = None) -> JobPage:
@@ -147,6 +150,7 @@ class JobStore:
         return JobPage(
             jobs=tuple(_job_from_row(r) for r in page),
             next_after_seq=page[-1].seq if more else None,
+            seqs=tuple(r.seq for r in page),
         )
 
     def delete(self, job_id: str) -> None:
