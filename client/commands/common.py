@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from client.domain import Job
+from client.errors import NotFound
 from client.sdk import HardeningClient, TlsConfig
 
 SERVER_ENV = "TEMPERING_SERVER"
@@ -131,6 +135,48 @@ def connect(args: argparse.Namespace) -> HardeningClient:
     elif args.tls:
         tls = True
     return HardeningClient(server, api_key=args.api_key, tls=tls)
+
+
+JOB_ID_CHARS = 32
+"""A job id is 32 hex digits; anything shorter is taken as a prefix of one."""
+CANDIDATES_SHOWN = 10
+
+
+def resolve_job_id(api: HardeningClient, text: str) -> str:
+    """The id of the one job of this tenant whose id is ``text`` or starts with it, as git and
+    docker take a unique prefix. Resolved here, through ListJobs, so that the API keeps taking
+    whole ids only; see docs/cli.md."""
+    wanted = text.strip().lower()
+    if not wanted:
+        raise UsageError("a job id is needed: `temper jobs` lists them")
+    if len(wanted) >= JOB_ID_CHARS:
+        try:
+            return api.get(wanted).id
+        except NotFound:
+            raise NotFound(_no_job(text), grpc.StatusCode.NOT_FOUND) from None
+    matches = [job for job in api.iter_jobs(page_size=500) if job.id.startswith(wanted)]
+    if not matches:
+        raise NotFound(_no_job(text), grpc.StatusCode.NOT_FOUND)
+    if len(matches) > 1:
+        shown = "\n".join(
+            f"  {job.id}  {job.state.value:<9}  {_created(job)}"
+            for job in matches[:CANDIDATES_SHOWN]
+        )
+        more = len(matches) - CANDIDATES_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise UsageError(
+            f"job id prefix {text!r} is ambiguous: {len(matches)} jobs start with it;"
+            f" type more of the id:\n{shown}{tail}"
+        )
+    return matches[0].id
+
+
+def _created(job: Job) -> str:
+    return f"created {job.created_at:%Y-%m-%d %H:%M}" if job.created_at else ""
+
+
+def _no_job(text: str) -> str:
+    return f"no job with id {text!r} or starting with it; `temper jobs` lists your jobs"
 
 
 def print_json(value: Any) -> None:

@@ -16,6 +16,7 @@ from client.commands.common import (
     positive_int,
     print_json,
     print_json_line,
+    resolve_job_id,
 )
 from client.domain import ArtifactKind, JobState
 from client.exit_codes import HELP as EXIT_CODES_HELP
@@ -49,19 +50,19 @@ def register(subparsers: Any) -> None:
     watch = subparsers.add_parser(
         "watch", help="follow a job until it ends (exit 1 if it fails)", **common
     )
-    watch.add_argument("job_id", metavar="ID")
+    watch.add_argument("job_id", metavar="ID", help="a job id, or a unique prefix of one")
     add_connection_arguments(watch, top_level=False)
     watch.set_defaults(handler=run_watch)
 
     cancel = subparsers.add_parser("cancel", help="cancel a job", **common)
-    cancel.add_argument("job_id", metavar="ID")
+    cancel.add_argument("job_id", metavar="ID", help="a job id, or a unique prefix of one")
     add_connection_arguments(cancel, top_level=False)
     cancel.set_defaults(handler=run_cancel)
 
     download = subparsers.add_parser(
         "download", help="download an output of a succeeded job", **common
     )
-    download.add_argument("job_id", metavar="ID")
+    download.add_argument("job_id", metavar="ID", help="a job id, or a unique prefix of one")
     download.add_argument(
         "--kind",
         choices=[k.value for k in ArtifactKind],
@@ -96,6 +97,7 @@ def run_watch(args: argparse.Namespace) -> int:
     final_state: JobState | None = None
     reason = ""
     with connect(args) as api:
+        args.job_id = resolve_job_id(api, args.job_id)
         try:
             for event in api.watch(args.job_id):
                 if args.json:
@@ -115,7 +117,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
 def run_cancel(args: argparse.Namespace) -> int:
     with connect(args) as api:
-        job = api.cancel(args.job_id)
+        job = api.cancel(resolve_job_id(api, args.job_id))
     if args.json:
         print_json(job_json(job))
     else:
@@ -127,6 +129,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     plot: Path | None = None
     with connect(args) as api:
+        args.job_id = resolve_job_id(api, args.job_id)
         if args.kind == ArtifactKind.CARD:
             path, plot = api.download_card(args.job_id, args.output)
         else:

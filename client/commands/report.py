@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from client import html_report, scores_table
-from client.commands.common import UsageError, add_connection_arguments, connect, print_json
+from client.commands.common import (
+    UsageError,
+    add_connection_arguments,
+    connect,
+    print_json,
+    resolve_job_id,
+)
 from client.domain import ArtifactKind
 from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.exit_codes import ExitCode
@@ -39,7 +45,9 @@ def register(subparsers: Any) -> None:
         " or a self-contained HTML page with the plot embedded (--html).",
         epilog=EXIT_CODES_HELP,
     )
-    report.add_argument("target", metavar="ID|PATH", help="a job id, or a report.json")
+    report.add_argument(
+        "target", metavar="ID|PATH", help="a job id (or a unique prefix of one), or a report.json"
+    )
     report.add_argument(
         "--html",
         action="store_true",
@@ -102,8 +110,8 @@ def _plot_beside(report_path: Path) -> Path | None:
 
 
 def _load_from_server(args: argparse.Namespace) -> LoadedReport:
-    job_id = args.target
     with connect(args) as api, tempfile.TemporaryDirectory(prefix="temper-report-") as work:
+        job_id = resolve_job_id(api, args.target)
         job = api.get(job_id)
         report_path = api.download(job_id, ArtifactKind.REPORT, Path(work) / "report.json")
         plot_png = None
