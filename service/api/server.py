@@ -19,7 +19,7 @@ from service.api.interceptor import ErrorInterceptor
 from service.api.metrics import ServerMetrics, metrics_address
 from service.api.servicer import HardeningServicer
 from service.api.transport import Exposure, plan_exposure
-from service.api.watch_limit import WatchLimitInterceptor, watch_limit
+from service.api.watch_limit import WatchLimitInterceptor, tenant_watch_limit, watch_limit
 from service.core.metrics_endpoint import MetricsEndpoint
 from service.core.settings import Settings
 from service.jobs.jobs import Jobs
@@ -107,7 +107,11 @@ def start_server(settings: Settings) -> RunningServer:
             *([metrics.interceptor()] if metrics is not None else []),
             AuthInterceptor(exposure.keys),
             ErrorInterceptor(),
-            WatchLimitInterceptor(watch_limit(settings.grpc_threads), settings.grpc_threads),
+            WatchLimitInterceptor(
+                watch_limit(settings.grpc_threads),
+                settings.grpc_threads,
+                tenant_watch_limit(watch_limit(settings.grpc_threads), settings.tenant_max_watches),
+            ),
         ],
         options=[("grpc.so_reuseport", 0)],
     )

@@ -7,6 +7,10 @@ nothing for GetJob, SubmitJob or uploads, which then queue behind them (bench/lo
 GetJob going from a few milliseconds to seconds). This interceptor keeps a quarter of the
 threads (at least one) for every other call and answers a watch beyond the rest with
 RESOURCE_EXHAUSTED at once; the caller polls GetJob or retries the watch later.
+
+Within that global bound each tenant may hold at most ``TEMPERING_TENANT_MAX_WATCHES`` watches
+(by default half of the global bound), so that one tenant's hundred watchers leave slots for the
+next tenant's CLI.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import grpc
 
+from service.core.tenancy import current_tenant
+
 WATCH_METHOD = "/tempering.v1.HardeningService/WatchJob"
 
 
@@ -25,13 +31,22 @@ def watch_limit(grpc_threads: int) -> int:
     return max(1, grpc_threads - max(1, grpc_threads // 4))
 
 
+def tenant_watch_limit(max_watches: int, tenant_max_watches: int) -> int:
+    """Open watches one tenant may hold: the setting (0: half the global limit, at least 1),
+    never more than the global limit."""
+    wanted = tenant_max_watches or max(1, max_watches // 2)
+    return min(wanted, max_watches)
+
+
 class WatchLimitInterceptor(grpc.ServerInterceptor):
-    def __init__(self, max_watches: int, grpc_threads: int) -> None:
+    def __init__(self, max_watches: int, grpc_threads: int, per_tenant: int | None = None) -> None:
         self.max_watches = max_watches
+        self.per_tenant = per_tenant if per_tenant is not None else max_watches
         self._grpc_threads = grpc_threads
         self._slots = threading.BoundedSemaphore(max_watches)
         self._lock = threading.Lock()
         self._open = 0
+        self._by_tenant: dict[str, int] = {}
 
     @property
     def open_watches(self) -> int:
@@ -56,21 +71,49 @@ class WatchLimitInterceptor(grpc.ServerInterceptor):
 
     def _bounded(self, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def bounded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            if not self._slots.acquire(blocking=False):
+            tenant = current_tenant()
+            if not self._take_tenant_slot(tenant):
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this server already has {self.max_watches} WatchJob streams open, its"
-                    f" limit ({self._grpc_threads} threads, TEMPERING_GRPC_THREADS, less those"
-                    " kept for other calls); poll GetJob every few seconds instead, or retry"
-                    " the watch later",
+                    f"you already have {self.per_tenant} WatchJob streams open on this server,"
+                    " the most one tenant may hold (its operator sets"
+                    " TEMPERING_TENANT_MAX_WATCHES); close one, or poll GetJob every few seconds"
+                    " instead",
                 )
-            with self._lock:
-                self._open += 1
             try:
-                yield from behavior(request, context)
+                yield from self._bounded_globally(behavior, request, context)
             finally:
                 with self._lock:
-                    self._open -= 1
-                self._slots.release()
+                    self._by_tenant[tenant] -= 1
+                    if not self._by_tenant[tenant]:
+                        del self._by_tenant[tenant]
 
         return bounded
+
+    def _take_tenant_slot(self, tenant: str) -> bool:
+        with self._lock:
+            held = self._by_tenant.get(tenant, 0)
+            if held >= self.per_tenant:
+                return False
+            self._by_tenant[tenant] = held + 1
+            return True
+
+    def _bounded_globally(
+        self, behavior: Callable[..., Iterator[Any]], request: Any, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server already has {self.max_watches} WatchJob streams open, its"
+                f" limit ({self._grpc_threads} threads, TEMPERING_GRPC_THREADS, less those"
+                " kept for other calls); poll GetJob every few seconds instead, or retry"
+                " the watch later",
+            )
+        with self._lock:
+            self._open += 1
+        try:
+            yield from behavior(request, context)
+        finally:
+            with self._lock:
+                self._open -= 1
+            self._slots.release()

@@ -42,6 +42,8 @@ class Settings:
     grpc_threads: int = 128
     """Server threads; every open WatchJob stream holds one, and watches may take at most 3/4
     of them (:mod:`service.api.watch_limit`)."""
+    tenant_max_watches: int = 0
+    """Open WatchJob streams one tenant may hold, within the server's; 0: half of the server's."""
     max_upload_bytes: int = 10 * GiB
     allow_trusted_formats: bool = False
     visibility_timeout: int = 6 * 3600
@@ -128,6 +130,10 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}MAX_ATTEMPTS must be at least 1")
         if self.grpc_threads < 2:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
+        if self.tenant_max_watches < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}TENANT_MAX_WATCHES must be 0 (half the server's watches) or more"
+            )
         if not self.queue:
             raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
         if self.log_format not in ("text", "json"):
@@ -257,6 +263,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
     FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
+    FieldSpec("tenant_max_watches", int, "open WatchJob streams per tenant (0: half the server's)"),
     FieldSpec("max_upload_bytes", parse_size, "largest upload accepted, e.g. 10G"),
     FieldSpec("allow_trusted_formats", parse_bool, "accept TorchScript/torch.export uploads"),
     FieldSpec("visibility_timeout", int, "seconds before Redis redelivers an unacked job"),

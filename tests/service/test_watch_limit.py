@@ -23,7 +23,9 @@ THREADS = 4
 
 @pytest.fixture
 def small_server(tmp_path: Path) -> Iterator[RunningServer]:
-    running = start_server(make_settings(tmp_path, grpc_threads=THREADS))
+    running = start_server(
+        make_settings(tmp_path, grpc_threads=THREADS, tenant_max_watches=THREADS)
+    )
     yield running
     running.stop(grace=0)
 
