@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from client.commands.common import (
+    UsageError,
     add_connection_arguments,
     connect,
     info,
@@ -22,6 +23,7 @@ from client.domain import ArtifactKind, JobState
 from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.exit_codes import ExitCode
 from client.job_format import JOB_COLUMNS, event_json, job_json, job_row, table
+from client.layout import OutputLayout, plot_beside
 from client.progress_display import choose_display
 
 
@@ -70,7 +72,17 @@ def register(subparsers: Any) -> None:
         help="model (hardened ONNX, default), report (JSON), card (Markdown; its plot is"
         " written beside it) or plot (PNG)",
     )
-    download.add_argument("-o", "--output", type=Path, required=True, metavar="PATH")
+    download.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="where to write it (default: in the current folder, ID.onnx, ID.report.json,"
+        " ID.model_card.md or ID.robustness_curve.png)",
+    )
+    download.add_argument(
+        "--force", action="store_true", help="replace a file already at the default name"
+    )
     add_connection_arguments(download, top_level=False)
     download.set_defaults(handler=run_download)
 
@@ -130,10 +142,13 @@ def run_download(args: argparse.Namespace) -> int:
     plot: Path | None = None
     with connect(args) as api:
         args.job_id = resolve_job_id(api, args.job_id)
+        output = args.output or default_download_path(args.job_id, ArtifactKind(args.kind))
+        if args.output is None and not args.force:
+            refuse_to_overwrite(output, ArtifactKind(args.kind))
         if args.kind == ArtifactKind.CARD:
-            path, plot = api.download_card(args.job_id, args.output)
+            path, plot = api.download_card(args.job_id, output)
         else:
-            path = api.download(args.job_id, ArtifactKind(args.kind), args.output)
+            path = api.download(args.job_id, ArtifactKind(args.kind), output)
     if args.json:
         written: dict[str, str | None] = {
             "job_id": args.job_id,
@@ -148,3 +163,18 @@ def run_download(args: argparse.Namespace) -> int:
         if plot is not None:
             print(plot)
     return ExitCode.OK
+
+
+def default_download_path(job_id: str, kind: ArtifactKind) -> Path:
+    """Named as ``temper harden`` names its outputs, with the job id as the stem."""
+    return OutputLayout.beside(Path(f"{job_id}.onnx")).path_for(kind)
+
+
+def refuse_to_overwrite(path: Path, kind: ArtifactKind) -> None:
+    taken = [p for p in (path, plot_beside(path) if kind is ArtifactKind.CARD else None) if p]
+    for existing in taken:
+        if existing.exists():
+            raise UsageError(
+                f"{existing} already exists: pass --force to replace it, or -o PATH to write"
+                " elsewhere"
+            )
