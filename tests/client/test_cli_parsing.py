@@ -61,3 +61,12 @@ def test_every_subcommand_refuses_abbreviations(command: str) -> None:
 
     assert parser.allow_abbrev is False
     assert subparsers.choices[command].allow_abbrev is False  # type: ignore[index]
+
+
+def test_harden_help_says_the_curve_is_written_on_a_server_too(temper: CliRunner) -> None:
+    help_text = " ".join(temper("harden", "--help").out.split())
+
+    assert (
+        "the robustness curve (STEM.robustness_curve.png), with --local and with --server alike"
+        in help_text
+    )
