@@ -36,7 +36,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
     def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
-        return _TYPE_METAVARS.get(action.type, action.dest.upper())  # type: ignore[arg-type]
+        return _TYPE_METAVARS.get(action.type, action.dest.upper())
 
 
 def _shows_default(action: argparse.Action) -> bool:
