@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -198,7 +199,7 @@ def job_spec(spec: pb.JobSpec) -> JobSpec:
         threat=_threat(spec.threat_model),
         evaluation=_evaluation(spec.evaluation),
         seed=spec.seed,
-        time_limit_seconds=spec.time_limit_seconds,
+        time_limit_seconds=_time_limit(spec.time_limit_seconds),
         architecture=spec.architecture,
         num_classes=spec.num_classes,
         webhook_url=spec.webhook_url,
@@ -297,17 +298,64 @@ def _above_zero(message: Any, name: str, field: str, unset: str) -> Any:
 
 
 def _threat(threat: pb.ThreatModel) -> ThreatModel:
-    if threat.epsilon <= 0:
+    if not threat.epsilon > 0:
         raise InvalidRequest(
             "spec.threat_model.epsilon is required: the attacker's budget in input units (> 0)"
             + (f", got {threat.epsilon}" if threat.epsilon else "")
         )
-    return ThreatModel(
-        norm=_lookup(_NORMS, threat.norm, "spec.threat_model.norm", "linf or l2"),
-        eps=threat.epsilon,
-        lower=tuple(threat.lower) or (0.0,),
-        upper=tuple(threat.upper) or (1.0,),
-    )
+    if not _in_float32(threat.epsilon):
+        raise InvalidRequest(
+            f"spec.threat_model.epsilon must be a finite float32 number (at most"
+            f" {FLOAT32_MAX:.4g}), got {threat.epsilon:.4g}"
+        )
+    lower, upper = tuple(threat.lower) or (0.0,), tuple(threat.upper) or (1.0,)
+    if not all(_in_float32(bound) for bound in (*lower, *upper)):
+        raise InvalidRequest(
+            "spec.threat_model.lower and .upper must be finite float32 numbers"
+            f" (at most {FLOAT32_MAX:.4g} in magnitude)"
+        )
+    norm = _lookup(_NORMS, threat.norm, "spec.threat_model.norm", "linf or l2")
+    _check_ball_inside_domain(norm, threat.epsilon, lower, upper)
+    return ThreatModel(norm=norm, eps=threat.epsilon, lower=lower, upper=upper)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32: the engine computes in float32."""
+
+
+def _in_float32(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+def _check_ball_inside_domain(
+    norm: Norm, eps: float, lower: tuple[float, ...], upper: tuple[float, ...]
+) -> None:
+    """An L-inf ball at least as wide as every coordinate's range reaches every input from any
+    other: no model can be robust to it, and a job would spend hours to report 0%. (For L2 the
+    same bound needs the number of features, which the data check knows.)"""
+    if norm is not Norm.LINF or len(lower) != len(upper):
+        return
+    width = max(hi - lo for lo, hi in zip(lower, upper, strict=True))
+    if width > 0 and eps >= width:
+        raise InvalidRequest(
+            f"spec.threat_model.epsilon {eps:g} is at least the width of the input domain"
+            f" ({width:g} = upper - lower): an L-inf ball that large lets the attacker turn any"
+            " input into any other, so no model can be robust to it; choose an epsilon well"
+            f" below {width:g} (for images in [0, 1], 8/255 = 0.031 is usual), or check that"
+            " spec.threat_model.lower and .upper are the input's real range"
+        )
+
+
+def _time_limit(value: float) -> float:
+    """0 (unset) takes the server's limit; anything else must be a number of seconds >= 1."""
+    if value == 0:
+        return 0.0
+    if not (math.isfinite(value) and value >= 1):
+        raise InvalidRequest(
+            "spec.time_limit_seconds must be at least 1 second (leave it unset or 0 for the"
+            f" server's limit), got {value:g}"
+        )
+    return value
 
 
 def _evaluation(evaluation: pb.Evaluation) -> EvaluationConfig:

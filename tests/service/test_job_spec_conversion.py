@@ -142,3 +142,57 @@ def test_an_explicit_zero_where_zero_means_default_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(InvalidRequest, match=f"{field} must be greater than 0"):
         convert.job_spec(spec_with(training))
+
+
+def _threat_spec(**threat: Any) -> pb.JobSpec:
+    spec = spec_with(pb.Training(pgd=pb.Pgd()))
+    spec.threat_model.CopyFrom(pb.ThreatModel(**threat))
+    return spec
+
+
+@pytest.mark.parametrize("eps", [1e300, float("inf"), float("nan"), 3.5e38])
+def test_an_eps_beyond_float32_is_refused(eps: float) -> None:
+    with pytest.raises(InvalidRequest, match="epsilon"):
+        convert.job_spec(_threat_spec(epsilon=eps))
+
+
+@pytest.mark.parametrize(
+    ("eps", "lower", "upper"),
+    [(5.0, [0.0], [1.0]), (1.0, [0.0], [1.0]), (2.0, [-1.0, 0.0], [1.0, 1.0])],
+)
+def test_an_linf_eps_that_covers_the_whole_input_domain_is_refused_saying_why(
+    eps: float, lower: list[float], upper: list[float]
+) -> None:
+    with pytest.raises(InvalidRequest, match="at least the width of the input domain") as refused:
+        convert.job_spec(_threat_spec(epsilon=eps, lower=lower, upper=upper))
+
+    assert "no model can be robust" in str(refused.value)
+
+
+def test_an_eps_inside_the_domain_and_an_l2_eps_are_accepted() -> None:
+    assert convert.job_spec(_threat_spec(epsilon=0.99)).threat.eps == 0.99
+    l2 = convert.job_spec(_threat_spec(epsilon=3.0, norm=pb.NORM_L2))
+    assert l2.threat.eps == 3.0
+
+
+def test_bounds_beyond_float32_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="finite float32"):
+        convert.job_spec(_threat_spec(epsilon=0.1, lower=[-1e39], upper=[1.0]))
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), -1.0, 1e-9, 0.5, float("inf")])
+def test_a_time_limit_that_is_not_at_least_a_second_is_refused_not_replaced(
+    seconds: float,
+) -> None:
+    spec = _threat_spec(epsilon=0.1)
+    spec.time_limit_seconds = seconds
+
+    with pytest.raises(InvalidRequest, match="time_limit_seconds must be at least 1 second"):
+        convert.job_spec(spec)
+
+
+def test_an_unset_time_limit_takes_the_servers_and_a_set_one_is_kept() -> None:
+    spec = _threat_spec(epsilon=0.1)
+    assert convert.job_spec(spec).time_limit_seconds == 0
+    spec.time_limit_seconds = 60.0
+    assert convert.job_spec(spec).time_limit_seconds == 60.0
