@@ -50,10 +50,10 @@ DESCRIPTION = """\
 Harden a classifier against adversarial examples and score the original and the hardened
 model under the same attacks. Writes the hardened ONNX model at -o and, beside it, the report
 (STEM.report.json), the model card (STEM.model_card.md) and the robustness curve
-(STEM.robustness_curve.png), with --local and with --server alike. As a CI step, gates (--min-robust-accuracy,
---max-clean-drop, --fail-on-masking, --require-improvement) make it exit 5 when the hardened
-model falls short, and add a JUnit report (STEM.junit.xml) and a Markdown summary
-(STEM.summary.md)."""
+(STEM.robustness_curve.png), with --local and with --server alike. As a CI step, gates
+(--min-robust-accuracy, --max-clean-drop, --fail-on-masking, --require-improvement) make it
+exit 5 when the hardened model falls short, and add a JUnit report (STEM.junit.xml) and a
+Markdown summary (STEM.summary.md)."""
 
 EXAMPLES = """\
 examples:
