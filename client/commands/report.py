@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client import html_report, scores_table
+from client import html_report, report_compare, scores_table
 from client.commands.common import (
     UsageError,
     add_connection_arguments,
@@ -39,14 +39,18 @@ class LoadedReport:
 def register(subparsers: Any) -> None:
     report = subparsers.add_parser(
         "report",
-        help="show a job's robustness report, or write it as one HTML page",
+        help="show a job's robustness report, write it as one HTML page, or compare two",
         description="Show the robustness report of a succeeded job (ID) or of a report.json"
         " written by a local run (PATH): the before/after table, the report as JSON (--json),"
         " or a self-contained HTML page with the plot embedded (--html).",
         epilog=EXIT_CODES_HELP,
     )
     report.add_argument(
-        "target", metavar="ID|PATH", help="a job id (or a unique prefix of one), or a report.json"
+        "targets",
+        nargs="+",
+        metavar="ID|PATH",
+        help="a job id (or a unique prefix of one), or a report.json; two of them: compare"
+        " the two side by side",
     )
     report.add_argument(
         "--html",
@@ -63,7 +67,11 @@ def register(subparsers: Any) -> None:
 def run_report(args: argparse.Namespace) -> int:
     if args.output is not None and not args.html:
         raise UsageError("-o/--output names the HTML page: pass it with --html")
-    loaded = _load(args)
+    if len(args.targets) > 2:
+        raise UsageError("give one report to show, or two to compare")
+    if len(args.targets) == 2:
+        return _compare(args)
+    loaded = _load(args, args.targets[0])
     if args.html:
         path = _write_html(loaded, args.output or loaded.default_html)
         if args.json:
@@ -77,13 +85,33 @@ def run_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _load(args: argparse.Namespace) -> LoadedReport:
-    path = Path(args.target)
+def _compare(args: argparse.Namespace) -> int:
+    if args.html:
+        raise UsageError("--html writes one report's page; compare two without it")
+    loaded = [_load(args, target) for target in args.targets]
+    names = [report.job_id or target for report, target in zip(loaded, args.targets, strict=True)]
+    if args.json:
+        print_json(
+            [
+                {"target": name, **report_compare.headline(report.report)}
+                for name, report in zip(names, loaded, strict=True)
+            ]
+        )
+        return ExitCode.OK
+    try:
+        print(report_compare.render(names, [report.report for report in loaded]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"a report lacks what the comparison shows ({error!r})") from None
+    return ExitCode.OK
+
+
+def _load(args: argparse.Namespace, target: str) -> LoadedReport:
+    path = Path(target)
     if path.is_file():
         return _load_local(path)
     if path.suffix == ".json" or path.parent != Path("."):
-        raise UsageError(f"{args.target}: no such file")
-    return _load_from_server(args)
+        raise UsageError(f"{target}: no such file")
+    return _load_from_server(args, target)
 
 
 def _load_local(path: Path) -> LoadedReport:
@@ -109,9 +137,9 @@ def _plot_beside(report_path: Path) -> Path | None:
     return None
 
 
-def _load_from_server(args: argparse.Namespace) -> LoadedReport:
+def _load_from_server(args: argparse.Namespace, target: str) -> LoadedReport:
     with connect(args) as api, tempfile.TemporaryDirectory(prefix="temper-report-") as work:
-        job_id = resolve_job_id(api, args.target)
+        job_id = resolve_job_id(api, target)
         job = api.get(job_id)
         report_path = api.download(job_id, ArtifactKind.REPORT, Path(work) / "report.json")
         plot_png = None
