@@ -32,11 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from workers.engine import samples
-from workers.engine.attacks.norms import LinfBall
-from workers.engine.attacks.perturb import Domain
 from workers.engine.evaluation import apgd, fab, square
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
-from workers.engine.evaluation.types import Box
+from workers.engine.geometry import Box
 from workers.engine.models.registry import small_cnn
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import EvaluationSuite
@@ -150,8 +148,8 @@ def _robust_model(args: argparse.Namespace) -> nn.Module:
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y).long()
     torch.manual_seed(0)
     model = small_cnn((1, 28, 28), 10)
-    domain = Domain(torch.tensor(0.0), torch.tensor(1.0))
-    setting = AdversarialSetting(LinfBall(), domain, torch.Generator().manual_seed(0))
+    box = Box(torch.tensor(0.0), torch.tensor(1.0))
+    setting = AdversarialSetting("linf", box, torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = Batches(x, y, 128, torch.device("cpu"), torch.Generator().manual_seed(0))
     for epoch in range(args.epochs):

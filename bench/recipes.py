@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from workers.engine import data as datasets
 from workers.engine import samples
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
-from workers.engine.evaluation.types import Box
+from workers.engine.geometry import Box
 from workers.engine.models.loading import load_model
 from workers.engine.models.registry import small_cnn
 from workers.engine.pipeline import harden, prepare_data

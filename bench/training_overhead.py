@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workers.engine import samples
-from workers.engine.attacks.norms import LinfBall
-from workers.engine.attacks.perturb import Domain
+from workers.engine.geometry import Box
 from workers.engine.models.registry import small_cnn
 from workers.engine.progress import Reporter
 from workers.engine.training.loop import Batches, train_epoch
@@ -83,7 +82,7 @@ def main() -> None:
     torch.manual_seed(0)
     initial = small_cnn((1, 28, 28), 10)
     setting = AdversarialSetting(
-        LinfBall(), Domain(torch.tensor(0.0), torch.tensor(1.0)), torch.Generator().manual_seed(0)
+        "linf", Box(torch.tensor(0.0), torch.tensor(1.0)), torch.Generator().manual_seed(0)
     )
     for name, steps, alpha, engine_step in (
         ("fgsm-rs", 1, 1.25 * EPS, FgsmStep(setting, 1.25)),

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from workers.engine import samples
-from workers.engine.attacks.perturb import Domain
 from workers.engine.checkpoint import FileCheckpointer, MemoryCheckpointer, State
 from workers.engine.device import Device, seed_everything
+from workers.engine.geometry import Box
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.methods import TrainingData, TrainingOutcome, train
@@ -87,7 +87,7 @@ def _train(
         model,
         _data(),
         threat=ThreatModel(eps=0.1),
-        domain=Domain(torch.zeros(1), torch.ones(1)),
+        box=Box(torch.zeros(1), torch.ones(1)),
         config=config,
         device=CPU,
         reporter=reporter or Reporter(),

@@ -22,7 +22,7 @@ from workers.engine.evaluation.apgd import (
     targeted_dlr_loss,
 )
 from workers.engine.evaluation.gradient_attacks import fgsm
-from workers.engine.evaluation.types import Box, NormName
+from workers.engine.geometry import Box, NormName
 
 WIDE_BOX = Box(torch.tensor(-1e3), torch.tensor(1e3))
 NORMS: tuple[NormName, ...] = ("linf", "l2")

@@ -18,7 +18,7 @@ from workers.engine.evaluation.fab import (
     fab_targeted_min_norm,
     project_to_hyperplane_in_box,
 )
-from workers.engine.evaluation.types import Box, NormName
+from workers.engine.geometry import Box, NormName
 
 NORMS: tuple[NormName, ...] = ("linf", "l2")
 LOOSE_BOX = Box(torch.tensor(-10.0, dtype=torch.float64), torch.tensor(10.0, dtype=torch.float64))

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from workers.engine.evaluation.gradient_attacks import fgsm, margin_loss, pgd, project
-from workers.engine.evaluation.types import Box, NormName
+from workers.engine.evaluation.gradient_attacks import fgsm, margin_loss, pgd
+from workers.engine.geometry import Box, NormName, project
 
 WIDE_BOX = Box(torch.tensor(-1e3), torch.tensor(1e3))
 NORMS: tuple[NormName, ...] = ("linf", "l2")

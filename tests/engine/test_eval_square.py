@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from workers.engine.evaluation.square import square
-from workers.engine.evaluation.types import Box, NormName
+from workers.engine.geometry import Box, NormName
 
 NORMS: tuple[NormName, ...] = ("linf", "l2")
 LOOSE_BOX = Box(torch.tensor(-10.0), torch.tensor(10.0))

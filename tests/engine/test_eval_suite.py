@@ -20,7 +20,7 @@ from workers.engine.evaluation.suite import (
     attacks_for,
     evaluate,
 )
-from workers.engine.evaluation.types import Box
+from workers.engine.geometry import Box
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import EvaluationSuite
 

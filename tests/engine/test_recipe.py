@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.engine.attacks.perturb import Domain
 from workers.engine.device import pick_device
+from workers.engine.geometry import Box
 from workers.engine.progress import Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training import recipe
@@ -153,7 +153,7 @@ def _fine_tune(learning_rate: float) -> tuple[nn.Module, list[str], TrainingConf
         upload,
         TrainingData(x[:500], y[:500], x[500:], y[500:]),
         threat=ThreatModel(eps=0.05),
-        domain=Domain(torch.zeros(4), torch.ones(4)),
+        box=Box(torch.zeros(4), torch.ones(4)),
         config=recipe.resolve(
             TrainingConfig(method=Method.FGSM, epochs=3, learning_rate=learning_rate), 500, 100
         ).config,

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from workers.engine.attacks.norms import L2Ball, LinfBall
-from workers.engine.attacks.perturb import Domain, perturb
+from workers.engine.attacks.perturb import perturb
 from workers.engine.errors import Cancelled, TrainingDiverged
+from workers.engine.geometry import Box
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.training.loop import Batches, train_epoch
 from workers.engine.training.methods import _collapsed
@@ -33,31 +33,30 @@ def _linear(features: int = 6, classes: int = 3, seed: int = 0) -> nn.Module:
     seed=st.integers(0, 2**16),
     norm=st.sampled_from(["linf", "l2"]),
 )
-def test_perturbation_stays_inside_the_ball_and_the_domain(
+def test_perturbation_stays_inside_the_ball_and_the_box(
     eps: float, steps: int, seed: int, norm: str
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand((4, 6), generator=generator)
     y = torch.randint(0, 3, (4,), generator=generator)
     model = _linear()
-    domain = Domain(torch.tensor([[0.0, 0.1, 0.0, 0.2, 0.0, 0.0]]), torch.ones(1, 6))
-    x = domain.clamp(x)
-    ball = LinfBall() if norm == "linf" else L2Ball()
+    box = Box(torch.tensor([[0.0, 0.1, 0.0, 0.2, 0.0, 0.0]]), torch.ones(1, 6))
+    x = box.clamp(x)
     x_adv = perturb(
         model,
         x,
         lambda z: F.cross_entropy(z, y),
-        ball=ball,
+        norm=norm,
         eps=eps,
         alpha=eps / 2,
         steps=steps,
-        domain=domain,
+        box=box,
         generator=generator,
     )
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert bool((size <= eps + 1e-5).all())
-    assert bool((x_adv >= domain.lower - 1e-7).all() and (x_adv <= domain.upper + 1e-7).all())
+    assert bool((x_adv >= box.lower - 1e-7).all() and (x_adv <= box.upper + 1e-7).all())
 
 
 def test_perturbation_increases_the_loss() -> None:
@@ -69,11 +68,11 @@ def test_perturbation_increases_the_loss() -> None:
         model,
         x,
         lambda z: F.cross_entropy(z, y),
-        ball=LinfBall(),
+        norm="linf",
         eps=0.1,
         alpha=0.025,
         steps=10,
-        domain=Domain(torch.tensor(-10.0), torch.tensor(10.0)),
+        box=Box(torch.tensor(-10.0), torch.tensor(10.0)),
         generator=generator,
     )
     with torch.no_grad():
@@ -87,11 +86,11 @@ def test_perturbation_leaves_model_gradients_untouched() -> None:
         model,
         x,
         lambda z: F.cross_entropy(z, y),
-        ball=LinfBall(),
+        norm="linf",
         eps=0.1,
         alpha=0.05,
         steps=2,
-        domain=Domain(torch.tensor(0.0), torch.tensor(1.0)),
+        box=Box(torch.tensor(0.0), torch.tensor(1.0)),
     )
     assert all(p.grad is None for p in model.parameters())
 

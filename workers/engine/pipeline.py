@@ -15,14 +15,13 @@ import onnxruntime
 import torch
 
 from workers.engine import data as datasets
-from workers.engine.attacks.perturb import Domain
 from workers.engine.checkpoint import Checkpointer
 from workers.engine.device import Device, pick_device, seed_everything
 from workers.engine.errors import ExportCheckFailed, InvalidData
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
-from workers.engine.evaluation.types import Box
 from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
 from workers.engine.files import sha256_file
+from workers.engine.geometry import Box
 from workers.engine.models.loading import LoadedModel, load_model
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import (
@@ -100,7 +99,7 @@ def _harden(
         num_classes=request.model.num_classes or int(train_set.y.max()) + 1,
     )
     prepared = prepare_data(request, loaded, train_set)
-    domain = _domain(request, prepared.train.sample_shape)
+    box = _box(request, prepared.train.sample_shape)
     reporter.check()
 
     outcome = train(
@@ -112,7 +111,7 @@ def _harden(
             torch.from_numpy(prepared.validation.y),
         ),
         threat=request.threat,
-        domain=domain,
+        box=box,
         config=prepared.recipe.config,
         device=device,
         reporter=reporter,
@@ -122,7 +121,7 @@ def _harden(
     )
     trained_with = outcome.config
 
-    target = _evaluation_target(request, prepared.evaluation, domain, loaded.num_classes)
+    target = _evaluation_target(request, prepared.evaluation, box, loaded.num_classes)
     original_scores = evaluate(loaded.module.to(device.torch_device), target, reporter, "original")
     hardened_scores = evaluate(outcome.model, target, reporter, "hardened")
 
@@ -203,20 +202,20 @@ def prepare_data(
     return PreparedData(train_set, validation, eval_set, eval_source, recipe)
 
 
-def _domain(request: HardeningRequest, sample_shape: tuple[int, ...]) -> Domain:
+def _box(request: HardeningRequest, sample_shape: tuple[int, ...]) -> Box:
     lower, upper = datasets.bounds_arrays(request.threat.lower, request.threat.upper, sample_shape)
-    return Domain(torch.from_numpy(lower), torch.from_numpy(upper))
+    return Box(torch.from_numpy(lower), torch.from_numpy(upper))
 
 
 def _evaluation_target(
-    request: HardeningRequest, evaluation: datasets.Dataset, domain: Domain, num_classes: int
+    request: HardeningRequest, evaluation: datasets.Dataset, box: Box, num_classes: int
 ) -> EvaluationTarget:
     return EvaluationTarget(
         x=torch.from_numpy(evaluation.x),
         y=torch.from_numpy(evaluation.y),
         norm=request.threat.norm.value,
         eps=request.threat.eps,
-        box=Box(domain.lower, domain.upper),
+        box=box,
         suite=request.evaluation.suite,
         curve_points=request.evaluation.curve_points,
         batch_size=request.evaluation.batch_size,

@@ -28,17 +28,6 @@ def digits(*, image: bool = True) -> Dataset:
     return check_arrays(x, bunch.target)
 
 
-def breast_cancer() -> Dataset:
-    """scikit-learn's breast cancer set, each feature min-max scaled to [0, 1] over the set."""
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    x = bunch.data.astype(np.float64)
-    low, high = x.min(axis=0), x.max(axis=0)
-    x = (x - low) / np.where(high > low, high - low, 1.0)
-    return check_arrays(x.astype(np.float32), bunch.target)
-
-
 _IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),

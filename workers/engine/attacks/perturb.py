@@ -8,29 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from workers.engine.attacks.norms import NormBall
+from workers.engine.geometry import Box, NormName, ascent_direction, clip_to_ball, uniform_in_ball
 
 Objective = Callable[[Tensor], Tensor]
 """Maps the model's logits on perturbed inputs to the scalar the attacker maximises."""
-
-
-@dataclass(frozen=True)
-class Domain:
-    """Elementwise input bounds, broadcastable against a batch."""
-
-    lower: Tensor
-    upper: Tensor
-
-    def clamp(self, x: Tensor) -> Tensor:
-        return torch.maximum(torch.minimum(x, self.upper), self.lower)
-
-    def to(self, device: torch.device) -> Domain:
-        return Domain(self.lower.to(device), self.upper.to(device))
 
 
 def perturb(
@@ -38,26 +23,26 @@ def perturb(
     x: Tensor,
     objective: Objective,
     *,
-    ball: NormBall,
+    norm: NormName,
     eps: float,
     alpha: float,
     steps: int,
-    domain: Domain,
+    box: Box,
     random_start: bool = True,
     generator: torch.Generator | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> Tensor:
     """Return ``x + delta`` after ``steps`` ascent steps on ``objective``, with ``delta`` inside
-    the ball and ``x + delta`` inside the domain. Gradients reach the input only."""
+    the ball and ``x + delta`` inside the box. Gradients reach the input only."""
     if eps <= 0:
         return x.detach()
-    delta = ball.random(x, eps, generator) if random_start else torch.zeros_like(x)
-    delta = domain.clamp(x + delta) - x
+    delta = uniform_in_ball(x, norm, eps, generator) if random_start else torch.zeros_like(x)
+    delta = box.clamp(x + delta) - x
     for _ in range(steps):
         delta.requires_grad_(True)
         with autocast():
             loss = objective(model(x + delta))
         (grad,) = torch.autograd.grad(loss, delta)
-        delta = ball.project(delta.detach() + ball.step(grad.float(), alpha), eps)
-        delta = domain.clamp(x + delta) - x
+        step = alpha * ascent_direction(grad.float(), norm)
+        delta = box.clamp(x + clip_to_ball(delta.detach() + step, norm, eps)) - x
     return (x + delta).detach()

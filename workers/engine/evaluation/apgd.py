@@ -34,20 +34,24 @@ from torch import Tensor
 from workers.engine.evaluation.gradient_attacks import (
     AttackOutcome,
     LossFn,
-    ascent_direction,
     check_arguments,
-    cpu_rand,
-    cpu_randn,
     cross_entropy_loss,
     default_generator,
-    l2_norms,
-    linf_norms,
     loss_and_grad,
     margin_loss,
     prepare_inputs,
+)
+from workers.engine.evaluation.types import Classifier
+from workers.engine.geometry import (
+    Box,
+    NormName,
+    ascent_direction,
+    cpu_rand,
+    cpu_randn,
+    l2_norms,
+    linf_norms,
     project,
 )
-from workers.engine.evaluation.types import Box, Classifier, NormName
 
 _MOMENTUM = 0.75
 _INITIAL_STEP = 2.0

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from workers.engine.evaluation.types import Box, Classifier, NormName
+from workers.engine.evaluation.types import Classifier
+from workers.engine.geometry import Box, NormName
 
 __all__ = ["fab_targeted", "fab_targeted_min_norm", "project_to_hyperplane_in_box"]
 

@@ -1,8 +1,8 @@
 """White-box gradient attacks for robustness evaluation: FGSM and PGD.
 
-The building blocks every evaluation attack shares also live here (``apgd.py`` reuses them):
-projection onto the threat model, the losses, and :class:`AttackOutcome`, the per-sample bookkeeping
-behind the common contract:
+The building blocks every evaluation attack shares also live here (``apgd.py`` reuses them): the
+losses and :class:`AttackOutcome`, the per-sample bookkeeping behind the common contract (the
+geometry of balls and box is :mod:`workers.engine.geometry`):
 
 * a sample misclassified at ``x`` comes back unchanged;
 * a sample keeps the first misclassified iterate found by any restart, and later restarts run
@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workers.engine.evaluation.types import Box, Classifier, NormName
+from workers.engine.evaluation.types import Classifier
+from workers.engine.geometry import Box, NormName, ascent_direction, project, uniform_in_ball
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """A per-sample loss to maximise, computed from logits ``(N, C)`` and labels ``(N,)``."""
-
-_MAX_ROUNDING_REPAIRS = 10
 
 
 def cross_entropy_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -46,25 +45,6 @@ def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
     is_true = F.one_hot(y, logits.shape[1]).bool()
     best_other = logits.masked_fill(is_true, float("-inf")).amax(dim=1)
     return best_other - true_logit
-
-
-def project(x_adv: Tensor, x: Tensor, *, norm: NormName, eps: float, box: Box) -> Tensor:
-    """Project ``x_adv`` onto the eps-ball around ``x``, then clamp it to ``box``.
-
-    With ``x`` inside the box, clamping after projecting cannot leave the ball. The result
-    satisfies both constraints exactly in floating point: the radius is rounded down to the
-    dtype and the last few rounding errors of ``x + delta`` are undone, so a check such as
-    ``(x_adv - x).abs() <= eps`` holds without a tolerance. Non-finite entries fall back to ``x``.
-    """
-    radius = _representable_radius(eps, x.dtype)
-    x_adv = torch.where(torch.isfinite(x_adv), x_adv, x)
-    if norm == "linf":
-        inside = torch.minimum(torch.maximum(x_adv, x - radius), x + radius)
-    else:
-        delta = x_adv - x
-        scale = (radius / l2_norms(delta).clamp_min(torch.finfo(x.dtype).tiny)).clamp(max=1.0)
-        inside = x + delta * scale
-    return _undo_rounding(box.clamp(inside), x, norm=norm, radius=radius, box=box)
 
 
 def fgsm(
@@ -133,7 +113,7 @@ def pgd(
         if rows.numel() == 0:
             break
         x_rows, y_rows = x[rows], y[rows]
-        start = x_rows + _uniform_in_ball(x_rows, norm, eps, generator)
+        start = x_rows + uniform_in_ball(x_rows, norm, eps, generator)
         current = project(start, x_rows, norm=norm, eps=eps, box=box)
         for _ in range(steps):
             logits, loss_value, grad = loss_and_grad(model, current, y_rows, loss_fn)
@@ -235,86 +215,3 @@ def _loss_without_grad(
     with torch.no_grad():
         logits = model(points)
         return logits, loss_fn(logits, y)
-
-
-def ascent_direction(grad: Tensor, norm: NormName) -> Tensor:
-    """The steepest-ascent direction of unit norm: the gradient sign (linf), or the normalised
-    gradient (l2). Non-finite gradient entries carry no usable direction and count as zero."""
-    grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-    if norm == "linf":
-        return grad.sign()
-    return grad / l2_norms(grad).clamp_min(torch.finfo(grad.dtype).tiny)
-
-
-def l2_norms(t: Tensor) -> Tensor:
-    """Per-sample L2 norms, shaped to broadcast against ``t``."""
-    norms = torch.linalg.vector_norm(t.flatten(1), dim=1)
-    return norms.view(-1, *([1] * (t.dim() - 1)))
-
-
-def linf_norms(t: Tensor) -> Tensor:
-    norms = t.flatten(1).abs().amax(dim=1)
-    return norms.view(-1, *([1] * (t.dim() - 1)))
-
-
-def _uniform_in_ball(x: Tensor, norm: NormName, eps: float, generator: torch.Generator) -> Tensor:
-    """A perturbation drawn uniformly from the eps-ball (before clamping to the box)."""
-    if norm == "linf":
-        return eps * (2 * cpu_rand(x.shape, x, generator) - 1)
-    direction = cpu_randn(x.shape, x, generator)
-    direction = direction / l2_norms(direction).clamp_min(torch.finfo(x.dtype).tiny)
-    features = max(x[0].numel(), 1)
-    radius = cpu_rand((x.shape[0],), x, generator).pow(1.0 / features)
-    return eps * direction * radius.view(-1, *([1] * (x.dim() - 1)))
-
-
-def cpu_rand(shape: tuple[int, ...] | torch.Size, like: Tensor, gen: torch.Generator) -> Tensor:
-    """Uniform draws made on the CPU with ``gen``, then moved to ``like``'s device and dtype."""
-    draw = torch.rand(shape, generator=gen, dtype=like.dtype, device="cpu")
-    return draw.to(like.device)
-
-
-def cpu_randn(shape: tuple[int, ...] | torch.Size, like: Tensor, gen: torch.Generator) -> Tensor:
-    """Standard normal draws made on the CPU with ``gen``, then moved next to ``like``."""
-    draw = torch.randn(shape, generator=gen, dtype=like.dtype, device="cpu")
-    return draw.to(like.device)
-
-
-def _representable_radius(eps: float, dtype: torch.dtype) -> float:
-    """The largest value of ``dtype`` not above ``eps``: a radius rounded up (0.1 in float32 is
-    0.10000000149) would let points leave the ball that callers check in exact arithmetic."""
-    radius = torch.tensor(eps, dtype=torch.float64).to(dtype)
-    if radius.item() > eps:
-        radius = torch.nextafter(radius, torch.zeros_like(radius))
-    return radius.item()
-
-
-def _outside_ball(points: Tensor, x: Tensor, norm: NormName, radius: float) -> Tensor:
-    """Which entries (linf) or samples (l2, shaped to broadcast) exceed ``radius``, judged both in
-    the working dtype and in float64 so that either way of checking agrees."""
-    delta, delta64 = points - x, points.double() - x.double()
-    if norm == "linf":
-        return (delta.abs() > radius) | (delta64.abs() > radius)
-    return (l2_norms(delta) > radius) | (l2_norms(delta64) > radius)
-
-
-def _undo_rounding(points: Tensor, x: Tensor, *, norm: NormName, radius: float, box: Box) -> Tensor:
-    """Pull back points that rounding in ``x + delta`` left just outside the ball.
-
-    linf moves the offending entries one unit in the last place towards ``x``; l2 rescales the
-    offending samples' perturbation by a factor just below the needed one, shrinking a little more
-    on each pass. Anything still outside after a few passes falls back to ``x``.
-    """
-    for attempt in range(_MAX_ROUNDING_REPAIRS):
-        outside = _outside_ball(points, x, norm, radius)
-        if not bool(outside.any()):
-            return points
-        if norm == "linf":
-            repaired = torch.nextafter(points, x)
-        else:
-            delta = points - x
-            slack = 1.0 - torch.finfo(x.dtype).eps * 4.0**attempt
-            scale = radius / l2_norms(delta).clamp_min(torch.finfo(x.dtype).tiny) * slack
-            repaired = box.clamp(x + delta * scale)
-        points = torch.where(outside, repaired, points)
-    return torch.where(_outside_ball(points, x, norm, radius), x, points)

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workers.engine.evaluation.types import Box, Classifier, NormName
+from workers.engine.evaluation.types import Classifier
+from workers.engine.geometry import Box, NormName
 
 __all__ = ["square"]
 

@@ -32,7 +32,7 @@ from workers.engine.errors import TemperingError
 from workers.engine.evaluation import apgd, fab, gradient_attacks, square
 from workers.engine.evaluation.masking import MaskingCheck, diagnose
 from workers.engine.evaluation.stats import Accuracy
-from workers.engine.evaluation.types import Box, NormName
+from workers.engine.geometry import Box, NormName
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import EvaluationSuite
 

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.engine.attacks.norms import ball
-from workers.engine.attacks.perturb import Domain, perturb
+from workers.engine.attacks.perturb import perturb
 from workers.engine.checkpoint import Checkpointer, State, capture_rng, restore_rng
 from workers.engine.device import Device
 from workers.engine.errors import TrainingDiverged
+from workers.engine.geometry import Box
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.logit_scale import scale_logits
@@ -98,7 +98,7 @@ def train(
     data: TrainingData,
     *,
     threat: ThreatModel,
-    domain: Domain,
+    box: Box,
     config: TrainingConfig,
     device: Device,
     reporter: Reporter,
@@ -122,7 +122,7 @@ def train(
                 model,
                 data,
                 threat=threat,
-                domain=domain,
+                box=box,
                 config=attempt,
                 device=device,
                 reporter=reporter,
@@ -212,7 +212,7 @@ def _train_once(
     data: TrainingData,
     *,
     threat: ThreatModel,
-    domain: Domain,
+    box: Box,
     config: TrainingConfig,
     device: Device,
     reporter: Reporter,
@@ -227,7 +227,7 @@ def _train_once(
         notes.append(reinitialize(student, generator))
         guard = CollapseGuard(None)
     setting = AdversarialSetting(
-        ball(threat.norm), domain.to(device.torch_device), generator, device.training_autocast()
+        threat.norm.value, box.to(device.torch_device), generator, device.training_autocast()
     )
     resume = Resume.load(checkpointer, _fingerprint(student, data, config), generator)
     if config.method is Method.DISTILLATION:
@@ -494,11 +494,11 @@ def validate(
                 model,
                 xb,
                 partial(_cross_entropy, labels=yb),
-                ball=setting.ball,
+                norm=setting.norm,
                 eps=eps,
                 alpha=2.5 * eps / VALIDATION_PGD_STEPS,
                 steps=VALIDATION_PGD_STEPS,
-                domain=setting.domain,
+                box=setting.box,
                 generator=setting.generator,
             )
             with torch.no_grad():

@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.engine.attacks.norms import NormBall
-from workers.engine.attacks.perturb import Domain, perturb
+from workers.engine.attacks.perturb import perturb
+from workers.engine.geometry import Box, NormName
 
 Autocast = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass
 class AdversarialSetting:
-    ball: NormBall
-    domain: Domain
+    norm: NormName
+    box: Box
     generator: torch.Generator
     autocast: Autocast = nullcontext
 
@@ -46,11 +46,11 @@ class PgdStep:
             model,
             x,
             lambda logits: F.cross_entropy(logits.float(), y),
-            ball=self.setting.ball,
+            norm=self.setting.norm,
             eps=eps,
             alpha=alpha,
             steps=self.steps,
-            domain=self.setting.domain,
+            box=self.setting.box,
             generator=self.setting.generator,
             autocast=self.setting.autocast,
         )
@@ -72,11 +72,11 @@ class FgsmStep:
             model,
             x,
             lambda logits: F.cross_entropy(logits.float(), y),
-            ball=self.setting.ball,
+            norm=self.setting.norm,
             eps=eps,
             alpha=self.alpha_factor * eps,
             steps=1,
-            domain=self.setting.domain,
+            box=self.setting.box,
             generator=self.setting.generator,
             autocast=self.setting.autocast,
         )
@@ -103,11 +103,11 @@ class TradesStep:
             lambda logits: F.kl_div(
                 F.log_softmax(logits.float(), dim=1), clean_probs, reduction="sum"
             ),
-            ball=self.setting.ball,
+            norm=self.setting.norm,
             eps=eps,
             alpha=alpha,
             steps=self.steps,
-            domain=self.setting.domain,
+            box=self.setting.box,
             generator=self.setting.generator,
             autocast=self.setting.autocast,
         )
