@@ -21,6 +21,7 @@ from service.api.servicer import HardeningServicer
 from service.api.transport import Exposure, plan_exposure
 from service.api.watch_limit import WatchLimitInterceptor, tenant_watch_limit, watch_limit
 from service.core.metrics_endpoint import MetricsEndpoint
+from service.core.periodic import Periodic
 from service.core.settings import Settings
 from service.jobs.jobs import Jobs
 from service.jobs.queue import CeleryJobQueue, producer_app
@@ -28,6 +29,7 @@ from service.jobs.quotas import QuotaPolicy
 from service.jobs.reconciler import Reconciler, start_reconciler
 from service.jobs.uploads import Uploads
 from service.jobs.validation_pool import ValidationPool
+from service.store.artifacts import LocalArtifactStore
 from service.store.stores import Stores
 from service.webhooks.notifier import Notifier, WebhookConfig, start_notifier
 
@@ -48,6 +50,7 @@ class RunningServer:
     notifier: Notifier | None = None
     metrics: MetricsEndpoint | None = None
     validation: ValidationPool | None = None
+    sweeper: Periodic | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -59,6 +62,8 @@ class RunningServer:
         self.server.stop(grace).wait()
         if self.reconciler is not None:
             self.reconciler.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.metrics is not None:
@@ -151,6 +156,7 @@ def start_server(settings: Settings) -> RunningServer:
     if endpoint is not None:
         log.info("serving Prometheus metrics at %s", endpoint.url)
     reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
+    sweeper = _start_sweeper(stores.artifacts)
     notifier = start_notifier(settings, stores.database, stores.jobs.get, webhooks)
     return RunningServer(
         server,
@@ -163,4 +169,18 @@ def start_server(settings: Settings) -> RunningServer:
         notifier=notifier,
         metrics=endpoint,
         validation=validation,
+        sweeper=sweeper,
     )
+
+
+SWEEP_INTERVAL_SECONDS = 600.0
+
+
+def _start_sweeper(artifacts: object) -> Periodic | None:
+    """Partial upload files a killed server left behind go at start and every ten minutes
+    (only local stores keep them; an S3 store spools to temporary files of its own)."""
+    if not isinstance(artifacts, LocalArtifactStore):
+        return None
+    sweeper = Periodic("upload-sweeper", artifacts.sweep_partial_blobs, SWEEP_INTERVAL_SECONDS)
+    sweeper.start()
+    return sweeper

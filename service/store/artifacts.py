@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from service.core.errors import ChecksumMismatch, DataLoss, NotFound
+from service.core.errors import ChecksumMismatch, DataLoss, IncompleteUpload, NotFound
 from workers.engine.files import CHUNK_BYTES, fsync_directory, sha256_file, sha256_of
+
+log = logging.getLogger(__name__)
+
+PARTIAL_BLOB_IDLE_SECONDS = 3600.0
+"""A partial blob nobody wrote to for this long belongs to no live upload (a server killed
+during an upload left it) and is swept (:meth:`LocalArtifactStore.sweep_partial_blobs`)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,11 @@ class _LocalBlobWriter(HashingWriter):
         self._store = store
         self._temp_path = temp_path
 
+    def write(self, chunk: bytes) -> None:
+        """Every chunk reaches the file at once, and so its mtime, which the sweep reads."""
+        super().write(chunk)
+        self._file.flush()
+
     def commit(self, expected_sha256: str | None = None) -> StoredBlob:
         digest = self._verified_digest(expected_sha256)
         self._file.flush()
@@ -101,8 +115,14 @@ class _LocalBlobWriter(HashingWriter):
         self._file.close()
         final = self._store.blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self._temp_path, 0o444)
-        os.replace(self._temp_path, final)
+        try:
+            os.chmod(self._temp_path, 0o444)
+            os.replace(self._temp_path, final)
+        except FileNotFoundError:
+            raise IncompleteUpload(
+                f"the upload was idle for more than {PARTIAL_BLOB_IDLE_SECONDS:.0f} s and its"
+                " partial file was swept; upload the file again"
+            ) from None
         fsync_directory(final.parent)
         self.committed = StoredBlob(digest, self._size)
         return self.committed
@@ -122,6 +142,8 @@ class LocalArtifactStore:
         self._tmp = root / "tmp"
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._live: set[Path] = set()
+        self._live_lock = threading.Lock()
 
     def blob_path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -133,10 +155,34 @@ class LocalArtifactStore:
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="blob-", suffix=".part")
         temp_path = Path(name)
         writer = _LocalBlobWriter(self, os.fdopen(fd, "wb"), temp_path)
+        with self._live_lock:
+            self._live.add(temp_path)
         try:
             yield writer
         finally:
             writer.discard()
+            with self._live_lock:
+                self._live.discard(temp_path)
+
+    def sweep_partial_blobs(self, idle_seconds: float = PARTIAL_BLOB_IDLE_SECONDS) -> int:
+        """Delete the ``tmp/blob-*.part`` files that no writer of this process holds and that
+        nobody wrote to for ``idle_seconds`` (another server sharing the directory writes each
+        chunk as it comes): what a server killed during an upload left. Returns how many."""
+        cutoff = time.time() - idle_seconds
+        with self._live_lock:
+            live = set(self._live)
+        swept = 0
+        for path in self._tmp.glob("blob-*.part"):
+            try:
+                if path in live or path.stat().st_mtime > cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            swept += 1
+        if swept:
+            log.info("swept %d partial upload file(s) older than %.0f s", swept, idle_seconds)
+        return swept
 
     def put_file(self, path: Path) -> StoredBlob:
         return write_file(self.new_blob(), path)
