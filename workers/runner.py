@@ -186,7 +186,21 @@ class ProgressRecorder:
     def _write(self, event: ProgressEvent, now: float) -> None:
         if event.message and (self._last is None or event.message != self._last.message):
             number = self._said[-1].number + 1 if self._said else 1
-            self._said.append(Said(number, event.stage, event.step, event.steps, event.message))
+            self._said.append(
+                Said(
+                    number,
+                    event.stage,
+                    event.step,
+                    event.steps,
+                    event.message,
+                    epoch=event.epoch,
+                    epochs=event.epochs,
+                    loss=event.loss,
+                    clean_accuracy=event.clean_accuracy,
+                    robust_accuracy=event.robust_accuracy,
+                    eta_seconds=event.eta_seconds,
+                )
+            )
         self._last, self._last_write, self._pending = event, now, None
         progress = dataclasses.replace(progress_from_event(event), recent=tuple(self._said))
         try:

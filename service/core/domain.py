@@ -202,13 +202,20 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Said:
-    """One engine message as recorded, numbered in the order the job said them."""
+    """One engine message as recorded, numbered in the order the job said them, with the epoch
+    and metrics it came with (0 and None in rows written before they were kept)."""
 
     number: int
     stage: str
     step: int
     steps: int
     message: str
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    clean_accuracy: float | None = None
+    robust_accuracy: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)

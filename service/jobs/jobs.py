@@ -161,6 +161,8 @@ class Jobs:
         return Download(output, verified_chunks(self._artifacts, output.sha256))
 
     def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
+        """When one poll finds both a new state and new progress, a running state comes before
+        the progress it explains and a final one after the last progress."""
         yield JobEvent(job)
         sent_state, sent_progress, seen_version = job.state, job.progress, job.version
         said = job.progress.last_said if job.progress is not None else 0
@@ -170,13 +172,17 @@ class Jobs:
             if job.version == seen_version:
                 continue
             seen_version = job.version
+            if job.state is not sent_state and not job.state.is_terminal:
+                sent_state = job.state
+                yield JobEvent(job)
+            elif _started_between_polls(sent_state, job):
+                yield JobEvent(_as_running(job))
             if job.progress is not None and job.progress != sent_progress:
-                yield from _missed_messages(job, said)
+                running = job if job.state is sent_state else _as_running(job)
+                yield from _missed_messages(running, said)
                 sent_progress, said = job.progress, job.progress.last_said
-                yield JobEvent(job, progress=job.progress)
+                yield JobEvent(running, progress=job.progress)
             if job.state is not sent_state:
-                if _started_between_polls(sent_state, job):
-                    yield JobEvent(_as_running(job))
                 sent_state = job.state
                 yield JobEvent(job)
 
@@ -257,8 +263,14 @@ def _missed_messages(job: Job, said: int) -> Iterator[JobEvent]:
     for missed in job.progress.missed_since(said):
         progress = Progress(
             stage=missed.stage,
+            epoch=missed.epoch,
+            epochs=missed.epochs,
             step=missed.step,
             steps=missed.steps,
+            loss=missed.loss,
+            clean_accuracy=missed.clean_accuracy,
+            robust_accuracy=missed.robust_accuracy,
+            eta_seconds=missed.eta_seconds,
             message=missed.message,
             updated_at=stamp,
         )
