@@ -15,26 +15,34 @@ lines, Celery's task lines and the job's share one format, text or JSON, and car
 while a job runs. It is configured on ``celeryd_init``, the first thing a starting worker does
 (before Celery's own warnings), and Celery leaves it alone because a receiver of its
 ``setup_logging`` signal is connected (``worker_hijack_root_logger`` then never applies). The
-pool's process inherits it when it is forked. In JSON the worker starts ``--quiet``, without its
-banner; what Celery still prints itself on a shutdown signal goes to stdout, the log to stderr.
+pool's process inherits it when it is forked. The worker starts ``--quiet``, without its banner;
+what Celery still prints itself on a shutdown signal goes to stdout, the log to stderr. Celery's
+``Task ... succeeded`` line is dropped for our task, whose runner logs how the job really ended,
+and its root-privilege warning is replaced by one line of ours (:func:`_explain_running_as_root`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery, current_app, signals
+from celery.app.trace import LOG_SUCCESS
+from celery.exceptions import SecurityWarning
 
-from service.core.broker import app_conf, worker_command
+from service.core.broker import RUN_JOB_TASK, app_conf, worker_command
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError
 from service.core.settings_flags import settings_parser
 
 SETTINGS_KEY = "tempering_settings"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> Celery:
@@ -85,6 +93,33 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 @signals.celeryd_init.connect
 def _configure_worker_logging(conf: Any, **_: Any) -> None:
     configure_logging(settings_of_conf(conf))
+    logging.getLogger("celery.app.trace").addFilter(_drop_job_task_success)
+    _explain_running_as_root()
+
+
+def _drop_job_task_success(record: logging.LogRecord) -> bool:
+    """Celery logs every run of our task as ``succeeded``, a cancelled or failed job too; the
+    runner logs the job's real end instead (``job ID cancelled: ...``)."""
+    args = record.args
+    return not (
+        record.msg == LOG_SUCCESS and isinstance(args, Mapping) and args.get("name") == RUN_JOB_TASK
+    )
+
+
+def _explain_running_as_root() -> None:
+    """Run as root, Celery warns with a multi-line SecurityWarning telling to use ``--uid``; a
+    developer's single-machine run often is root on purpose. One line of ours says what it means
+    and what to do instead (docs/service.md, "Running as root")."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    warnings.filterwarnings(
+        "ignore", message="You're running the worker with superuser", category=SecurityWarning
+    )
+    log.warning(
+        "this worker runs as root: the jobs it runs read models and data that tenants uploaded,"
+        " so a flaw in a model loader would own the machine; run workers as an unprivileged user"
+        " (the images and the Helm chart use uid 10001)"
+    )
 
 
 @signals.setup_logging.connect

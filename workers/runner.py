@@ -446,7 +446,8 @@ class JobRunner:
         if tracker is not None:
             tracker.end(ending.state)
         self._discard_checkpoints(job.id)
-        log.info("job %s: %s %s", job.id, ending.state.value, ending.reason)
+        reason = f": {ending.reason}" if ending.reason else ""
+        log.info("job %s %s%s", job.id, ending.state.value.lower(), reason)
         if self._observer is not None:
             self._observer.finished(job, ending.state)
         return ending.state

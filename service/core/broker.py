@@ -40,9 +40,11 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def worker_command(settings: Settings, hostname: str | None = None) -> list[str]:
-    """Arguments after ``celery -A workers.celery_app`` that start one worker process."""
-    command = ["--quiet"] if settings.log_format == "json" else []
-    command += [
+    """Arguments after ``celery -A workers.celery_app`` that start one worker process, without
+    Celery's banner: the worker's own log says what it is (the banner is no log line, it breaks
+    JSON logs and repeats in the server's log for its local worker)."""
+    command = [
+        "--quiet",
         "worker",
         "--queues",
         settings.queue,

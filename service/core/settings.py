@@ -58,7 +58,9 @@ class Settings:
     """Seconds between a running job's lease renewals."""
     reconcile_interval: float = 5.0
     """Seconds between the server's checks for lost jobs (0 turns the reconciler off)."""
-    queue: str = "tempering.gpu"
+    queue: str = "tempering.jobs"
+    """Named for no device: a worker runs on what it has. Deployments that set
+    TEMPERING_QUEUE (the chart and compose file: ``tempering.gpu``) keep their name."""
     table_prefix: str = "tempering_"
     log_level: str = "INFO"
     # Who may do what (docs/security.md)

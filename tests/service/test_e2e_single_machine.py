@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,37 @@ def test_hardens_a_model_on_the_local_broker(stack: Stack, tmp_path: Path) -> No
     assert np.isfinite(scores).all()
     _, report_bytes = download(stack.stub, job.id, pb.ARTIFACT_KIND_REPORT)
     assert "hardened" in json.loads(report_bytes)
+
+
+def test_the_log_is_quiet_and_says_a_cancelled_job_was_cancelled(
+    stack: Stack, tmp_path: Path
+) -> None:
+    x, y = digits_arrays()
+    model_id = upload_model(stack.stub, export_digits_mlp(tmp_path / "mlp.onnx"))
+    spec = fgsm_spec(model_id, upload_dataset(stack.stub, npz_bytes(x[:400], y[:400])))
+    spec.training.epochs = 500
+    job = stack.stub.SubmitJob(pb.SubmitJobRequest(spec=spec))
+    stream = stack.stub.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=240)
+    for event in stream:
+        if event.WhichOneof("event") == "progress" and event.progress.stage == "training":
+            break
+    stack.stub.CancelJob(pb.CancelJobRequest(job_id=job.id))
+    assert state_changes(list(stream))[-1] == pb.JOB_STATE_CANCELLED, stack.logs()
+    deadline = time.monotonic() + 30
+    while f"job {job.id} cancelled" not in (log := stack.server.log_path.read_text()):
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+    time.sleep(1.0)  # the task returns after the runner's line; Celery's would follow it
+    log = stack.server.log_path.read_text()
+
+    assert not [
+        line for line in log.splitlines() if "tempering.run_job[" in line and "succeeded" in line
+    ]
+    assert "[queues]" not in log, "Celery's banner"
+    assert "SecurityWarning" not in log
+    assert "superuser" not in log
+    if os.geteuid() == 0:
+        assert log.count("this worker runs as root") == 1
 
 
 def test_sigterm_stops_the_server_and_its_worker(stack: Stack) -> None:

@@ -33,6 +33,16 @@ def test_defaults_live_under_the_state_dir(tmp_path: Path) -> None:
     assert settings.visibility_timeout == 6 * 3600
 
 
+def test_the_default_queue_names_no_device_and_a_set_one_is_kept(tmp_path: Path) -> None:
+    default = Settings.load({"TEMPERING_STATE_DIR": str(tmp_path)})
+    explicit = Settings.load(
+        {"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_QUEUE": "tempering.gpu"}
+    )
+
+    assert default.queue == "tempering.jobs"
+    assert explicit.queue == "tempering.gpu"
+
+
 def test_flags_override_the_environment(tmp_path: Path) -> None:
     environ = {
         "TEMPERING_STATE_DIR": str(tmp_path),
