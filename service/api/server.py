@@ -19,7 +19,18 @@ from service.api.interceptor import ErrorInterceptor
 from service.api.metrics import ServerMetrics, metrics_address
 from service.api.servicer import HardeningServicer
 from service.api.transport import Exposure, plan_exposure
-from service.api.watch_limit import WatchLimitInterceptor, tenant_watch_limit, watch_limit
+from service.api.upload_limit import (
+    UploadDeadlines,
+    UploadLimitInterceptor,
+    UploadWatchdog,
+    tenant_upload_limit,
+)
+from service.api.watch_limit import (
+    StreamSlots,
+    WatchLimitInterceptor,
+    tenant_watch_limit,
+    watch_limit,
+)
 from service.core.metrics_endpoint import MetricsEndpoint
 from service.core.periodic import Periodic
 from service.core.settings import Settings
@@ -51,6 +62,7 @@ class RunningServer:
     metrics: MetricsEndpoint | None = None
     validation: ValidationPool | None = None
     sweeper: Periodic | None = None
+    upload_limit: UploadLimitInterceptor | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -60,6 +72,8 @@ class RunningServer:
         """Refuse new calls, give open ones ``grace`` seconds, then cancel the rest (watchers)."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.upload_limit is not None:
+            self.upload_limit.watchdog.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
         if self.sweeper is not None:
@@ -106,6 +120,13 @@ def start_server(settings: Settings) -> RunningServer:
         webhooks=webhooks.targets,
         check_inputs=validation.check,
     )
+    streams = StreamSlots(watch_limit(settings.grpc_threads))
+    upload_limit = UploadLimitInterceptor(
+        streams,
+        tenant_upload_limit(streams.limit, settings.tenant_max_uploads),
+        settings.grpc_threads,
+        UploadWatchdog(UploadDeadlines(settings.upload_idle_timeout, settings.upload_min_rate)),
+    )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         interceptors=[
@@ -116,7 +137,9 @@ def start_server(settings: Settings) -> RunningServer:
                 watch_limit(settings.grpc_threads),
                 settings.grpc_threads,
                 tenant_watch_limit(watch_limit(settings.grpc_threads), settings.tenant_max_watches),
+                streams,
             ),
+            upload_limit,
         ],
         options=[("grpc.so_reuseport", 0)],
     )
@@ -142,6 +165,7 @@ def start_server(settings: Settings) -> RunningServer:
         validation.close()
         raise OSError(f"cannot serve metrics on {settings.metrics_address}: {exc}") from exc
     server.start()
+    upload_limit.watchdog.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     for warning in exposure.warnings:
@@ -170,6 +194,7 @@ def start_server(settings: Settings) -> RunningServer:
         metrics=endpoint,
         validation=validation,
         sweeper=sweeper,
+        upload_limit=upload_limit,
     )
 
 

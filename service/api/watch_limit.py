@@ -6,7 +6,8 @@ lasts: hours, for a CLI watching a long job. Without a bound, as many watchers a
 nothing for GetJob, SubmitJob or uploads, which then queue behind them (bench/load.py shows
 GetJob going from a few milliseconds to seconds). This interceptor keeps a quarter of the
 threads (at least one) for every other call and answers a watch beyond the rest with
-RESOURCE_EXHAUSTED at once; the caller polls GetJob or retries the watch later.
+RESOURCE_EXHAUSTED at once; the caller polls GetJob or retries the watch later. Upload streams
+hold a thread too and share the same slots (:class:`StreamSlots`, :mod:`service.api.upload_limit`).
 
 Within that global bound each tenant may hold at most ``TEMPERING_TENANT_MAX_WATCHES`` watches
 (by default half of the global bound), so that one tenant's hundred watchers leave slots for the
@@ -38,15 +39,64 @@ def tenant_watch_limit(max_watches: int, tenant_max_watches: int) -> int:
     return min(wanted, max_watches)
 
 
+class TenantSlots:
+    """At most ``per_tenant`` slots held by any one tenant at once; shared by the WatchJob and
+    the upload bounds (:mod:`service.api.upload_limit`)."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._lock = threading.Lock()
+        self._by_tenant: dict[str, int] = {}
+
+    def held(self, tenant: str) -> int:
+        with self._lock:
+            return self._by_tenant.get(tenant, 0)
+
+    def take(self, tenant: str) -> bool:
+        with self._lock:
+            held = self._by_tenant.get(tenant, 0)
+            if held >= self.per_tenant:
+                return False
+            self._by_tenant[tenant] = held + 1
+            return True
+
+    def release(self, tenant: str) -> None:
+        with self._lock:
+            self._by_tenant[tenant] -= 1
+            if not self._by_tenant[tenant]:
+                del self._by_tenant[tenant]
+
+
+class StreamSlots:
+    """The server's bound on long-lived streams, WatchJob and uploads together, so that a
+    quarter of the threads (:func:`watch_limit`) stays for unary calls."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def take(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
+
+
 class WatchLimitInterceptor(grpc.ServerInterceptor):
-    def __init__(self, max_watches: int, grpc_threads: int, per_tenant: int | None = None) -> None:
+    def __init__(
+        self,
+        max_watches: int,
+        grpc_threads: int,
+        per_tenant: int | None = None,
+        slots: StreamSlots | None = None,
+    ) -> None:
         self.max_watches = max_watches
         self.per_tenant = per_tenant if per_tenant is not None else max_watches
         self._grpc_threads = grpc_threads
-        self._slots = threading.BoundedSemaphore(max_watches)
+        self._slots = slots if slots is not None else StreamSlots(max_watches)
+        self._tenants = TenantSlots(self.per_tenant)
         self._lock = threading.Lock()
         self._open = 0
-        self._by_tenant: dict[str, int] = {}
 
     @property
     def open_watches(self) -> int:
@@ -72,7 +122,7 @@ class WatchLimitInterceptor(grpc.ServerInterceptor):
     def _bounded(self, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def bounded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             tenant = current_tenant()
-            if not self._take_tenant_slot(tenant):
+            if not self._tenants.take(tenant):
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"you already have {self.per_tenant} WatchJob streams open on this server,"
@@ -83,29 +133,18 @@ class WatchLimitInterceptor(grpc.ServerInterceptor):
             try:
                 yield from self._bounded_globally(behavior, request, context)
             finally:
-                with self._lock:
-                    self._by_tenant[tenant] -= 1
-                    if not self._by_tenant[tenant]:
-                        del self._by_tenant[tenant]
+                self._tenants.release(tenant)
 
         return bounded
-
-    def _take_tenant_slot(self, tenant: str) -> bool:
-        with self._lock:
-            held = self._by_tenant.get(tenant, 0)
-            if held >= self.per_tenant:
-                return False
-            self._by_tenant[tenant] = held + 1
-            return True
 
     def _bounded_globally(
         self, behavior: Callable[..., Iterator[Any]], request: Any, context: grpc.ServicerContext
     ) -> Iterator[Any]:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.take():
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this server already has {self.max_watches} WatchJob streams open, its"
-                f" limit ({self._grpc_threads} threads, TEMPERING_GRPC_THREADS, less those"
+                f"this server already has {self._slots.limit} WatchJob and upload streams open,"
+                f" its limit ({self._grpc_threads} threads, TEMPERING_GRPC_THREADS, less those"
                 " kept for other calls); poll GetJob every few seconds instead, or retry"
                 " the watch later",
             )

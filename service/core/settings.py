@@ -44,6 +44,14 @@ class Settings:
     of them (:mod:`service.api.watch_limit`)."""
     tenant_max_watches: int = 0
     """Open WatchJob streams one tenant may hold, within the server's; 0: half of the server's."""
+    tenant_max_uploads: int = 0
+    """Open upload streams one tenant may hold, within the server's stream slots (shared with
+    WatchJob); 0: a quarter of them (:mod:`service.api.upload_limit`)."""
+    upload_idle_timeout: float = 30.0
+    """Seconds an upload stream may send nothing before it is cancelled."""
+    upload_min_rate: int = 64 * 1024
+    """Bytes per second an upload must average: it is cancelled ``upload_idle_timeout + size /
+    upload_min_rate`` seconds after it started."""
     max_upload_bytes: int = 10 * GiB
     allow_trusted_formats: bool = False
     visibility_timeout: int = 6 * 3600
@@ -136,6 +144,15 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}TENANT_MAX_WATCHES must be 0 (half the server's watches) or more"
             )
+        if self.tenant_max_uploads < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}TENANT_MAX_UPLOADS must be 0 (a quarter of the server's streams)"
+                " or more"
+            )
+        if not self.upload_idle_timeout > 0:
+            raise SettingsError(f"{ENV_PREFIX}UPLOAD_IDLE_TIMEOUT must be positive")
+        if self.upload_min_rate <= 0:
+            raise SettingsError(f"{ENV_PREFIX}UPLOAD_MIN_RATE must be positive")
         if not self.queue:
             raise SettingsError(f"{ENV_PREFIX}QUEUE must not be empty")
         if self.log_format not in ("text", "json"):
@@ -266,6 +283,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
     FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
     FieldSpec("tenant_max_watches", int, "open WatchJob streams per tenant (0: half the server's)"),
+    FieldSpec("tenant_max_uploads", int, "open upload streams per tenant (0: a quarter of slots)"),
+    FieldSpec("upload_idle_timeout", float, "seconds an upload may send nothing before it ends"),
+    FieldSpec("upload_min_rate", parse_size, "bytes/s an upload must average, e.g. 64K"),
     FieldSpec("max_upload_bytes", parse_size, "largest upload accepted, e.g. 10G"),
     FieldSpec("allow_trusted_formats", parse_bool, "accept TorchScript/torch.export uploads"),
     FieldSpec("visibility_timeout", int, "seconds before Redis redelivers an unacked job"),
