@@ -16,6 +16,7 @@ from client.domain import (
     HardeningParams,
     Interval,
     Job,
+    JobDeletion,
     JobEvent,
     JobPage,
     JobSpec,
@@ -123,6 +124,19 @@ def server_info(message: pb.ServerInfo) -> ServerInfo:
 
 def cancel_request(job_id: str) -> pb.CancelJobRequest:
     return pb.CancelJobRequest(job_id=job_id)
+
+
+def delete_request(job_id: str, cancel: bool) -> pb.DeleteJobRequest:
+    return pb.DeleteJobRequest(job_id=job_id, cancel=cancel)
+
+
+def deletion(message: pb.DeleteJobResponse) -> JobDeletion:
+    return JobDeletion(
+        job_id=message.job_id,
+        already_deleted=message.already_deleted,
+        artifacts_removed=message.artifacts_removed,
+        bytes_removed=message.bytes_removed,
+    )
 
 
 def watch_request(job_id: str) -> pb.WatchJobRequest:

@@ -245,6 +245,18 @@ class ServerInfo:
 
 
 @dataclass(frozen=True)
+class JobDeletion:
+    """What deleting a job removed."""
+
+    job_id: str
+    already_deleted: bool = False
+    """The job had been deleted before; nothing was removed this time."""
+    artifacts_removed: int = 0
+    bytes_removed: int = 0
+    """Artifacts that another job or an upload still refers to (same bytes) are kept."""
+
+
+@dataclass(frozen=True)
 class JobPage:
     jobs: tuple[Job, ...]
     next_page_token: str = ""

@@ -5,7 +5,8 @@ each call has a deadline (the client's ``timeout`` for short calls, capped by an
 overall :class:`Deadline`), and calls that are safe to send again are retried on UNAVAILABLE and
 DEADLINE_EXCEEDED with exponential backoff and jitter, a bounded number of times.
 
-Safe to send again: GetJob, ListJobs, CancelJob (cancelling twice is cancelling once), the
+Safe to send again: GetJob, ListJobs, CancelJob (cancelling twice is cancelling once),
+DeleteJob (deleting a deleted job answers ``already_deleted``), the
 uploads (content-addressed: the same bytes give the same artifact), a download (restarted from
 its first byte into a fresh partial file), and SubmitJob only when it carries an idempotency
 key (the server then returns the job the key first created instead of queueing a second one).

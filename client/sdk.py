@@ -32,6 +32,7 @@ from client.domain import (
     HardeningOutcome,
     HardeningParams,
     Job,
+    JobDeletion,
     JobEvent,
     JobPage,
     JobSpec,
@@ -303,6 +304,19 @@ class HardeningClient:
         return self._call(
             f"cancelling job {job_id}",
             lambda timeout: convert.job(self._stub.CancelJob(request, **self._options(timeout))),
+        )
+
+    @translated
+    def delete(self, job_id: str, cancel: bool = False) -> JobDeletion:
+        """Delete a finished job and its artifacts (not its uploads). A queued or running job is
+        refused (FailedPrecondition) unless ``cancel``: it is then cancelled and deleted once it
+        stopped. Deleting a job again answers ``already_deleted``. Takes a whole job id."""
+        request = convert.delete_request(job_id, cancel)
+        return self._call(
+            f"deleting job {job_id}",
+            lambda timeout: convert.deletion(
+                self._stub.DeleteJob(request, **self._options(timeout))
+            ),
         )
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobEvent]:

@@ -1,13 +1,15 @@
-"""``temper jobs``, ``watch``, ``cancel`` and ``download``: the jobs on a server."""
+"""``temper jobs``, ``watch``, ``cancel``, ``delete`` and ``download``: the jobs on a server."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any
 
 from client.commands.common import (
+    JOB_ID_CHARS,
     UsageError,
     add_connection_arguments,
     connect,
@@ -60,6 +62,23 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("job_id", metavar="ID", help="a job id, or a unique prefix of one")
     add_connection_arguments(cancel, top_level=False)
     cancel.set_defaults(handler=run_cancel)
+
+    delete = subparsers.add_parser(
+        "delete",
+        help="delete a finished job and its artifacts (its uploads stay)",
+        description="Delete a finished job and the artifacts only it refers to. Its uploads"
+        " stay: other jobs may use them. A queued or running job is refused unless --cancel."
+        " Deleting a job twice is not an error.",
+        **common,
+    )
+    delete.add_argument("job_id", metavar="ID", help="a job id, or a unique prefix of one")
+    delete.add_argument(
+        "--cancel",
+        action="store_true",
+        help="cancel a queued or running job first, and delete it once it stopped",
+    )
+    add_connection_arguments(delete, top_level=False)
+    delete.set_defaults(handler=run_delete)
 
     download = subparsers.add_parser(
         "download", help="download an output of a succeeded job", **common
@@ -138,6 +157,23 @@ def run_cancel(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def run_delete(args: argparse.Namespace) -> int:
+    with connect(args) as api:
+        whole = len(args.job_id.strip()) >= JOB_ID_CHARS
+        job_id = args.job_id.strip().lower() if whole else resolve_job_id(api, args.job_id)
+        deletion = api.delete(job_id, cancel=args.cancel)
+    if args.json:
+        print_json(dataclasses.asdict(deletion))
+    elif deletion.already_deleted:
+        print(f"{deletion.job_id}: already deleted")
+    else:
+        size = human_bytes(deletion.bytes_removed)
+        print(
+            f"{deletion.job_id}: deleted ({deletion.artifacts_removed} artifact(s), {size} freed)"
+        )
+    return ExitCode.OK
+
+
 def run_download(args: argparse.Namespace) -> int:
     plot: Path | None = None
     with connect(args) as api:
@@ -163,6 +199,17 @@ def run_download(args: argparse.Namespace) -> int:
         if plot is not None:
             print(plot)
     return ExitCode.OK
+
+
+def human_bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def default_download_path(job_id: str, kind: ArtifactKind) -> Path:

@@ -37,6 +37,7 @@ from service.core.domain import (
 )
 from service.core.errors import InvalidRequest
 from service.core.limits import MAX_PAGE_BYTES, MAX_PAGE_SIZE
+from service.jobs.jobs import JobDeletion
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,
@@ -104,9 +105,20 @@ def required(value: str, field: str) -> str:
     return value
 
 
-def job_id(request: pb.GetJobRequest | pb.CancelJobRequest | pb.WatchJobRequest) -> str:
+def job_id(
+    request: pb.GetJobRequest | pb.CancelJobRequest | pb.WatchJobRequest | pb.DeleteJobRequest,
+) -> str:
     check_request(request)
     return required(request.job_id, "job_id")
+
+
+def deletion_to_pb(deletion: JobDeletion) -> pb.DeleteJobResponse:
+    return pb.DeleteJobResponse(
+        job_id=deletion.job_id,
+        already_deleted=deletion.already_deleted,
+        artifacts_removed=deletion.artifacts_removed,
+        bytes_removed=deletion.bytes_removed,
+    )
 
 
 def download_request(request: pb.DownloadArtifactRequest) -> tuple[str, OutputKind]:

@@ -58,6 +58,13 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
         job_id = convert.job_id(request)
         return convert.job_to_pb(self._jobs.cancel(job_id, tenant=current_tenant()))
 
+    def DeleteJob(
+        self, request: pb.DeleteJobRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteJobResponse:
+        job_id = convert.job_id(request)
+        deletion = self._jobs.delete(job_id, tenant=current_tenant(), cancel=request.cancel)
+        return convert.deletion_to_pb(deletion)
+
     def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.JobEvent]:

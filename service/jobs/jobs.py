@@ -41,6 +41,9 @@ from workers.engine.spec import ModelFormat
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_SECONDS = 20.0
+"""How long deleting a running job with ``cancel`` waits for its worker to stop."""
+
 MAX_LABELS = MAX_ITEMS["SubmitJobRequest.labels"]
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_LABEL_VALUE_CHARS = DEFAULT_MAX_CHARS
@@ -57,6 +60,16 @@ class JobQueue(Protocol):
     def revoke(self, job_id: str) -> None:
         """Best effort: drop the job's message if no worker has taken it yet."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class JobDeletion:
+    """The answer of :meth:`Jobs.delete`."""
+
+    job_id: str
+    already_deleted: bool = False
+    artifacts_removed: int = 0
+    bytes_removed: int = 0
 
 
 class Jobs:
@@ -159,6 +172,61 @@ class Jobs:
         if output is None:
             raise NotFound(f"job {job_id} has no {kind.value} artifact")
         return Download(output, verified_chunks(self._artifacts, output.sha256))
+
+    def delete(
+        self,
+        job_id: str,
+        *,
+        tenant: str,
+        cancel: bool = False,
+        stop_wait_seconds: float = STOP_WAIT_SECONDS,
+    ) -> JobDeletion:
+        """Delete a finished job of ``tenant`` and the artifacts nothing else refers to. Its
+        uploads stay: other jobs may use them. A queued or running job is FailedPrecondition
+        unless ``cancel``: then it is cancelled and, once stopped, deleted. Deleting a job the
+        tenant deleted before answers ``already_deleted``."""
+        try:
+            job = self._store.get(job_id, tenant)
+        except NotFound:
+            job = None
+        if job is not None and not job.state.is_terminal:
+            if not cancel:
+                raise FailedPrecondition(
+                    f"job {job_id} is {job.state.value}; cancel it first, or delete it with"
+                    " cancel set (temper delete --cancel)"
+                )
+            self.cancel(job_id, tenant=tenant)
+            self._await_stop(job_id, tenant, stop_wait_seconds)
+        deleted = self._store.delete_finished(job_id, tenant)
+        if deleted.already_deleted:
+            return JobDeletion(job_id, already_deleted=True)
+        sizes = {output.sha256: output.size_bytes for output in deleted.outputs}
+        kept = self._store.referenced_blobs(sizes)
+        removed = [
+            sha256 for sha256 in sizes if sha256 not in kept and self._artifacts.delete(sha256)
+        ]
+        with log_context(job_id=job_id):
+            log.info(
+                "job %s deleted with %d artifact(s); %d kept, shared with other jobs or uploads",
+                job_id,
+                len(removed),
+                len(kept),
+            )
+        return JobDeletion(
+            job_id,
+            artifacts_removed=len(removed),
+            bytes_removed=sum(sizes[sha256] for sha256 in removed),
+        )
+
+    def _await_stop(self, job_id: str, tenant: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._store.get(job_id, tenant).state.is_terminal:
+            if time.monotonic() >= deadline:
+                raise FailedPrecondition(
+                    f"job {job_id} was asked to stop and is still running after {seconds:.0f} s;"
+                    " delete it again once it is CANCELLED"
+                )
+            time.sleep(self._watch_poll_seconds)
 
     def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
         """When one poll finds both a new state and new progress, a running state comes before

@@ -66,6 +66,11 @@ class ArtifactStore(Protocol):
 
     def local_path(self, sha256: str) -> contextlib.AbstractContextManager[Path]: ...
 
+    def delete(self, sha256: str) -> bool:
+        """Remove the blob; False when it was not there. The caller checks that nothing refers
+        to it any more (blobs are shared by content)."""
+        ...
+
 
 class HashingWriter:
     """The part every store's writer shares: spool bytes to a local file while hashing them,
@@ -202,6 +207,15 @@ class LocalArtifactStore:
         if not path.is_file():
             raise NotFound(f"blob {sha256} is not in the artifact store")
         yield path
+
+    def delete(self, sha256: str) -> bool:
+        path = self.blob_path(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_directory(path.parent)
+        return True
 
 
 def write_file(new_blob: contextlib.AbstractContextManager[BlobWriter], path: Path) -> StoredBlob:

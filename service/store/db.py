@@ -16,7 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.store import lease_schema, method_schema, tenancy_schema, webhook_schema
+from service.store import (
+    deletion_schema,
+    lease_schema,
+    method_schema,
+    tenancy_schema,
+    webhook_schema,
+)
 from service.store.tenant_lock import tenant_locks_table
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,8 @@ class Tables:
     """One row per tenant, locked while a limit is checked (:mod:`service.store.tenant_lock`)."""
     webhook_deliveries: sa.Table
     """The webhook outbox (see :mod:`service.store.webhook_schema`)."""
+    deleted_jobs: sa.Table
+    """Which tenant deleted which job (see :mod:`service.store.deletion_schema`)."""
 
 
 def define_tables(prefix: str) -> Tables:
@@ -120,7 +128,10 @@ def define_tables(prefix: str) -> Tables:
     upload_owners = tenancy_schema.upload_owners_table(prefix, metadata, uploads)
     tenant_locks = tenant_locks_table(prefix, metadata)
     deliveries = webhook_schema.deliveries_table(prefix, metadata)
-    return Tables(metadata, jobs, job_labels, uploads, upload_owners, tenant_locks, deliveries)
+    deleted_jobs = deletion_schema.deleted_jobs_table(prefix, metadata)
+    return Tables(
+        metadata, jobs, job_labels, uploads, upload_owners, tenant_locks, deliveries, deleted_jobs
+    )
 
 
 def create_schema(engine: Engine, tables: Tables) -> None:

@@ -41,12 +41,24 @@ from service.store.webhook_schema import delivery_rows
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
+@dataclasses.dataclass(frozen=True)
+class DeletedJob:
+    """What :meth:`JobStore.delete_finished` removed: the job's outputs, whose blobs may now be
+    unreferenced, or nothing when the tenant had deleted the job before."""
+
+    job_id: str
+    outputs: tuple[OutputFile, ...] = ()
+    already_deleted: bool = False
+
+
 class JobStore:
     def __init__(self, database: Database) -> None:
         self._engine = database.engine
         self._jobs = database.tables.jobs
         self._labels = database.tables.job_labels
         self._deliveries = database.tables.webhook_deliveries
+        self._deleted = database.tables.deleted_jobs
+        self._uploads = database.tables.uploads
         self._tenant_lock = TenantLock(self._engine, database.tables.tenant_locks)
 
     @property
@@ -157,6 +169,61 @@ class JobStore:
         with self._engine.begin() as conn:
             conn.execute(self._labels.delete().where(self._labels.c.job_id == job_id))
             conn.execute(self._jobs.delete().where(self._jobs.c.id == job_id))
+
+    def delete_finished(self, job_id: str, tenant: str) -> DeletedJob:
+        """Delete the tenant's finished job with its labels and webhook outbox rows (a pending
+        notification would announce a job that no longer exists), and record the deletion.
+        A job this tenant deleted before gives ``already_deleted``; another tenant's job, or an
+        unknown id, NotFound; a queued or running job FailedPrecondition, changing nothing."""
+        jobs = self._jobs
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(self._scoped(jobs.c.id == job_id, tenant))
+            ).first()
+            if row is None:
+                if self._was_deleted(conn, job_id, tenant):
+                    return DeletedJob(job_id, already_deleted=True)
+                raise NotFound(
+                    f"no job with id {quoted(job_id)}; ListJobs shows the jobs this server knows"
+                )
+            job = _job_from_row(row)
+            conn.execute(self._labels.delete().where(self._labels.c.job_id == job_id))
+            conn.execute(self._deliveries.delete().where(self._deliveries.c.job_id == job_id))
+            gone = conn.execute(
+                jobs.delete().where(jobs.c.id == job_id, jobs.c.state.not_in(_ACTIVE))
+            ).rowcount
+            if not gone:
+                if self._was_deleted(conn, job_id, tenant):
+                    return DeletedJob(job_id, already_deleted=True)
+                raise FailedPrecondition(
+                    f"job {job_id} is {job.state.value}; cancel it before deleting it"
+                )
+            conn.execute(
+                self._deleted.insert().values(id=job_id, tenant=tenant, deleted_at=utcnow())
+            )
+        return DeletedJob(job_id, outputs=job.outputs)
+
+    def referenced_blobs(self, sha256s: Iterable[str]) -> set[str]:
+        """Those of ``sha256s`` that a job's outputs or an upload still refers to."""
+        wanted = set(sha256s)
+        if not wanted:
+            return set()
+        with self._engine.connect() as conn:
+            found = set(
+                conn.execute(
+                    sa.select(self._uploads.c.sha256).where(self._uploads.c.sha256.in_(wanted))
+                ).scalars()
+            )
+            for sha256 in wanted - found:
+                mentioned = sa.cast(self._jobs.c.outputs, sa.Text).contains(sha256)
+                if conn.execute(sa.select(self._jobs.c.id).where(mentioned).limit(1)).first():
+                    found.add(sha256)
+        return found
+
+    def _was_deleted(self, conn: Connection, job_id: str, tenant: str) -> bool:
+        deleted = self._deleted
+        where = sa.and_(deleted.c.id == job_id, deleted.c.tenant == tenant)
+        return conn.execute(sa.select(deleted.c.id).where(where)).first() is not None
 
     def claim(self, job_id: str, max_attempts: int) -> Job | None:
         """Move a QUEUED job (or a RUNNING one whose worker was lost) to RUNNING and count the

@@ -207,6 +207,12 @@ class S3ArtifactStore:
         finally:
             path.unlink(missing_ok=True)
 
+    def delete(self, sha256: str) -> bool:
+        if not self.exists(sha256):
+            return False
+        self._client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+        return True
+
     def _upload(self, file: BinaryIO, sha256: str) -> None:
         self._client.upload_fileobj(
             file,

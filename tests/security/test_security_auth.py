@@ -59,6 +59,9 @@ def every_call(
         "WatchJob": lambda: stub.WatchJob(
             pb.WatchJobRequest(job_id="x"), metadata=metadata, timeout=10
         ),
+        "DeleteJob": lambda: stub.DeleteJob(
+            pb.DeleteJobRequest(job_id="x"), metadata=metadata, timeout=10
+        ),
         "DownloadArtifact": lambda: stub.DownloadArtifact(
             pb.DownloadArtifactRequest(job_id="x", kind=pb.ARTIFACT_KIND_REPORT),
             metadata=metadata,

@@ -81,6 +81,9 @@ def test_another_tenants_job_is_not_found_like_an_unknown_job(
         "WatchJob": lambda job_id: stub.WatchJob(
             pb.WatchJobRequest(job_id=job_id), metadata=bob, timeout=10
         ),
+        "DeleteJob": lambda job_id: stub.DeleteJob(
+            pb.DeleteJobRequest(job_id=job_id, cancel=True), metadata=bob, timeout=10
+        ),
         "DownloadArtifact": lambda job_id: stub.DownloadArtifact(
             pb.DownloadArtifactRequest(job_id=job_id, kind=pb.ARTIFACT_KIND_REPORT),
             metadata=bob,
@@ -93,7 +96,7 @@ def test_another_tenants_job_is_not_found_like_an_unknown_job(
         assert theirs == nobodys, name
         assert theirs[0] is NOT_FOUND, name
 
-    # bob's cancel changed nothing; alice still sees her job, queued
+    # bob's cancel and delete changed nothing; alice still sees her job, queued
     mine = stub.GetJob(pb.GetJobRequest(job_id=alice_job.id), metadata=alice, timeout=10)
     assert mine.state == pb.JOB_STATE_QUEUED
     assert not mine.cancel_requested
@@ -201,6 +204,25 @@ def test_another_tenants_artifacts_cannot_be_downloaded(
         lambda: stub.WatchJob(pb.WatchJobRequest(job_id=alice_job.id), metadata=bob, timeout=10)
     )
     assert watched.code() is NOT_FOUND
+
+
+def test_a_job_alice_deleted_is_not_found_for_bob_and_already_deleted_for_her(
+    stub: Stub, alice: Metadata, bob: Metadata, alice_job: pb.Job
+) -> None:
+    def delete(metadata: Metadata) -> pb.DeleteJobResponse:
+        request = pb.DeleteJobRequest(job_id=alice_job.id, cancel=True)
+        return stub.DeleteJob(request, metadata=metadata, timeout=30)
+
+    assert not delete(alice).already_deleted
+
+    assert delete(alice).already_deleted
+    theirs, nobodys = as_bob_and_as_nobody(
+        lambda job_id: stub.DeleteJob(pb.DeleteJobRequest(job_id=job_id), metadata=bob, timeout=10),
+        alice_job.id,
+        unknown_job_id(),
+    )
+    assert theirs == nobodys
+    assert theirs[0] is NOT_FOUND
 
 
 def test_the_owner_can_watch_and_cancel(stub: Stub, alice: Metadata, alice_job: pb.Job) -> None:

@@ -82,3 +82,21 @@ def test_unknown_blob_is_not_found(tmp_path: Path) -> None:
         store.open("0" * 64)
     with pytest.raises(NotFound):
         store.open("../../etc/passwd")
+
+
+def test_a_deleted_blob_is_gone_and_deleting_it_again_says_so(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    kept = store.put_file(_file(tmp_path / "kept", b"kept"))
+    gone = store.put_file(_file(tmp_path / "gone", b"gone"))
+
+    assert store.delete(gone.sha256)
+    assert not store.delete(gone.sha256)
+    assert not store.exists(gone.sha256)
+    assert store.exists(kept.sha256)
+    with pytest.raises(NotFound):
+        store.delete("../../etc/passwd")
+
+
+def _file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from service.core.domain import (
@@ -191,3 +193,75 @@ def test_requeue_interrupted_puts_running_jobs_back_in_order(store: JobStore) ->
 
     assert store.requeue_interrupted() == [queued.id, running.id]
     assert store.get(running.id).state is JobState.QUEUED
+
+
+def finished(store: JobStore, outputs: list[OutputFile], **new: object) -> str:
+    job, _ = store.create(NewJob(spec(), **new))  # type: ignore[arg-type]
+    assert store.claim(job.id, max_attempts=3) is not None
+    assert store.finish(job.id, JobState.SUCCEEDED, outputs=outputs)
+    return job.id
+
+
+def test_deleting_a_finished_job_drops_its_labels_and_pending_webhook_rows(
+    store: JobStore, database: Database
+) -> None:
+    report = OutputFile(OutputKind.REPORT, "a" * 64, 10)
+    job_id = finished(store, [report], labels={"team": "a"})
+    hooked_job, _ = store.create(NewJob(spec()), webhook_urls=["https://example.org/h"])
+    job_id_hooked = hooked_job.id
+    assert store.claim(job_id_hooked, max_attempts=3) is not None
+    store.finish(job_id_hooked, JobState.FAILED, reason="boom")
+    deliveries = database.tables.webhook_deliveries
+
+    deleted = store.delete_finished(job_id, "default")
+    hooked = store.delete_finished(job_id_hooked, "default")
+
+    assert deleted.outputs == (report,)
+    assert not deleted.already_deleted
+    assert not hooked.already_deleted
+    assert not store.list_jobs(JobQuery(labels={"team": "a"})).jobs
+    with database.engine.connect() as conn:
+        assert conn.execute(deliveries.select()).first() is None
+    with pytest.raises(NotFound):
+        store.get(job_id)
+
+
+def test_a_deleted_job_is_already_deleted_for_its_tenant_and_not_found_for_others(
+    store: JobStore,
+) -> None:
+    job_id = finished(store, [])
+    store.delete_finished(job_id, "default")
+
+    assert store.delete_finished(job_id, "default").already_deleted
+    with pytest.raises(NotFound):
+        store.delete_finished(job_id, "someone-else")
+
+
+def test_an_unfinished_job_is_not_deleted(store: JobStore) -> None:
+    job, _ = store.create(NewJob(spec()))
+
+    with pytest.raises(FailedPrecondition, match="QUEUED"):
+        store.delete_finished(job.id, "default")
+    assert store.get(job.id).state is JobState.QUEUED
+
+
+def test_referenced_blobs_are_those_of_a_job_output_or_an_upload(
+    store: JobStore, database: Database
+) -> None:
+    shared, alone, uploaded = "b" * 64, "c" * 64, "d" * 64
+    finished(store, [OutputFile(OutputKind.REPORT, shared, 1)])
+    with database.engine.begin() as conn:
+        conn.execute(
+            database.tables.uploads.insert().values(
+                id="model-" + uploaded,
+                kind="model",
+                format="onnx",
+                sha256=uploaded,
+                size_bytes=1,
+                name="m.onnx",
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    assert store.referenced_blobs([shared, alone, uploaded]) == {shared, uploaded}
+    assert store.referenced_blobs([]) == set()

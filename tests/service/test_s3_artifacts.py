@@ -394,3 +394,16 @@ def test_the_runner_resumes_from_a_checkpoint_another_machine_pushed_then_discar
     assert state is JobState.FAILED
     elsewhere.fetch(job.id)
     assert not elsewhere.path(job.id).exists(), "an ended job's checkpoint stayed in the bucket"
+
+
+def test_a_deleted_blob_is_gone_and_deleting_it_again_says_so(
+    store: S3ArtifactStore, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    kept_file, gone_file = tmp_path / "kept", tmp_path / "gone"
+    kept_file.write_bytes(b"kept")
+    gone_file.write_bytes(b"gone")
+    kept, gone = store.put_file(kept_file), store.put_file(gone_file)
+
+    assert store.delete(gone.sha256)
+    assert not store.delete(gone.sha256)
+    assert object_keys(s3, bucket) == [store.key(kept.sha256)]

@@ -411,6 +411,26 @@ class CancelJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id", "cancel")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    cancel: bool
+    def __init__(self, job_id: _Optional[str] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("job_id", "already_deleted", "artifacts_removed", "bytes_removed")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_DELETED_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    already_deleted: bool
+    artifacts_removed: int
+    bytes_removed: int
+    def __init__(self, job_id: _Optional[str] = ..., already_deleted: _Optional[bool] = ..., artifacts_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ...) -> None: ...
+
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

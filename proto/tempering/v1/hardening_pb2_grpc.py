@@ -79,6 +79,11 @@ class HardeningServiceStub:
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=tempering_dot_v1_dot_hardening__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/tempering.v1.HardeningService/DeleteJob',
+                request_serializer=tempering_dot_v1_dot_hardening__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=tempering_dot_v1_dot_hardening__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class HardeningServiceServicer:
@@ -150,6 +155,17 @@ class HardeningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes a finished job and the artifacts only it refers to; its uploads stay (other jobs
+        may use them) and its pending webhook notifications are dropped. A queued or running job
+        is refused with FAILED_PRECONDITION unless cancel is set. Deleting a job this tenant
+        already deleted answers OK with already_deleted set. Added within v1: a server older than
+        this RPC answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HardeningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +213,11 @@ def add_HardeningServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.FromString,
                     response_serializer=tempering_dot_v1_dot_hardening__pb2.ServerInfo.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=tempering_dot_v1_dot_hardening__pb2.DeleteJobRequest.FromString,
+                    response_serializer=tempering_dot_v1_dot_hardening__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +463,33 @@ class HardeningService:
             '/tempering.v1.HardeningService/GetServerInfo',
             tempering_dot_v1_dot_hardening__pb2.GetServerInfoRequest.SerializeToString,
             tempering_dot_v1_dot_hardening__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tempering.v1.HardeningService/DeleteJob',
+            tempering_dot_v1_dot_hardening__pb2.DeleteJobRequest.SerializeToString,
+            tempering_dot_v1_dot_hardening__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
