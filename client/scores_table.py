@@ -42,6 +42,9 @@ def render(report: Mapping[str, Any]) -> str:
     lines = [_title(report), ""]
     lines += [f"{a:<{LABEL_WIDTH}}{b:<{COLUMN_WIDTH}}{c}".rstrip() for a, b, c in rows]
     lines += _verdict_lines(report)
+    input_notes = report.get("inputs", {}).get("notes", [])
+    if input_notes:
+        lines += ["", *(f"note: {note}" for note in input_notes)]
     notes = _masking_notes(original, hardened)
     if notes:
         lines += ["", *notes]

@@ -16,11 +16,17 @@ import onnx
 import onnxruntime as ort
 
 from workers.engine.data import Dataset, check_bounds, check_fits, load_npz
-from workers.engine.errors import InvalidData, InvalidModel, UnsupportedModel
+from workers.engine.errors import (
+    InvalidData,
+    InvalidModel,
+    UnsupportedModel,
+    float_input_required,
+)
 from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import ModelFormat, ThreatModel
 
 _FLOAT = "tensor(float)"
+_FLOAT_TENSORS = frozenset({_FLOAT, "tensor(float16)", "tensor(bfloat16)", "tensor(double)"})
 
 InputCheck = Callable[[ModelFormat, Path, Sequence[Path], ThreatModel], None]
 """:func:`check_job_inputs`, or something that runs it elsewhere
@@ -91,6 +97,8 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
             f" {', '.join(o.name for o in outputs)}"
         )
     (model_input,), (model_output,) = inputs, outputs
+    if model_input.type not in _FLOAT_TENSORS:
+        raise UnsupportedModel(float_input_required(model_input.name, _onnx_type_name(model_input)))
     for role, arg in (("input", model_input), ("output", model_output)):
         if arg.type != _FLOAT:
             raise UnsupportedModel(f"the model's {role} must be float32, not {arg.type}")
@@ -174,6 +182,11 @@ def _check_no_control_flow(model: onnx.ModelProto) -> None:
 
 def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _onnx_type_name(arg: ort.NodeArg) -> str:
+    """``tensor(uint8)`` as the engine's loader names it: ``UINT8``."""
+    return str(arg.type).removeprefix("tensor(").removesuffix(")").upper()
 
 
 def _first_line(exc: Exception) -> str:

@@ -30,3 +30,14 @@ def test_the_table_of_a_report_without_a_verdict_shows_none() -> None:
 
     assert "verdict" not in table
     assert "robust accuracy (worst)" in table
+
+
+def test_the_table_ends_with_the_notes_on_the_inputs() -> None:
+    report = make_report()
+    note = "the training data's x is uint8: it was divided by 255"
+    report.setdefault("inputs", {})["notes"] = [note]
+
+    lines = render(report).splitlines()
+    at = lines.index(f"note: {note}")
+    assert lines[at - 1] == ""
+    assert "note:" not in render(make_report())

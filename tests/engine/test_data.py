@@ -36,6 +36,12 @@ def test_uint8_images_are_scaled_to_unit_interval(tmp_path: Path) -> None:
     x = np.full((2, 3), 255, np.uint8)
     dataset = load_npz(_npz(tmp_path / "d.npz", x=x, y=np.array([0, 1])))
     assert dataset.x.max() == pytest.approx(1.0)
+    assert dataset.scaled_from_uint8
+    assert dataset.subset(np.array([1])).scaled_from_uint8
+
+
+def test_float_data_is_not_marked_scaled(tmp_path: Path) -> None:
+    assert not load_npz(_npz(tmp_path / "d.npz", **_good())).scaled_from_uint8
 
 
 def test_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:

@@ -26,7 +26,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from workers.engine.errors import InvalidData, InvalidModel, UnsupportedModel
+from workers.engine.errors import (
+    InvalidData,
+    InvalidModel,
+    UnsupportedModel,
+    float_input_required,
+)
 from workers.engine.models.onnx_graph import (
     OnnxClassifier,
     load_onnx_classifier,
@@ -1292,6 +1297,17 @@ def test_refuses_integer_input(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedModel, match="INT64; a float tensor input"):
         load_onnx_classifier(_save(model, tmp_path / "m.onnx"))
+
+
+def test_a_uint8_input_is_refused_with_the_fix_in_the_shared_message(tmp_path: Path) -> None:
+    inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 6])]
+    model = _graph([_n("Cast", ["x"], to=TensorProto.FLOAT)], (6,), opset=17, inputs=inputs)
+
+    with pytest.raises(UnsupportedModel) as refused:
+        load_onnx_classifier(_save(model, tmp_path / "m.onnx"))
+
+    assert str(refused.value) == float_input_required("x", "UINT8")
+    assert "multiply by 255" in str(refused.value)
 
 
 def test_refuses_integer_output(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from workers.engine.data import uint8_scaling_note
 from workers.engine.errors import Cancelled, InvalidData, InvalidParameter
 from workers.engine.pipeline import HardeningResult, harden
 from workers.engine.progress import ProgressEvent, Reporter
@@ -232,3 +233,23 @@ def test_softmax_model_is_attacked_on_logits_and_keeps_its_probability_output(
     checks = {c["check"]: c["fired"] for c in result.report["hardened"]["masking"]}
     assert checks["zero-gradients"] is False
     assert result.report["hardened"]["clean_accuracy"]["value"] > 0.8
+
+
+def test_uint8_data_is_scaled_and_the_report_says_so(
+    digits_onnx: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    with np.load(digits_npz) as archive:
+        x, y = archive["x"], archive["y"]
+    uint8_npz = tmp_path / "digits_uint8.npz"
+    np.savez(uint8_npz, x=np.round(x * 255).astype(np.uint8), y=y)
+
+    result = harden(_request(digits_onnx, uint8_npz), tmp_path / "out")
+
+    notes = result.report["inputs"]["notes"]
+    assert notes == [uint8_scaling_note("training")]
+    assert "divided by 255" in notes[0]
+    jsonschema.validate(result.report, json_schema())
+
+
+def test_float_data_gets_no_input_note(pgd_result: HardeningResult) -> None:
+    assert pgd_result.report["inputs"]["notes"] == []

@@ -14,6 +14,7 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from tests.shared_support import npz_bytes, upload_dataset, upload_model
+from workers.engine.errors import float_input_required
 
 Stub = pb_grpc.HardeningServiceStub
 
@@ -85,6 +86,29 @@ def test_unknown_model_is_not_found(stub: Stub, inputs: tuple[str, str]) -> None
 
     assert error.code() is grpc.StatusCode.NOT_FOUND
     assert "UploadModel" in error.details()
+
+
+def test_a_uint8_input_model_is_refused_with_the_engines_message(
+    stub: Stub, inputs: tuple[str, str]
+) -> None:
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Cast", ["x"], ["xf"], to=onnx.TensorProto.FLOAT),
+            onnx.helper.make_node("Gemm", ["xf", "W"], ["logits"]),
+        ],
+        "uint8_input",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, ["N", 64])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 10])],
+        [onnx.numpy_helper.from_array(np.zeros((64, 10), np.float32), "W")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    uint8_model = upload_model(stub, model.SerializeToString())
+
+    error = submit_error(stub, fgsm_spec(uint8_model, inputs[1]))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == float_input_required("x", "UINT8")
 
 
 def test_model_that_is_not_onnx_is_invalid_argument(stub: Stub, inputs: tuple[str, str]) -> None:

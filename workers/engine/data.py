@@ -33,6 +33,8 @@ class Dataset:
     """Inputs, float32, shape (N, ...)."""
     y: np.ndarray
     """Integer labels, int64, shape (N,)."""
+    scaled_from_uint8: bool = False
+    """``x`` was uint8 and was divided by 255 (see :func:`uint8_scaling_note`)."""
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -42,7 +44,7 @@ class Dataset:
         return tuple(int(d) for d in self.x.shape[1:])
 
     def subset(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index])
+        return Dataset(self.x[index], self.y[index], self.scaled_from_uint8)
 
 
 def load_npz(path: Path) -> Dataset:
@@ -107,7 +109,8 @@ def _check_member(archive: zipfile.ZipFile, key: str) -> None:
 def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
     """Validate raw arrays and return them as float32 inputs and int64 labels.
 
-    ``uint8`` inputs are taken as 8-bit images and scaled to [0, 1].
+    ``uint8`` inputs are taken as 8-bit images and scaled to [0, 1] (the result says so:
+    ``scaled_from_uint8``, and the report's inputs carry :func:`uint8_scaling_note`).
     """
     if x.dtype == object or y.dtype == object:
         raise InvalidData("object arrays are not accepted; use numeric dtypes for x and y")
@@ -121,7 +124,8 @@ def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
         raise InvalidData(
             f"x holds {x.shape[0]} samples but y holds {y.shape[0]} labels; they must match"
         )
-    if x.dtype == np.uint8:
+    scaled = x.dtype == np.uint8
+    if scaled:
         x = x.astype(np.float32) / 255.0
     elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float32)
@@ -140,7 +144,16 @@ def check_arrays(x: np.ndarray, y: np.ndarray) -> Dataset:
     if int(y.max()) > MAX_LABEL:
         raise InvalidData(f"labels must be class indices up to {MAX_LABEL}, found {int(y.max())}")
     y = y.astype(np.int64)
-    return Dataset(np.ascontiguousarray(x), y)
+    return Dataset(np.ascontiguousarray(x), y, scaled)
+
+
+def uint8_scaling_note(which: str) -> str:
+    """What the report says when ``which`` data (``training``, ``evaluation``) was uint8."""
+    return (
+        f"the {which} data's x is uint8: it was divided by 255, so the model was trained and"
+        " scored on inputs in [0, 1] (and --lower/--upper, eps, apply to that scale). Feed the"
+        " hardened model inputs scaled the same way, or store x as float32 to choose the scale"
+    )
 
 
 def check_fits(dataset: Dataset, input_shape: tuple[int | None, ...], num_classes: int) -> None:

@@ -22,6 +22,18 @@ class UntrustedFormat(TemperingError):
     """A program format (TorchScript, torch.export) uploaded while trusted formats are off."""
 
 
+def float_input_required(input_name: str, type_name: str) -> str:
+    """Why a model whose input is not float is refused, and how to fix it: one text for the
+    engine's loader and the server's submit-time check."""
+    return (
+        f"input '{input_name}' is of type {type_name}; a float tensor input is required (the"
+        " attacks and the training take gradients with respect to it). Export the model with a"
+        " float32 input and do any conversion or scaling inside the model: for 8-bit images,"
+        " take float32 pixels in [0, 1] (what uint8 data is scaled to) and, if the model"
+        " expects 0-255, multiply by 255 as its first operation"
+    )
+
+
 class InvalidData(TemperingError):
     """The dataset is malformed or does not fit the model."""
 

@@ -237,7 +237,17 @@ def _inputs(
         "validation_samples": len(prepared.validation),
         "num_classes": loaded.num_classes,
         "input_shape": list(prepared.train.sample_shape),
+        "notes": _input_notes(request, prepared),
     }
+
+
+def _input_notes(request: HardeningRequest, prepared: PreparedData) -> list[str]:
+    notes = []
+    if prepared.train.scaled_from_uint8:
+        notes.append(datasets.uint8_scaling_note("training"))
+    if request.eval_data is not None and prepared.evaluation.scaled_from_uint8:
+        notes.append(datasets.uint8_scaling_note("evaluation"))
+    return notes
 
 
 def _write_outputs(

@@ -51,7 +51,12 @@ from onnx import (
 )
 from torch import Tensor, nn
 
-from workers.engine.errors import InvalidData, InvalidModel, UnsupportedModel
+from workers.engine.errors import (
+    InvalidData,
+    InvalidModel,
+    UnsupportedModel,
+    float_input_required,
+)
 
 __all__ = ["OnnxClassifier", "load_onnx_classifier", "write_trained_onnx"]
 
@@ -721,10 +726,7 @@ def _classifier_io(graph: GraphProto) -> tuple[onnx.ValueInfoProto, onnx.ValueIn
     graph_input = inputs[0]
     tensor_type = graph_input.type.tensor_type
     if not graph_input.type.HasField("tensor_type") or tensor_type.elem_type not in _FLOAT_TYPES:
-        raise UnsupportedModel(
-            f"input '{graph_input.name}' is of type {_type_name(graph_input)}; a float tensor "
-            "input is required"
-        )
+        raise UnsupportedModel(float_input_required(graph_input.name, _type_name(graph_input)))
     if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 2:
         raise UnsupportedModel(
             f"input '{graph_input.name}' must have a known rank with a leading batch dimension"
