@@ -35,12 +35,28 @@ class Box:
     upper: Tensor
 
     def clamp(self, x: Tensor) -> Tensor:
-        return torch.maximum(torch.minimum(x, self.upper), self.lower)
+        return clamp_between(x, self.lower, self.upper)
+
+    def broadcast_to(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``lower`` and ``upper`` on ``x``'s device and dtype, one bound per entry of ``x``."""
+        lower = self.lower.to(device=x.device, dtype=x.dtype)
+        upper = self.upper.to(device=x.device, dtype=x.dtype)
+        return torch.broadcast_to(lower, x.shape), torch.broadcast_to(upper, x.shape)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Box:
         return Box(
             self.lower.to(device=device, dtype=dtype), self.upper.to(device=device, dtype=dtype)
         )
+
+
+def clamp_between(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+    """``z`` clamped elementwise to ``[lower, upper]`` (tensors, broadcast against ``z``)."""
+    return torch.maximum(torch.minimum(z, upper), lower)
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """One value per sample, shaped to broadcast against the batch ``like``."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def l2_norms(t: Tensor) -> Tensor:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from workers.engine.evaluation.gradient_attacks import default_generator
 from workers.engine.evaluation.types import Classifier
-from workers.engine.geometry import Box, NormName
+from workers.engine.geometry import Box, NormName, clamp_between, per_sample
 
 __all__ = ["fab_targeted", "fab_targeted_min_norm", "project_to_hyperplane_in_box"]
 
@@ -70,10 +71,8 @@ def fab_targeted(
     cfg = _config(norm, steps, restarts, alpha_max, eta, beta)
     if eps == 0:
         return x.detach().clone()
-    x_min, dist = _fab_search(
-        model, x, y, box, cfg, n_target_classes, eps, eps, _generator(generator)
-    )
-    broken = _expand(dist <= eps, x)
+    x_min, dist = _fab_search(model, x, y, box, cfg, n_target_classes, eps, eps, generator)
+    broken = per_sample(dist <= eps, x)
     return torch.where(broken, x_min, x.detach())
 
 
@@ -105,7 +104,7 @@ def fab_targeted_min_norm(
         _check_eps(start_radius)
     cfg = _config(norm, steps, restarts, alpha_max, eta, beta)
     radius = float("inf") if start_radius is None else start_radius
-    return _fab_search(model, x, y, box, cfg, n_target_classes, 0.0, radius, _generator(generator))
+    return _fab_search(model, x, y, box, cfg, n_target_classes, 0.0, radius, generator)
 
 
 def project_to_hyperplane_in_box(
@@ -181,14 +180,15 @@ def _fab_search(
     n_target_classes: int,
     stop_below: float,
     start_radius: float,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor]:
     """Attack every target in turn; return the best adversarial points and their distances.
 
     A sample stays under attack while its best distance exceeds ``stop_below``.
     """
+    generator = default_generator() if generator is None else generator
     x0 = x.detach()
-    lower, upper = _box_bounds(box, x0)
+    lower, upper = box.broadcast_to(x0)
     with torch.no_grad():
         logits = model(x0)
     correct = logits.argmax(dim=1) == y
@@ -248,14 +248,10 @@ def _fab_run(
         dist = _distance(moved, x0_l, cfg.norm)
         better = is_adv & (dist < best_d[live])
         best_d[live] = torch.where(better, dist, best_d[live])
-        best_x[live] = torch.where(_expand(better, moved), moved, best_x[live])
-        backed = _clamp(x0_l + cfg.beta * (moved - x0_l), lo_l, hi_l)
-        x1[live] = torch.where(_expand(is_adv, moved), backed, moved)
+        best_x[live] = torch.where(per_sample(better, moved), moved, best_x[live])
+        backed = clamp_between(x0_l + cfg.beta * (moved - x0_l), lo_l, hi_l)
+        x1[live] = torch.where(per_sample(is_adv, moved), backed, moved)
     return best_x, best_d
-
-
-def _clamp(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    return torch.maximum(torch.minimum(z, upper), lower)
 
 
 def _fab_step(
@@ -288,7 +284,7 @@ def _fab_step(
     len0 = _flat_norm(d0, cfg.norm).clamp_min(1e-8)
     alpha = (len1 / (len1 + len0)).clamp(0.0, cfg.alpha_max).unsqueeze(1)
     mixed = (1 - alpha) * (x1f + cfg.eta * d1) + alpha * (x0f + cfg.eta * d0)
-    return _clamp(mixed.reshape(x1.shape), lower, upper)
+    return clamp_between(mixed.reshape(x1.shape), lower, upper)
 
 
 def _target_gap_and_grad(
@@ -325,7 +321,7 @@ def _start_point(
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     noise = noise.to(x0.device)
     scale = radius / _flat_norm(noise.reshape(x0.shape[0], -1), cfg.norm).clamp_min(_TINY)
-    return _clamp(x0 + _expand(scale, x0) * noise, lower, upper)
+    return clamp_between(x0 + per_sample(scale, x0) * noise, lower, upper)
 
 
 def _ranked_wrong_classes(logits: Tensor, y: Tensor, k: int) -> Tensor:
@@ -333,12 +329,6 @@ def _ranked_wrong_classes(logits: Tensor, y: Tensor, k: int) -> Tensor:
     masked = logits.detach().clone()
     masked[torch.arange(logits.shape[0], device=logits.device), y] = -float("inf")
     return torch.argsort(masked, dim=1, descending=True, stable=True)[:, :k]
-
-
-def _box_bounds(box: Box, x: Tensor) -> tuple[Tensor, Tensor]:
-    lower = torch.broadcast_to(box.lower.to(device=x.device, dtype=x.dtype), x.shape)
-    upper = torch.broadcast_to(box.upper.to(device=x.device, dtype=x.dtype), x.shape)
-    return lower, upper
 
 
 def _distance(a: Tensor, b: Tensor, norm: NormName) -> Tensor:
@@ -349,18 +339,6 @@ def _flat_norm(v: Tensor, norm: NormName) -> Tensor:
     if norm == "linf":
         return v.abs().amax(dim=1)
     return torch.linalg.vector_norm(v, ord=2, dim=1)
-
-
-def _expand(per_sample: Tensor, like: Tensor) -> Tensor:
-    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _generator(generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        return generator
-    fresh = torch.Generator()
-    fresh.manual_seed(0)
-    return fresh
 
 
 def _check_eps(eps: float) -> None:

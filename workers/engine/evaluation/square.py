@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.engine.evaluation.gradient_attacks import default_generator
 from workers.engine.evaluation.types import Classifier
-from workers.engine.geometry import Box, NormName
+from workers.engine.geometry import Box, NormName, clamp_between, per_sample
 
 __all__ = ["square"]
 
@@ -63,7 +64,7 @@ def square(
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got {eps}")
-    gen = _generator(generator)
+    gen = default_generator() if generator is None else generator
     x0 = x.detach()
     with torch.no_grad():
         correct = model(x0).argmax(dim=1) == y
@@ -72,10 +73,10 @@ def square(
     if idx.numel() == 0 or eps == 0 or queries < 1:
         return out
     img = _as_image(x0[idx])
-    lower, upper = (_as_image(b[idx]) for b in _box_bounds(box, x0))
+    lower, upper = (_as_image(b[idx]) for b in box.broadcast_to(x0))
     search = _Search(model, x0.shape[1:], img, y[idx], (lower, upper), norm, eps, gen)
     search.run(queries, p_init)
-    found = _expand(search.success, img)
+    found = per_sample(search.success, img)
     out[idx] = torch.where(found, search.x_best, img).reshape(-1, *x0.shape[1:])
     return out
 
@@ -112,7 +113,7 @@ class _Search:
             better = success | (margin < self.margin[live])
             self.margin[live] = torch.where(better, margin, self.margin[live])
             self.success[live] = success
-            self.x_best[live] = torch.where(_expand(better, cand), cand, self.x_best[live])
+            self.x_best[live] = torch.where(per_sample(better, cand), cand, self.x_best[live])
 
     def _propose(self, live: Tensor, p: float) -> Tensor:
         x, best = self.x[live], self.x_best[live]
@@ -124,7 +125,7 @@ class _Search:
         return self._fit(x + delta, x, lower, upper)
 
     def _fit(self, cand: Tensor, x: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-        return _into_ball(_clamp(cand, lower, upper), x, lower, upper, self.eps, self.norm)
+        return _into_ball(clamp_between(cand, lower, upper), x, lower, upper, self.eps, self.norm)
 
     def _query(self, cand: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -209,11 +210,11 @@ def _linf_proposal(
     delta = best - x
     cand = torch.where(mask, eps * _random_signs((n, c, 1, 1), gen, x), delta)
     for _ in range(_LINF_RESAMPLES):
-        same = (_clamp(x + cand, *bounds) == best).flatten(1).all(dim=1)
+        same = (clamp_between(x + cand, *bounds) == best).flatten(1).all(dim=1)
         if not same.any():
             break
         redraw = torch.where(mask, eps * _random_signs((n, c, 1, 1), gen, x), delta)
-        cand = torch.where(_expand(same, cand), redraw, cand)
+        cand = torch.where(per_sample(same, cand), redraw, cand)
     return cand
 
 
@@ -232,7 +233,7 @@ def _l2_start(x: Tensor, eps: float, gen: torch.Generator) -> Tensor:
     top, left = max(0, (h - 5 * th) // 2), max(0, (w - 5 * tw) // 2)
     grid = F.pad(grid, (left, max(0, w - left - cols * tw), top, max(0, h - top - rows * th)))
     delta = grid[:, :, :h, :w].to(x.device)
-    return x + delta * _expand(eps / _l2(delta).clamp_min(_TINY), delta)
+    return x + delta * per_sample(eps / _l2(delta).clamp_min(_TINY), delta)
 
 
 def _l2_proposal(x: Tensor, delta: Tensor, eps: float, p: float, gen: torch.Generator) -> Tensor:
@@ -255,11 +256,11 @@ def _l2_proposal(x: Tensor, delta: Tensor, eps: float, p: float, gen: torch.Gene
     spare = (eps**2 - _l2(delta).square()).clamp_min(0.0)
     fresh = _bump_batch(n, shape, gen, x) * _random_signs((n, c, 1, 1), gen, x)
     fresh = fresh + window1 / _l2_per_channel(window1).clamp_min(_TINY)
-    target = (_expand(spare, fresh) / c + union_energy).sqrt()
+    target = (per_sample(spare, fresh) / c + union_energy).sqrt()
     fresh = fresh / _l2_per_channel(fresh).clamp_min(_TINY) * target
     moved = delta.masked_fill(mask2, 0.0)
     moved[index1] = fresh.permute(0, 2, 3, 1)
-    return moved * _expand(eps / _l2(moved).clamp_min(_TINY), moved)
+    return moved * per_sample(eps / _l2(moved).clamp_min(_TINY), moved)
 
 
 def _bump_batch(n: int, shape: tuple[int, int], gen: torch.Generator, like: Tensor) -> Tensor:
@@ -317,8 +318,8 @@ def _into_ball(
         if not over.any():
             break
         shrink = eps / size.clamp_min(_TINY) * (1 - 1e-6)
-        scaled = _clamp(x + (cand - x) * _expand(shrink, cand), lower, upper)
-        cand = torch.where(_expand(over, cand), scaled, cand)
+        scaled = clamp_between(x + (cand - x) * per_sample(shrink, cand), lower, upper)
+        cand = torch.where(per_sample(over, cand), scaled, cand)
     return cand
 
 
@@ -334,31 +335,9 @@ def _as_image(v: Tensor) -> Tensor:
     )
 
 
-def _box_bounds(box: Box, x: Tensor) -> tuple[Tensor, Tensor]:
-    lower = torch.broadcast_to(box.lower.to(device=x.device, dtype=x.dtype), x.shape)
-    upper = torch.broadcast_to(box.upper.to(device=x.device, dtype=x.dtype), x.shape)
-    return lower, upper
-
-
-def _clamp(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    return torch.maximum(torch.minimum(z, upper), lower)
-
-
 def _l2(v: Tensor) -> Tensor:
     return torch.linalg.vector_norm(v.flatten(1), ord=2, dim=1)
 
 
 def _l2_per_channel(v: Tensor) -> Tensor:
     return torch.linalg.vector_norm(v, ord=2, dim=(2, 3), keepdim=True)
-
-
-def _expand(per_sample: Tensor, like: Tensor) -> Tensor:
-    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _generator(generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        return generator
-    fresh = torch.Generator()
-    fresh.manual_seed(0)
-    return fresh
