@@ -2,9 +2,10 @@
 
 OpenMP threads that finish a parallel region spin while they wait for the next one. Alone on
 the machine that is the fastest policy; beside another busy process the spinning threads take
-the cores from threads with work to do, and a PGD step gets 5 to 15 times slower. Sleeping
-instead (``OMP_WAIT_POLICY=PASSIVE``) is safe but costs 1.5 to 2 times on a quiet machine for the
-small operators of a model read from ONNX. One thread neither spins nor waits.
+the cores from threads with work to do, and a PGD step got 3 to 15 times slower on our 2-core
+machines. Sleeping instead (``OMP_WAIT_POLICY=PASSIVE``) is safe but cost 1.3 to 1.7 times on a
+quiet machine for the small operators of a model read from ONNX. One thread neither spins nor
+waits.
 
 So the engine keeps OpenMP's default spin and governs the thread count while it works: a
 sampler thread reads, every couple of seconds, how much CPU time the machine spent outside this
