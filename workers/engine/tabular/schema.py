@@ -234,11 +234,12 @@ def _number(value: Any, what: str) -> float:
 def _check_feature(feature: Feature, block: np.ndarray) -> None:
     name = feature.name
     if feature.kind is Kind.CATEGORICAL:
-        if not np.isin(block, (0.0, 1.0)).all() or not (block.sum(axis=1) == 1).all():
-            rows = np.flatnonzero(~(np.isin(block, (0.0, 1.0)).all(axis=1) & (block.sum(1) == 1)))
+        one_hot = np.isin(block, (0.0, 1.0)).all(axis=1) & (block.sum(axis=1) == 1)
+        if not one_hot.all():
             raise InvalidData(
-                f"categorical feature {name!r} is not one-hot in row {int(rows[0])}: each row"
-                f" must hold exactly one 1 among {list(feature.columns)}"
+                f"categorical feature {name!r} is not one-hot in row"
+                f" {int(np.flatnonzero(~one_hot)[0])}: each row must hold exactly one 1 among"
+                f" {list(feature.columns)}"
             )
         return
     column = block[:, 0]
