@@ -1,0 +1,1 @@
+"""Text classifiers: tokenised inputs, discrete attacks and embedding-space hardening."""
