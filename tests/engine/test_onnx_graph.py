@@ -1,4 +1,4 @@
-"""Tests of workers.engine.models.onnx_graph: parity with onnxruntime, training, write-back and
+"""Tests of workers.engine.models.onnx: parity with onnxruntime, training, write-back and
 refusals.
 
 Exports are made once per session (dynamo at opsets 18 and 20, legacy at 13 and 17, with and
@@ -32,7 +32,7 @@ from workers.engine.errors import (
     UnsupportedModel,
     float_input_required,
 )
-from workers.engine.models.onnx_graph import (
+from workers.engine.models.onnx import (
     OnnxClassifier,
     load_onnx_classifier,
     write_trained_onnx,

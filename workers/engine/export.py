@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from workers.engine.errors import ExportCheckFailed
 from workers.engine.models.loading import LoadedModel
-from workers.engine.models.onnx_graph import OnnxClassifier, write_trained_onnx
+from workers.engine.models.onnx import OnnxClassifier, write_trained_onnx
 
 PARITY_TOLERANCE = 1e-4
 EXPORT_OPSET = 18

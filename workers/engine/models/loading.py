@@ -2,7 +2,7 @@
 
 Formats, in order of trust:
 
-- ONNX: data, not a program. Interpreted by :mod:`workers.engine.models.onnx_graph`.
+- ONNX: data, not a program. Interpreted by :mod:`workers.engine.models.onnx`.
 - safetensors weights for a built-in architecture: data, read without pickle.
 - TorchScript (``.pt``) and torch.export (``.pt2``): programs. PyTorch's own security policy
   says loading them runs the author's code, and ``torch.export.load`` may fall back to full
@@ -23,7 +23,7 @@ from torch import nn
 from workers.engine.errors import InvalidModel, UntrustedFormat
 from workers.engine.models import registry
 from workers.engine.models.formats import PICKLE_REFUSAL, check_declared_format, sniff_format
-from workers.engine.models.onnx_graph import OnnxClassifier, load_onnx_classifier
+from workers.engine.models.onnx import OnnxClassifier, load_onnx_classifier
 from workers.engine.spec import ModelFormat, ModelSource
 
 __all__ = ["PICKLE_REFUSAL", "LoadedModel", "load_model", "sniff_format"]

@@ -1,0 +1,454 @@
+"""The torch module interpreting an ONNX classifier, and writing its trained tensors back."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto
+from torch import Tensor, nn
+
+from workers.engine.errors import InvalidData, UnsupportedModel
+from workers.engine.models.onnx.analysis import (
+    _batch_free_target,
+    _classifier_io,
+    _constant_source,
+    _final_activation,
+    _folded_batchnorm_layers,
+    _initializer_roles,
+    _initializer_source,
+    _live_nodes,
+    _Roles,
+    _schedule_drops,
+)
+from workers.engine.models.onnx.ops import _make_node
+from workers.engine.models.onnx.protos import (
+    _TORCH_DTYPES,
+    BATCH_DIM,
+    _attr_name,
+    _clear_value_info_shapes,
+    _constant_value,
+    _fill_initializer,
+    _make_batch_symbolic,
+    _set_constant_node,
+    _set_int_attribute,
+    _static_dim,
+    _strip_initializer_data,
+    _tensor_from_proto,
+    _unique,
+)
+from workers.engine.models.onnx.reading import (
+    _default_opset,
+    _inline_functions,
+    _read_model_file,
+    _validate_model,
+)
+from workers.engine.models.onnx.runtime import _Node, _NodeFailure, _Run
+
+_INLINE_WRITE_LIMIT = 1_800_000_000
+
+
+def load_onnx_classifier(
+    path: Path, *, max_bytes: int | None = None, allow_external_data: bool = False
+) -> OnnxClassifier:
+    """Read, validate and wrap an ONNX classifier.
+
+    Raises :class:`InvalidModel` for anything that is not a readable, well-formed ONNX model and
+    :class:`UnsupportedModel` for a well-formed model we cannot train (operators, domains, inputs
+    and outputs that are not a single float tensor each, control flow, external data).
+
+    External data is refused unless ``allow_external_data`` is true, and even then every location
+    must be a relative path that stays inside the model's folder after resolving symlinks. The
+    model is parsed without following external references; they are read only once checked.
+    """
+    model = _read_model_file(Path(path), max_bytes, allow_external_data)
+    return OnnxClassifier(model, _owned=True)
+
+
+class OnnxClassifier(nn.Module):
+    """An ONNX classifier graph executed with torch operations, trainable end to end.
+
+    ``forward`` returns logits: when the graph ends in Softmax or LogSoftmax over the classes,
+    execution stops before it (``final_activation`` names it, ``output_is_probability`` is true
+    for Softmax). Initializers feeding weight slots are ``nn.Parameter``s (see
+    ``trainable_parameter_names``, in ONNX names); BatchNormalization running statistics are
+    buffers updated in train mode; every other initializer is a frozen buffer.
+
+    Constructing one from a ``ModelProto`` validates a copy of it (operators, domains, one float
+    input and output, ``onnx.checker``) and test-runs the graph once; files go through
+    :func:`load_onnx_classifier`, which also guards reading them. A new instance is in train
+    mode, like any ``nn.Module``.
+    """
+
+    input_name: str
+    output_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: torch.dtype
+    num_classes: int
+    opset: int
+    final_activation: str | None
+    output_is_probability: bool
+    notes: list[str]
+    trainable_parameter_names: list[str]
+
+    def __init__(self, model: ModelProto, *, _owned: bool = False) -> None:
+        super().__init__()
+        _validate_model(model)
+        proto = _inline_functions(model, copy_model=not _owned)
+        graph = proto.graph
+        self.opset = _default_opset(proto)
+        self.notes = []
+        if len(model.functions):
+            self.notes.append(
+                f"{len(model.functions)} model-local function(s) were inlined; "
+                "the written model contains their nodes instead"
+            )
+        graph_input, graph_output = _classifier_io(graph)
+        self.input_name = graph_input.name
+        self.output_name = graph_output.name
+        input_dims = list(graph_input.type.tensor_type.shape.dim)
+        self.input_shape = tuple(_static_dim(d) for d in input_dims[1:])
+        self.input_dtype = _TORCH_DTYPES[graph_input.type.tensor_type.elem_type]
+        self._exported_batch = _static_dim(input_dims[0])
+
+        producers = {out: node for node in graph.node for out in node.output if out}
+        self._logits_name, self.final_activation = _final_activation(
+            producers, self.output_name, self.opset
+        )
+        self.output_is_probability = self.final_activation == "Softmax"
+        if self.final_activation:
+            self.notes.append(
+                f"the model ends in {self.final_activation}: training uses the logits before it "
+                f"and the written model keeps the {self.final_activation} output"
+            )
+
+        self._proto = proto
+        live = _live_nodes(graph, self._logits_name, producers)
+        self._plan = [
+            _make_node(graph.node[i], i, self.opset)
+            for i in live
+            if graph.node[i].op_type != "Constant"
+        ]
+        self._tensor_attrs: dict[str, str] = {}
+        self._initializer_types: dict[str, int] = {}
+        self._register_tensors(graph, producers)
+        self._note_graph_facts(graph)
+        _schedule_drops(self._plan, self._logits_name)
+        self.num_classes = self._check_runs(graph_output)
+        _strip_initializer_data(graph, set(self._tensor_attrs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return self._execute(x.to(self.input_dtype), _Run(training=self.training))
+
+    def onnx_tensor(self, name: str) -> Tensor:
+        """The module's current tensor for an ONNX initializer name."""
+        attr = self._tensor_attrs.get(name)
+        if attr is None or name not in self._initializer_types:
+            raise KeyError(f"no initializer named {name!r}")
+        tensor: Tensor = getattr(self, attr)
+        return tensor
+
+    def to_onnx_model(self) -> ModelProto:
+        """A copy of the user's model carrying the module's current initializer values."""
+        model = copy.deepcopy(self._proto)
+        for init in model.graph.initializer:
+            if init.name in self._initializer_types:
+                _fill_initializer(init, self.onnx_tensor(init.name))
+        for value in (*model.graph.input, *model.graph.output):
+            if value.name in (self.input_name, self.output_name):
+                _make_batch_symbolic(value)
+        return model
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _register_tensors(self, graph: GraphProto, producers: dict[str, NodeProto]) -> None:
+        initializers = {init.name: init for init in graph.initializer}
+        constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+        roles = _initializer_roles(self._plan, initializers, producers)
+        self._untie_running_stats(roles, initializers)
+        self.trainable_parameter_names = []
+        taken: set[str] = set()
+        for name, init in initializers.items():
+            dtype = _TORCH_DTYPES.get(init.data_type)
+            if dtype is None:
+                continue
+            tensor = _tensor_from_proto(init)
+            attr = _attr_name("p_" if name in roles.params else "b_", name, taken)
+            if name in roles.params:
+                self.register_parameter(attr, nn.Parameter(tensor))
+                self.trainable_parameter_names.append(name)
+            else:
+                self.register_buffer(attr, tensor)
+            self._tensor_attrs[name] = attr
+            self._initializer_types[name] = init.data_type
+        for name, node in constants.items():
+            attr = _attr_name("k_", name, taken)
+            self.register_buffer(attr, _constant_value(node), persistent=False)
+            self._tensor_attrs[name] = attr
+        self._frozen_weight_slots = roles.frozen_weight_slots
+        self._refuse_training_mode_dropout()
+        for node in self._plan:
+            node.constant_inputs = frozenset(
+                i
+                for i, name in enumerate(node.inputs)
+                if _constant_source(name, producers, initializers) is not None
+            )
+            if node.op_type == "BatchNormalization":
+                node.attrs["_running_stats"] = all(
+                    len(node.inputs) > i
+                    and _initializer_source(node.inputs[i], producers, initializers) in roles.stats
+                    for i in (3, 4)
+                )
+
+    def _refuse_training_mode_dropout(self) -> None:
+        for node in self._plan:
+            flag = node.inputs[2] if node.op_type == "Dropout" and len(node.inputs) > 2 else ""
+            if flag in self._tensor_attrs and bool(getattr(self, self._tensor_attrs[flag]).all()):
+                raise UnsupportedModel(
+                    f"Dropout node '{node.name}' was exported in training mode (training_mode "
+                    "is true, so it drops values at inference); export the model after calling "
+                    "model.eval()"
+                )
+
+    def _untie_running_stats(self, roles: _Roles, initializers: dict[str, TensorProto]) -> None:
+        """Give each shared BatchNorm running statistic its own initializer.
+
+        Exporters merge initializers with equal contents; a fresh BatchNorm has running_mean ==
+        bias == 0 and running_var == weight == 1, so after the merge one tensor is both a
+        trainable weight and a statistic updated in place. Untying keeps both meanings.
+        """
+        graph = self._proto.graph
+        taken = {init.name for init in graph.initializer} | {
+            out for node in graph.node for out in node.output
+        }
+        untied = []
+        for node, slot, source in roles.untie:
+            new_name = _unique(f"{node.inputs[slot]}.untied", taken)
+            clone = TensorProto()
+            clone.CopyFrom(initializers[source])
+            clone.name = new_name
+            graph.initializer.append(clone)
+            initializers[new_name] = clone
+            graph.node[node.index].input[slot] = new_name
+            node.inputs[slot] = new_name
+            roles.stats.add(new_name)
+            untied.append(f"'{new_name}' (was '{source}')")
+        if untied:
+            self.notes.append(
+                f"{len(untied)} BatchNorm running statistic(s) shared an initializer with another "
+                "input (exporters merge equal tensors, e.g. of an untrained layer) and were "
+                f"untied into new initializers: {', '.join(untied)}"
+            )
+
+    def _note_graph_facts(self, graph: GraphProto) -> None:
+        batch_norms = [n for n in self._plan if n.op_type == "BatchNormalization"]
+        if batch_norms:
+            self.notes.append(
+                f"{len(batch_norms)} BatchNormalization layer(s) train with batch statistics "
+                "and update their running statistics"
+            )
+        dropouts = sum(n.op_type == "Dropout" for n in self._plan)
+        if dropouts:
+            self.notes.append(f"{dropouts} Dropout layer(s) are active in train mode")
+        folded = _folded_batchnorm_layers(graph, self._plan)
+        if folded:
+            self.notes.append(
+                f"BatchNorm folded into {folded} Conv/Gemm layer(s) by the exporter: "
+                "trained as it is"
+            )
+        if self._frozen_weight_slots:
+            self.notes.append(
+                f"{self._frozen_weight_slots} weight input(s) are not initializers (constants or "
+                "computed values) and stay frozen"
+            )
+
+    def _check_runs(self, graph_output: onnx.ValueInfoProto) -> int:
+        """Run the graph once at a batch size other than the exported one and return the class
+        count. With a fixed exported batch, this run also finds the Reshape targets that
+        hard-code it (package docstring) so that both the module and the written model follow
+        the runtime batch size."""
+        declared = list(graph_output.type.tensor_type.shape.dim)
+        if any(d is None for d in self.input_shape):
+            if self._exported_batch is not None:
+                _clear_value_info_shapes(self._proto.graph, None)
+                self.notes.append(
+                    f"the batch size was fixed to {self._exported_batch} at export; the graph "
+                    "could not be test-run (symbolic input dimensions), so Reshape targets were "
+                    "not checked for it"
+                )
+            if len(declared) == 2 and _static_dim(declared[1]):
+                return _static_dim(declared[1]) or 0
+            raise UnsupportedModel(
+                "cannot determine the number of classes: the input has symbolic dimensions "
+                "other than the batch and the output's class dimension is not fixed"
+            )
+        batch = 3 if self._exported_batch != 3 else 5
+        if self._exported_batch is not None:
+            self._fix_batch_reshapes(batch)
+        shapes: dict[str, tuple[int, ...]] = {}
+        try:
+            logits = self._probe(batch, _Run(training=False, shapes=shapes))
+        except _NodeFailure as exc:
+            raise self._probe_failure(exc, batch) from exc
+        _clear_value_info_shapes(self._proto.graph, shapes)
+        if logits.dim() != 2 or logits.shape[0] != batch:
+            raise UnsupportedModel(
+                f"for a batch of {batch} the model outputs shape {tuple(logits.shape)}; a "
+                "classifier must output [batch, classes]"
+            )
+        if logits.shape[1] < 2:
+            raise UnsupportedModel(
+                "the model outputs a single score per sample; export one logit per class "
+                "(at least two) so that it can be trained with cross-entropy"
+            )
+        return int(logits.shape[1])
+
+    def _probe(self, batch: int, run: _Run) -> Tensor:
+        x = torch.zeros((batch, *[d or 1 for d in self.input_shape]), dtype=self.input_dtype)
+        with torch.no_grad():
+            return self._execute(x, run)
+
+    def _probe_failure(self, exc: _NodeFailure, batch: int) -> UnsupportedModel:
+        exported = self._exported_batch
+        if exported is not None:
+            try:
+                self._probe(exported, _Run(training=False))
+            except _NodeFailure:
+                pass
+            else:
+                return UnsupportedModel(
+                    f"the graph only runs with the batch size it was exported with ({exported}); "
+                    f"at batch size {batch} it fails at {str(exc).rstrip('.')}. Re-export with a "
+                    "dynamic batch "
+                    "dimension (dynamic_shapes / dynamic_axes)"
+                )
+        return UnsupportedModel(f"the graph cannot be executed: {exc}")
+
+    def _fix_batch_reshapes(self, batch: int) -> None:
+        exported = self._exported_batch
+        assert exported is not None
+        found: set[int] = set()
+        with contextlib.suppress(_NodeFailure):
+            self._probe(batch, _Run(training=False, batch_fix=(exported, batch), fixed=found))
+        fixed = [n for n in self._plan if n.index in found]
+        rewritten = self._rewrite_reshape_targets(fixed)
+        message = (
+            f"the batch size was fixed to {exported} at export; the input and output now have "
+            f"the symbolic batch dimension '{BATCH_DIM}'"
+        )
+        if rewritten:
+            message += f" and {rewritten} Reshape target(s) follow the runtime batch size"
+        self.notes.append(message)
+
+    def _rewrite_reshape_targets(self, nodes: list[_Node]) -> int:
+        identities = {n.outputs[0]: n.inputs[0] for n in self._plan if n.op_type == "Identity"}
+
+        def source_of(name: str) -> str:
+            while name in identities:
+                name = identities[name]
+            return name
+
+        by_source: dict[str, list[_Node]] = {}
+        for node in nodes:
+            by_source.setdefault(source_of(node.inputs[1]), []).append(node)
+        consumers: dict[str, int] = {}
+        for node in self._plan:
+            if node.op_type != "Identity":
+                for name in filter(None, node.inputs):
+                    consumers[source_of(name)] = consumers.get(source_of(name), 0) + 1
+        count = 0
+        for source, reshapes in by_source.items():
+            if consumers.get(source) != len(reshapes):
+                continue
+            target = [int(v) for v in getattr(self, self._tensor_attrs[source]).tolist()]
+            new = _batch_free_target(target, reshapes)
+            if new is None:
+                continue
+            self._set_constant(source, new)
+            for node in reshapes:
+                if 0 in new[:1] and node.attrs.get("allowzero", 0):
+                    node.attrs["allowzero"] = 0
+                    _set_int_attribute(self._proto.graph.node[node.index], "allowzero", 0)
+            count += len(reshapes)
+        return count
+
+    def _set_constant(self, name: str, values: list[int]) -> None:
+        attr = self._tensor_attrs[name]
+        old: Tensor = getattr(self, attr)
+        setattr(self, attr, torch.tensor(values, dtype=old.dtype).reshape(old.shape))
+        if name in self._initializer_types:
+            return
+        for node in self._proto.graph.node:
+            if node.op_type == "Constant" and node.output[0] == name:
+                _set_constant_node(node, np.asarray(values, dtype=np.int64).reshape(old.shape))
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _check_input(self, x: Tensor) -> None:
+        expected = self.input_shape
+        got = tuple(x.shape[1:])
+        if len(got) != len(expected) or any(
+            e is not None and e != g for e, g in zip(expected, got, strict=True)
+        ):
+            shown = tuple("?" if d is None else d for d in expected)
+            raise InvalidData(
+                f"the model expects inputs of shape [batch, {', '.join(map(str, shown))}] "
+                f"but got {list(x.shape)}"
+            )
+
+    def _execute(self, x: Tensor, run: _Run) -> Tensor:
+        env: dict[str, Tensor] = {name: getattr(self, a) for name, a in self._tensor_attrs.items()}
+        env[self.input_name] = x
+        run.batch = int(x.shape[0])
+        for node in self._plan:
+            args = [env[name] if name else None for name in node.inputs]
+            try:
+                result = node.fn(run, node, args)
+            except _NodeFailure:
+                raise
+            except Exception as exc:
+                raise _NodeFailure(node, exc) from exc
+            values = (result,) if isinstance(result, Tensor) else result
+            for name, value in zip(node.outputs, values, strict=False):
+                if name:
+                    env[name] = value
+                    if run.shapes is not None:
+                        run.shapes[name] = tuple(value.shape)
+            for name in node.drop_after:
+                env.pop(name, None)
+        return env[self._logits_name]
+
+
+def write_trained_onnx(model: OnnxClassifier, path: Path) -> None:
+    """Write the user's graph with the module's current tensors (parameters and buffers).
+
+    Nodes, names, inputs and outputs (including a final Softmax) are the user's; a fixed batch
+    dimension on the input and output becomes the symbolic ``batch``. The result passes
+    ``onnx.checker``. Models over ~1.8 GB are written with their tensors in ``<name>.data``.
+    """
+    path = Path(path)
+    proto = model.to_onnx_model()
+    total = sum(len(init.raw_data) for init in proto.graph.initializer)
+    if total > _INLINE_WRITE_LIMIT:
+        onnx.save_model(
+            proto, path, save_as_external_data=True, location=f"{path.name}.data", size_threshold=0
+        )
+        onnx.checker.check_model(str(path))
+        return
+    onnx.checker.check_model(proto)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(proto.SerializeToString())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
