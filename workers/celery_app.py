@@ -39,6 +39,7 @@ from service.core.broker import RUN_JOB_TASK, app_conf, worker_command
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError
 from service.core.settings_flags import settings_parser
+from workers.engine.memory import default_memory_limit, limit_memory
 
 SETTINGS_KEY = "tempering_settings"
 
@@ -125,6 +126,18 @@ def _explain_running_as_root() -> None:
 @signals.setup_logging.connect
 def _keep_celery_from_configuring_logging(**_: Any) -> None:
     """Connected, Celery skips its own logging set-up; the worker's was done at ``celeryd_init``."""
+
+
+@signals.worker_process_init.connect
+def _limit_job_memory(**_: Any) -> None:
+    """In the pool process, where the jobs run: a model whose memory grows with the batch fails
+    its job with a clear reason instead of reaching the host's OOM killer."""
+    limit = settings_of(current_app).job_memory_limit
+    if limit is None:
+        limit = default_memory_limit()
+    if limit:
+        limit_memory(limit)
+        log.info("jobs may use %.3g GiB of memory (TEMPERING_JOB_MEMORY_LIMIT)", limit / 2**30)
 
 
 @signals.worker_process_init.connect

@@ -117,6 +117,10 @@ class Settings:
     # Submit-time checks (service/jobs/validation.py)
     validation_memory_limit: int = 4 * GiB
     """Address space the server's submit-time check of a model and dataset may use."""
+    # Jobs (workers/engine/memory.py)
+    job_memory_limit: int | None = None
+    """Data memory each job process of a worker may use; None: three quarters of the machine's
+    (or its container's) memory; 0: no limit."""
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes <= 0:
@@ -164,6 +168,10 @@ class Settings:
             )
         if self.validation_memory_limit < 256 * MiB:
             raise SettingsError(f"{ENV_PREFIX}VALIDATION_MEMORY_LIMIT must be at least 256M")
+        if self.job_memory_limit is not None and 0 < self.job_memory_limit < 512 * MiB:
+            raise SettingsError(
+                f"{ENV_PREFIX}JOB_MEMORY_LIMIT must be 0 (no limit) or at least 512M"
+            )
         self._check_artifact_url()
         self._check_security()
         self._check_webhooks()
@@ -320,6 +328,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("webhook_timeout", float, "seconds one webhook delivery may take"),
     FieldSpec("mlflow_tracking_uri", str, "MLflow tracking URI for jobs that ask for MLflow"),
     FieldSpec("validation_memory_limit", parse_size, "memory of the submit-time check, e.g. 4G"),
+    FieldSpec("job_memory_limit", parse_size, "memory of each job process, e.g. 8G (0: no limit)"),
 )
 
 

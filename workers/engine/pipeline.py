@@ -22,6 +22,7 @@ from workers.engine.evaluation.suite import EvaluationTarget, evaluate
 from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
 from workers.engine.files import sha256_file
 from workers.engine.geometry import Box
+from workers.engine.memory import phase
 from workers.engine.models.loading import LoadedModel, load_model
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import (
@@ -102,34 +103,39 @@ def _harden(
     box = _box(request, prepared.train.sample_shape)
     reporter.check()
 
-    outcome = train(
-        loaded.module,
-        TrainingData(
-            torch.from_numpy(prepared.train.x),
-            torch.from_numpy(prepared.train.y),
-            torch.from_numpy(prepared.validation.x),
-            torch.from_numpy(prepared.validation.y),
-        ),
-        threat=request.threat,
-        box=box,
-        config=prepared.recipe.config,
-        device=device,
-        reporter=reporter,
-        generator=generator,
-        checkpointer=checkpointer,
-        early_stopping_patience=prepared.recipe.early_stopping_patience,
-    )
+    with phase("training", prepared.recipe.config.batch_size or 0):
+        outcome = train(
+            loaded.module,
+            TrainingData(
+                torch.from_numpy(prepared.train.x),
+                torch.from_numpy(prepared.train.y),
+                torch.from_numpy(prepared.validation.x),
+                torch.from_numpy(prepared.validation.y),
+            ),
+            threat=request.threat,
+            box=box,
+            config=prepared.recipe.config,
+            device=device,
+            reporter=reporter,
+            generator=generator,
+            checkpointer=checkpointer,
+            early_stopping_patience=prepared.recipe.early_stopping_patience,
+        )
     trained_with = outcome.config
 
     target = _evaluation_target(request, prepared.evaluation, box, loaded.num_classes)
-    original_scores = evaluate(loaded.module.to(device.torch_device), target, reporter, "original")
-    hardened_scores = evaluate(outcome.model, target, reporter, "hardened")
+    with phase("scoring the original model", target.batch_size):
+        original = loaded.module.to(device.torch_device)
+        original_scores = evaluate(original, target, reporter, "original")
+    with phase("scoring the hardened model", target.batch_size):
+        hardened_scores = evaluate(outcome.model, target, reporter, "hardened")
 
     reporter.emit(ProgressEvent(stage="exporting", message="writing and checking the ONNX file"))
     output_dir.mkdir(parents=True, exist_ok=True)
     model_path = output_dir / MODEL_FILE
-    opset = export_onnx(loaded, outcome.model, model_path, target.x)
-    parity = check_parity(model_path, loaded, outcome.model, target.x[:PARITY_SAMPLES])
+    with phase("exporting and checking the ONNX file", PARITY_SAMPLES):
+        opset = export_onnx(loaded, outcome.model, model_path, target.x)
+        parity = check_parity(model_path, loaded, outcome.model, target.x[:PARITY_SAMPLES])
     if not parity.passed:
         raise ExportCheckFailed(
             f"the exported ONNX model differs from the PyTorch model by {parity.max_abs_diff:.3g}"
