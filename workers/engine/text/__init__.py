@@ -1,1 +1,2 @@
-"""Text classifiers: tokenised inputs, discrete attacks and embedding-space hardening."""
+"""Text classifiers: tokenizers, text datasets, the WordNet synonym table and the word and
+character attacks that keep a text's meaning."""
