@@ -864,6 +864,34 @@ CASES: list[Case] = [
         _set(idempotency_key="k" * 10_000),
         "idempotency_key",
     ),
+    # red-team findings of issue 15: every string bounded and free of NUL (D, E), eps bounded by
+    # float32 and the input domain (F), time limits that mean something, quoted values cut (J)
+    param_case(
+        "unbounded-architecture", _set(**{"spec.architecture": "m" * 3_500_000}), "at most 4096"
+    ),
+    param_case("nul-in-idempotency-key", _set(idempotency_key="key\x00x"), "U+0000"),
+    param_case("nul-in-label-value", lambda r: r.labels.update({"team": "a\x00b"}), "U+0000"),
+    param_case("nul-in-model-id", _set(**{"spec.model_id": "model-\x00"}), "U+0000"),
+    param_case("nul-in-architecture", _set(**{"spec.architecture": "mlp\x00"}), "U+0000"),
+    param_case("eps-beyond-float32", _set(**{"spec.threat_model.epsilon": 1e300}), "float32"),
+    param_case("eps-covers-the-whole-domain", _set(**{"spec.threat_model.epsilon": 5.0}), "width"),
+    param_case("time-limit-nan", _set(**{"spec.time_limit_seconds": float("nan")}), "time_limit"),
+    param_case("time-limit-negative", _set(**{"spec.time_limit_seconds": -1.0}), "time_limit"),
+    param_case(
+        "time-limit-a-nanosecond", _set(**{"spec.time_limit_seconds": 1e-9}), "at least 1 second"
+    ),
+    param_case(
+        "megabyte-model-id",
+        _set(**{"spec.model_id": "m" * 1_000_000}),
+        "256",
+    ),
+    upload_case(
+        "nul-in-upload-name",
+        lambda ctx: Upload(good_data(), dataset=True, name="train\x00.npz"),
+        INVALID,
+        "U+0000",
+        rpc="UploadDataset",
+    ),
 ]
 
 

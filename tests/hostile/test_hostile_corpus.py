@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2
 from tempering.v1 import hardening_pb2 as pb
 
 from service.api.server import SERVICE_NAME
+from service.core.limits import MAX_MESSAGE_CHARS
 from service.jobs.uploads import Uploads
 
 from . import builders as b
@@ -61,6 +62,8 @@ def test_hostile_input_is_refused_cleanly(
     assert code is case.code, f"{case.name}: got {code.name}: {details}"
     if case.code is not OK:
         assert_actionable(details, case.fragment)
+        assert str(server.root) not in details, "a message shows the server's paths"
+        assert len(details) <= MAX_MESSAGE_CHARS, "a message quotes unbounded input back"
         assert job_ids(server) == jobs_before, "a refused request left a job behind"
     for marker in case.markers:
         assert not server.context.marker(marker).exists(), "the payload's code ran"
