@@ -90,3 +90,12 @@ def test_budget_allows_the_share_rounded_down_but_at_least_the_floor(
 def test_budget_rejects_a_share_outside_the_unit_interval(share: float) -> None:
     with pytest.raises(ValueError, match="share"):
         WordBudget(share)
+
+
+@pytest.mark.parametrize("text", [t for t in TEXTS if segment(t).words])
+def test_the_text_around_a_word_joins_with_any_replacement(text: str) -> None:
+    original = segment(text)
+    for index in range(len(original.words)):
+        others = {i: "Q" for i in range(len(original.words)) if i % 2 != index % 2}
+        before, after = original.around(index, others)
+        assert before + "Zq" + after == original.join({**others, index: "Zq"})

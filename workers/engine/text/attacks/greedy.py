@@ -97,7 +97,8 @@ def _search(
     for index in order:
         if len(edits) == limit:
             break
-        tried = [segmentation.join({**edits, index: word}) for word in options[index]]
+        before, after = segmentation.around(index, edits)
+        tried = [before + word + after for word in options[index]]
         probs = victim(tried)
         choice = best_candidate(probs, label)
         flips = int(np.argmax(probs[choice])) != label

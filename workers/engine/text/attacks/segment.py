@@ -31,6 +31,18 @@ class Segmentation:
             pieces.append(self.separators[index + 1])
         return "".join(pieces)
 
+    def around(self, index: int, edits: Mapping[int, str] | None = None) -> tuple[str, str]:
+        """The text before and after word ``index``, with ``edits`` to the other words applied:
+        ``before + w + after`` is the text with word ``index`` replaced by ``w``."""
+        edits = edits or {}
+        words = [edits.get(i, word) for i, word in enumerate(self.words)]
+        seps = self.separators
+        before = "".join(sep + word for sep, word in zip(seps[:index], words[:index], strict=True))
+        after = "".join(
+            sep + word for sep, word in zip(seps[index + 1 : -1], words[index + 1 :], strict=True)
+        )
+        return before + seps[index], after + seps[-1]
+
     def without(self, index: int) -> str:
         return self.join({index: ""})
 
