@@ -111,6 +111,7 @@ def test_a_character_edit_of_the_key_word_flips_the_prediction() -> None:
     result = _char(victim, "The plot was wonderful.")
     assert result.success
     assert result.words_changed == 1
+    assert result.queries == victim.scored
     before, after = segment(result.original_text), segment(result.adversarial_text)
     assert after.separators == before.separators
     assert after.words[:3] == before.words[:3]
@@ -139,6 +140,15 @@ def test_a_key_word_too_short_to_edit_leaves_the_sample_robust_at_no_cost() -> N
     assert result.adversarial_text == "it was fun"
     assert result.queries == 0
     assert victim.scored == 0
+
+
+@pytest.mark.parametrize("text", ["", "  ...  ", "!!! ?"])
+def test_a_text_without_words_is_left_alone_at_no_cost(text: str) -> None:
+    victim = KeywordVictim({}, bias=1.0)
+    for result in (_char(victim, text), _word(victim, text, {})):
+        assert not result.success
+        assert result.words_total == 0
+        assert result.queries == victim.scored == 0
 
 
 def test_character_attack_is_deterministic_under_a_seed() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workers.engine.text.attacks.budget import WordBudget
 from workers.engine.text.attacks.segment import segment
@@ -28,6 +30,17 @@ TEXTS = [
 @pytest.mark.parametrize("text", TEXTS)
 def test_joining_the_segments_gives_back_the_text(text: str) -> None:
     assert segment(text).join() == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_text_joins_back_and_keeps_its_separators_under_an_edit(text: str) -> None:
+    original = segment(text)
+    assert original.join() == text
+    if original.words:
+        edited = segment(original.join({0: "Zq"}))
+        assert edited.separators == original.separators
+        assert edited.words[1:] == original.words[1:]
 
 
 @pytest.mark.parametrize("text", [t for t in TEXTS if segment(t).words])
