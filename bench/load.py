@@ -16,6 +16,7 @@ then cancels the jobs it submitted and stops the stack it started.
 
     python bench/load.py                              # 50 clients, 60 s, own stack
     python bench/load.py --clients 100 --duration 30 --server-threads 64
+    python bench/load.py --idle                       # no worker: the server's own latency
     python bench/load.py --server 127.0.0.1:50051 --api-key "$KEY"
 """
 
@@ -320,10 +321,17 @@ def check_loopback(address: str) -> None:
     raise SystemExit(f"load: {address} is not a loopback address; this benchmark stays local")
 
 
+@dataclass(frozen=True)
+class OwnStack:
+    address: str
+    server_pid: int
+
+
 @contextlib.contextmanager
-def own_stack(threads: int | None, log: Path) -> Iterator[str]:
+def own_stack(threads: int | None, log: Path, extra_args: Sequence[str] = ()) -> Iterator[OwnStack]:
     """``python -m service`` (server and local worker) on 127.0.0.1 port 0 in a temporary state
-    directory; stopped with SIGTERM (SIGKILL for it and its children after 60 s)."""
+    directory, with ``extra_args`` (``--no-worker``, say); stopped with SIGTERM (SIGKILL for it
+    and its children after 60 s)."""
     with tempfile.TemporaryDirectory(prefix="tempering-load-") as state:
         port_file = Path(state) / "port"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPERING_")}
@@ -333,6 +341,7 @@ def own_stack(threads: int | None, log: Path) -> Iterator[str]:
             env["TEMPERING_GRPC_THREADS"] = str(threads)
         command = [sys.executable, "-m", "service", "--state-dir", state]
         command += ["--grpc-address", "127.0.0.1:0", "--port-file", str(port_file)]
+        command += extra_args
         with log.open("wb") as out:
             server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
         try:
@@ -341,7 +350,7 @@ def own_stack(threads: int | None, log: Path) -> Iterator[str]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"load: the service did not start; see {log}")
                 time.sleep(0.1)
-            yield f"127.0.0.1:{int(port_file.read_text())}"
+            yield OwnStack(f"127.0.0.1:{int(port_file.read_text())}", server.pid)
         finally:
             stop_stack(server)
 
@@ -393,7 +402,7 @@ def run(address: str, args: argparse.Namespace) -> dict[str, object]:
         ).artifact_id
         request = long_job(model_id, data_id, args.job_epochs, run_id)
         first = stub.SubmitJob(request, timeout=60, metadata=metadata)
-        busy = wait_running(stub, first.id, metadata, timeout=60)
+        busy = False if args.idle else wait_running(stub, first.id, metadata, timeout=60)
 
         roles = assign_roles(args.clients, args.mix)
         recorder = Recorder(max_calls=args.max_calls)
@@ -542,6 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--server-threads", type=int, help="TEMPERING_GRPC_THREADS of the stack started here"
     )
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="own stack without a worker: jobs stay queued, nothing trains beside the server",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "load-server.log")
     args = parser.parse_args(argv)
@@ -556,8 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args.server, args)
         note = "server started elsewhere"
     else:
-        with own_stack(args.server_threads, args.log) as address:
-            result = run(address, args)
+        extra = ["--no-worker"] if args.idle else []
+        with own_stack(args.server_threads, args.log, extra) as stack:
+            result = run(stack.address, args)
         note = f"server threads {args.server_threads or 'default'}; log {args.log}"
     print(report(result, note))
     if args.json:
