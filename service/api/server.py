@@ -107,7 +107,11 @@ def start_server(settings: Settings) -> RunningServer:
         quotas=quotas,
         count_received=metrics.count_upload if metrics is not None else None,
     )
-    validation = ValidationPool(settings.validation_memory_limit)
+    validation = ValidationPool(
+        settings.validation_memory_limit,
+        time_limit=settings.validation_time_limit,
+        max_gflops=settings.validation_max_gflops,
+    )
     jobs = Jobs(
         stores.jobs,
         stores.uploads,

@@ -117,6 +117,10 @@ class Settings:
     # Submit-time checks (service/jobs/validation.py)
     validation_memory_limit: int = 4 * GiB
     """Address space the server's submit-time check of a model and dataset may use."""
+    validation_time_limit: float = 30.0
+    """Seconds one submit-time check may run before its process is killed."""
+    validation_max_gflops: float = 200.0
+    """Estimated GFLOPs of one pass on one sample above which the check refuses a model."""
     # Jobs (workers/engine/memory.py)
     job_memory_limit: int | None = None
     """Data memory each job process of a worker may use; None: three quarters of the machine's
@@ -168,6 +172,11 @@ class Settings:
             )
         if self.validation_memory_limit < 256 * MiB:
             raise SettingsError(f"{ENV_PREFIX}VALIDATION_MEMORY_LIMIT must be at least 256M")
+        if not self.validation_time_limit > 0 or not self.validation_max_gflops > 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}VALIDATION_TIME_LIMIT and {ENV_PREFIX}VALIDATION_MAX_GFLOPS must be"
+                " positive"
+            )
         if self.job_memory_limit is not None and 0 < self.job_memory_limit < 512 * MiB:
             raise SettingsError(
                 f"{ENV_PREFIX}JOB_MEMORY_LIMIT must be 0 (no limit) or at least 512M"
@@ -328,6 +337,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("webhook_timeout", float, "seconds one webhook delivery may take"),
     FieldSpec("mlflow_tracking_uri", str, "MLflow tracking URI for jobs that ask for MLflow"),
     FieldSpec("validation_memory_limit", parse_size, "memory of the submit-time check, e.g. 4G"),
+    FieldSpec("validation_time_limit", float, "seconds one submit-time check may run"),
+    FieldSpec("validation_max_gflops", float, "GFLOPs of one sample the check lets a model cost"),
     FieldSpec("job_memory_limit", parse_size, "memory of each job process, e.g. 8G (0: no limit)"),
 )
 

@@ -294,7 +294,9 @@ class Jobs:
             dataset_paths = [
                 stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
             ]
-            self._check_job_inputs(model_format, model_path, dataset_paths, spec.threat)
+            self._check_job_inputs(
+                model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+            )
 
 
 def _started_between_polls(sent_state: JobState, job: Job) -> bool:

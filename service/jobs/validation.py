@@ -7,14 +7,24 @@ worker of an operator who turned trusted formats on loads them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from service.core.tenancy import DEFAULT_TENANT
+from service.jobs.graph_cost import (
+    DEFAULT_LIMITS,
+    CostLimits,
+    Skeleton,
+    check_cost,
+    cost_skeleton,
+    estimate_cost,
+)
 from workers.engine.data import Dataset, check_bounds, check_fits, load_npz
 from workers.engine.errors import (
     InvalidData,
@@ -28,9 +38,20 @@ from workers.engine.spec import ModelFormat, ThreatModel
 _FLOAT = "tensor(float)"
 _FLOAT_TENSORS = frozenset({_FLOAT, "tensor(float16)", "tensor(bfloat16)", "tensor(double)"})
 
-InputCheck = Callable[[ModelFormat, Path, Sequence[Path], ThreatModel], None]
-""":func:`check_job_inputs`, or something that runs it elsewhere
-(:mod:`service.jobs.validation_pool`)."""
+
+class InputCheck(Protocol):
+    """:func:`check_job_inputs`, or something that runs it elsewhere
+    (:meth:`service.jobs.validation_pool.ValidationPool.check`)."""
+
+    def __call__(
+        self,
+        model_format: ModelFormat,
+        model_path: Path,
+        dataset_paths: Sequence[Path],
+        threat: ThreatModel,
+        *,
+        tenant: str,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,8 @@ class OnnxClassifier:
     input_name: str
     sample_shape: tuple[int | None, ...]
     """Input shape without the batch dimension; None marks a free dimension."""
+    skeleton: Skeleton
+    """The graph without its weights, to estimate a pass's cost before running one."""
 
     def num_outputs_on(self, sample: np.ndarray) -> int:
         try:
@@ -75,6 +98,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidModel(f"the model is not a valid ONNX file: {_first_line(exc)}") from exc
+    skeleton = cost_skeleton(model)
     del model
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -114,6 +138,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         session=session,
         input_name=model_input.name,
         sample_shape=tuple(_static(d) for d in model_input.shape[1:]),
+        skeleton=skeleton,
     )
 
 
@@ -122,24 +147,33 @@ def check_job_inputs(
     model_path: Path,
     dataset_paths: Sequence[Path],
     threat: ThreatModel,
+    *,
+    tenant: str = DEFAULT_TENANT,
+    limits: CostLimits = DEFAULT_LIMITS,
 ) -> None:
-    """Raise InvalidModel/InvalidData if the job could not run. ONNX models are loaded and run
-    on one sample of each dataset; every format must be what its bytes are (a pickle never is),
-    the rest of the checks of the other formats is left to the worker."""
+    """Raise InvalidModel/InvalidData if the job could not run, ResourceExhausted if one pass of
+    the model on one sample is estimated over ``limits``. ONNX models are loaded, estimated and
+    run on one sample of each dataset; every format must be what its bytes are (a pickle never
+    is), the rest of the checks of the other formats is left to the worker. ``tenant`` is whose
+    submission it is: this check runs the same for everyone, a pool that shares checkers between
+    tenants schedules by it."""
     check_declared_format(model_format, model_path)
     classifier = load_onnx_classifier(model_path) if model_format is ModelFormat.ONNX else None
     for path in dataset_paths:
         dataset = load_npz(path)
         if classifier is not None:
-            _check_fits_model(dataset, classifier)
+            _check_fits_model(dataset, classifier, limits)
         check_bounds(dataset, threat.lower, threat.upper)
 
 
-def _check_fits_model(dataset: Dataset, classifier: OnnxClassifier) -> None:
-    """Shapes first (so a mismatch gets the clear message), then one real inference, whose
-    number of outputs is what the labels must fit."""
+def _check_fits_model(dataset: Dataset, classifier: OnnxClassifier, limits: CostLimits) -> None:
+    """Shapes first (so a mismatch gets the clear message), then the cost of a pass estimated
+    from the graph, then one real inference, whose number of outputs is what the labels must
+    fit."""
     check_fits(dataset, classifier.sample_shape, num_classes=int(dataset.y.max()) + 1)
-    num_classes = classifier.num_outputs_on(dataset.x[:1])
+    sample = dataset.x[:1]
+    check_cost(estimate_cost(classifier.skeleton, sample.shape), limits)
+    num_classes = classifier.num_outputs_on(sample)
     check_fits(dataset, classifier.sample_shape, num_classes)
 
 

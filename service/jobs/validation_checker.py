@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from service.jobs.graph_cost import CostLimits
 from workers.engine.errors import TemperingError
 from workers.engine.spec import ModelFormat, ThreatModel
 
@@ -21,6 +22,7 @@ class CheckRequest:
     model_path: Path
     dataset_paths: tuple[Path, ...]
     threat: ThreatModel
+    limits: CostLimits
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,11 @@ def serve(requests: Connection, outcomes: Connection) -> None:
             return
         try:
             check_job_inputs(
-                request.model_format, request.model_path, request.dataset_paths, request.threat
+                request.model_format,
+                request.model_path,
+                request.dataset_paths,
+                request.threat,
+                limits=request.limits,
             )
             outcome = CheckOutcome()
         except MemoryError:

@@ -2,11 +2,18 @@
 address space is capped, so a model or dataset that needs more memory than the operator allows
 fails the one submission with a clear error instead of taking the server's memory.
 
-A few checker processes (:mod:`service.jobs.validation_checker`, started with subprocess, so that no
-multiprocessing helper process outlives the server) each serve many checks over a pair of pipes;
-one that fails for lack of memory, runs over its time or dies is killed and replaced at once, so
-that its successor has warmed up by the next submission. Neither the server process nor the
-checkers import torch.
+A check is bounded three ways: its cost is estimated from the graph before anything runs
+(:mod:`service.jobs.graph_cost`, limits from ``max_gflops`` and a quarter of the memory limit),
+its process is killed past ``time_limit`` seconds (TEMPERING_VALIDATION_TIME_LIMIT), and the
+processes are shared fairly between tenants (:mod:`service.jobs.check_slots`), so that a tenant
+submitting costly models in a loop cannot make another tenant's submission wait.
+
+A few checker processes (:mod:`service.jobs.validation_checker`, started with subprocess, so that
+no multiprocessing helper process outlives the server) each serve many checks over a pair of
+pipes. All are started with the pool, so that the one a tenant's share leaves free is warm for
+the next tenant. One that fails for lack of memory, runs over its time or dies is killed and
+replaced at once, so that its successor has warmed up by the next submission. Neither the server
+process nor the checkers import torch.
 """
 
 from __future__ import annotations
@@ -20,18 +27,29 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from service.core.errors import ResourceExhausted, Unavailable
+from service.core.errors import ResourceExhausted
+from service.core.tenancy import DEFAULT_TENANT
+from service.jobs.check_slots import CheckSlots
+from service.jobs.graph_cost import DEFAULT_LIMITS, CostLimits
 from service.jobs.validation_checker import CheckOutcome, CheckRequest
 from workers.engine.spec import ModelFormat, ThreatModel
 
 MEMORY_LIMIT_VARIABLE = "TEMPERING_VALIDATION_MEMORY_LIMIT"
+TIME_LIMIT_VARIABLE = "TEMPERING_VALIDATION_TIME_LIMIT"
 DEFAULT_PROCESSES = 2
-DEFAULT_TIME_LIMIT = 120.0
+DEFAULT_TIME_LIMIT = 30.0
+"""Seconds one check may run: the default cost limit takes about 10 s on one core."""
+DEFAULT_WAIT_LIMIT = 120.0
+"""Seconds a check may wait for a slot (behind the same tenant's other checks) before the
+submission is refused as UNAVAILABLE."""
+WAITING_PER_SLOT = 2
+"""Checks one tenant may have waiting, per checker process."""
 
 
 class ValidationPool:
-    """Runs checks in at most ``processes`` capped processes at once; more callers wait their
-    turn, for at most ``time_limit`` seconds."""
+    """Runs checks in at most ``processes`` capped processes at once, each for at most
+    ``time_limit`` seconds; more callers wait their turn, fairly between tenants, for at most
+    ``wait_limit`` seconds."""
 
     def __init__(
         self,
@@ -39,12 +57,20 @@ class ValidationPool:
         *,
         processes: int = DEFAULT_PROCESSES,
         time_limit: float = DEFAULT_TIME_LIMIT,
+        wait_limit: float = DEFAULT_WAIT_LIMIT,
+        max_gflops: float = DEFAULT_LIMITS.max_flops / 1e9,
     ) -> None:
         self._memory_limit = memory_limit
         self._time_limit = time_limit
-        self._slots = threading.BoundedSemaphore(processes)
+        self._wait_limit = wait_limit
+        self._limits = CostLimits(max_flops=max_gflops * 1e9, max_tensor_bytes=memory_limit // 4)
+        self._slots = CheckSlots(processes, max_waiting_per_tenant=WAITING_PER_SLOT * processes)
         self._idle: queue.SimpleQueue[_Checker] = queue.SimpleQueue()
-        self._idle.put(self._new_checker())
+        self._busy: set[_Checker] = set()
+        self._busy_lock = threading.Lock()
+        self._closed = False
+        for _ in range(processes):
+            self._idle.put(self._new_checker())
 
     def check(
         self,
@@ -52,16 +78,28 @@ class ValidationPool:
         model_path: Path,
         dataset_paths: Sequence[Path],
         threat: ThreatModel,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
-        """Raise what :func:`check_job_inputs` raises, or ResourceExhausted past a limit."""
-        if not self._slots.acquire(timeout=self._time_limit):
-            raise Unavailable("the server is busy checking other submissions; try again shortly")
+        """Raise what :func:`check_job_inputs` raises, ResourceExhausted past a limit,
+        Unavailable if no checker came free in time for ``tenant``."""
+        self._slots.acquire(tenant, self._wait_limit)
         try:
-            self._run(CheckRequest(model_format, model_path, tuple(dataset_paths), threat))
+            request = CheckRequest(
+                model_format, model_path, tuple(dataset_paths), threat, self._limits
+            )
+            self._run(request)
         finally:
-            self._slots.release()
+            self._slots.release(tenant)
 
     def close(self) -> None:
+        """Stop every checker: the idle ones here, the busy ones by killing their process, which
+        their callers then reap (and get ResourceExhausted), so none outlives the server."""
+        with self._busy_lock:
+            self._closed = True
+            busy = list(self._busy)
+        for checker in busy:
+            checker.kill()
         while True:
             try:
                 self._idle.get_nowait().stop()
@@ -76,7 +114,8 @@ class ValidationPool:
             self._replace(checker)
             raise ResourceExhausted(
                 f"checking the model and data took longer than {self._time_limit:g} s, the"
-                " limit of the server's submit-time check; submit a smaller model or dataset"
+                f" time limit of the server's submit-time check ({TIME_LIMIT_VARIABLE}), and"
+                " was stopped; submit a model that runs one sample faster, or a smaller dataset"
             ) from None
         except (EOFError, OSError):
             code = self._replace(checker, grace=1.0)
@@ -92,21 +131,37 @@ class ValidationPool:
                 " the server allows its submit-time check; submit a smaller model or dataset,"
                 " or ask the operator to raise it"
             )
-        self._idle.put(checker)
+        self._give_back(checker)
         if outcome.error is not None:
             raise outcome.error
 
     def _take(self) -> _Checker:
         try:
-            return self._idle.get_nowait()
+            checker = self._idle.get_nowait()
         except queue.Empty:
-            return self._new_checker()
+            checker = self._new_checker()
+        with self._busy_lock:
+            self._busy.add(checker)
+        return checker
+
+    def _give_back(self, checker: _Checker) -> None:
+        with self._busy_lock:
+            self._busy.discard(checker)
+            closed = self._closed
+        if closed:
+            checker.stop()
+        else:
+            self._idle.put(checker)
 
     def _replace(self, checker: _Checker, grace: float = 0.0) -> int | None:
         """Kill a checker that failed (its state is unknown) and start its successor now, so that
         it has warmed up by the next submission. Returns the failed one's exit code."""
+        with self._busy_lock:
+            self._busy.discard(checker)
+            closed = self._closed
         code = checker.stop(grace)
-        self._idle.put(self._new_checker())
+        if not closed:
+            self._idle.put(self._new_checker())
         return code
 
     def _new_checker(self) -> _Checker:
@@ -144,6 +199,9 @@ class _Checker:
             raise TimeoutError
         outcome: CheckOutcome = self._outcomes.recv()
         return outcome
+
+    def kill(self) -> None:
+        self._process.kill()
 
     def stop(self, grace: float = 0.0) -> int | None:
         """Kill the process after ``grace`` seconds and reap it; its exit code (negative: the
