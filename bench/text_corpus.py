@@ -9,7 +9,7 @@ It puts the fortune files under ``/usr/share/games/fortunes``: plain text, one q
 after another, separated by lines holding ``%``. Class 0, *computing*, takes the files
 ``computers``, ``linux``, ``perl``, ``debian`` and ``linuxcookie``; class 1, *people*, takes
 ``people``, ``men-women`` and ``love``. That is about 3,800 quotations, balanced within a few
-points, 18 words at the median; a plain embedding + CNN learns it to about 90%.
+points, 18 words at the median; a plain embedding + CNN learns it to about 87%.
 
 Each quotation's whitespace is collapsed to single spaces, the terminal overstriking of the
 old files (``_\\bX``) is undone and other control characters (bells) are dropped; a text
