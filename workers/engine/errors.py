@@ -27,10 +27,12 @@ def float_input_required(input_name: str, type_name: str) -> str:
     engine's loader and the server's submit-time check."""
     return (
         f"input '{input_name}' is of type {type_name}; a float tensor input is required (the"
-        " attacks and the training take gradients with respect to it). Export the model with a"
-        " float32 input and do any conversion or scaling inside the model: for 8-bit images,"
-        " take float32 pixels in [0, 1] (what uint8 data is scaled to) and, if the model"
-        " expects 0-255, multiply by 255 as its first operation"
+        " attacks and the training take gradients with respect to it), or, for a text"
+        " classifier, int64 token ids that feed an embedding lookup (a Gather on the embedding"
+        " table, as nn.Embedding exports). Export the model with a float32 input and do any"
+        " conversion or scaling inside the model: for 8-bit images, take float32 pixels in"
+        " [0, 1] (what uint8 data is scaled to) and, if the model expects 0-255, multiply by 255"
+        " as its first operation"
     )
 
 

@@ -25,5 +25,6 @@ from workers.engine.models.onnx.module import (
     load_onnx_classifier,
     write_trained_onnx,
 )
+from workers.engine.models.onnx.tokens import TokenInput
 
-__all__ = ["OnnxClassifier", "load_onnx_classifier", "write_trained_onnx"]
+__all__ = ["OnnxClassifier", "TokenInput", "load_onnx_classifier", "write_trained_onnx"]

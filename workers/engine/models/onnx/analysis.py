@@ -13,9 +13,8 @@ from workers.engine.models.onnx.protos import _FLOAT_TYPES, _attributes, _type_n
 from workers.engine.models.onnx.runtime import _Node
 
 
-def _classifier_io(graph: GraphProto) -> tuple[onnx.ValueInfoProto, onnx.ValueInfoProto]:
-    initializers = {init.name for init in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in initializers]
+def _classifier_input(inputs: list[onnx.ValueInfoProto]) -> onnx.ValueInfoProto:
+    """The one float input of a classifier that takes no token ids."""
     if len(inputs) != 1:
         names = ", ".join(f"'{v.name}'" for v in inputs) or "none"
         raise UnsupportedModel(
@@ -30,6 +29,10 @@ def _classifier_io(graph: GraphProto) -> tuple[onnx.ValueInfoProto, onnx.ValueIn
         raise UnsupportedModel(
             f"input '{graph_input.name}' must have a known rank with a leading batch dimension"
         )
+    return graph_input
+
+
+def _classifier_output(graph: GraphProto) -> onnx.ValueInfoProto:
     if len(graph.output) != 1:
         raise UnsupportedModel(
             f"the model has {len(graph.output)} outputs; a classifier with exactly one output "
@@ -47,7 +50,7 @@ def _classifier_io(graph: GraphProto) -> tuple[onnx.ValueInfoProto, onnx.ValueIn
             f"output '{graph_output.name}' has rank {len(out_type.shape.dim)}; a classifier "
             "must output [batch, classes]"
         )
-    return graph_input, graph_output
+    return graph_output
 
 
 def _final_activation(
@@ -100,6 +103,8 @@ _PARAM_SLOTS: dict[str, tuple[int, ...]] = {
     "InstanceNormalization": (1, 2),
     "LayerNormalization": (1, 2),
     "PRelu": (1,),
+    "LSTM": (1, 2, 3, 7),
+    "GRU": (1, 2, 3),
 }
 _STAT_SLOTS: dict[str, tuple[int, ...]] = {"BatchNormalization": (3, 4)}
 _BIAS_PRODUCERS = ("MatMul", "Conv", "ConvTranspose", "Gemm")

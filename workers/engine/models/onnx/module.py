@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto
 from torch import Tensor, nn
 
 from workers.engine.errors import InvalidData, UnsupportedModel
 from workers.engine.models.onnx.analysis import (
     _batch_free_target,
-    _classifier_io,
+    _classifier_input,
+    _classifier_output,
     _constant_source,
     _final_activation,
     _folded_batchnorm_layers,
@@ -29,6 +31,7 @@ from workers.engine.models.onnx.analysis import (
 )
 from workers.engine.models.onnx.ops import _make_node
 from workers.engine.models.onnx.protos import (
+    _FLOAT_TYPES,
     _TORCH_DTYPES,
     BATCH_DIM,
     _attr_name,
@@ -50,8 +53,15 @@ from workers.engine.models.onnx.reading import (
     _validate_model,
 )
 from workers.engine.models.onnx.runtime import _Node, _NodeFailure, _Run
+from workers.engine.models.onnx.tokens import (
+    TokenInput,
+    _elem_type,
+    _find_token_input,
+    _graph_inputs,
+)
 
 _INLINE_WRITE_LIMIT = 1_800_000_000
+PROBE_LENGTH = 7
 
 
 def load_onnx_classifier(
@@ -109,9 +119,19 @@ class OnnxClassifier(nn.Module):
                 f"{len(model.functions)} model-local function(s) were inlined; "
                 "the written model contains their nodes instead"
             )
-        graph_input, graph_output = _classifier_io(graph)
+        inputs = _graph_inputs(graph)
+        self.token_input = _find_token_input(graph, inputs)
+        token = self.token_input
+        graph_input = (
+            _classifier_input(inputs)
+            if token is None
+            else next(v for v in inputs if v.name == token.ids_name)
+        )
+        graph_output = _classifier_output(graph)
         self.input_name = graph_input.name
         self.output_name = graph_output.name
+        mask = next((v for v in inputs if token and v.name == token.mask_name), None)
+        self._mask_dtype = None if mask is None else _TORCH_DTYPES[_elem_type(mask)]
         input_dims = list(graph_input.type.tensor_type.shape.dim)
         self.input_shape = tuple(_static_dim(d) for d in input_dims[1:])
         self.input_dtype = _TORCH_DTYPES[graph_input.type.tensor_type.elem_type]
@@ -140,12 +160,56 @@ class OnnxClassifier(nn.Module):
         self._register_tensors(graph, producers)
         self._note_graph_facts(graph)
         _schedule_drops(self._plan, self._logits_name)
+        self._embedded_plan = self._plan_without_word_lookup()
         self.num_classes = self._check_runs(graph_output)
         _strip_initializer_data(graph, set(self._tensor_attrs))
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        return self._execute(x.to(self.input_dtype), _Run(training=self.training))
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits for a batch of inputs; for a text classifier, token ids [batch, sequence] and
+        an optional attention mask (all ones when left out)."""
+        if self.token_input is None:
+            if attention_mask is not None:
+                raise InvalidData("the model takes no attention mask: it is not a text classifier")
+            self._check_input(x)
+            return self._execute({self.input_name: x.to(self.input_dtype)}, _Run(self.training))
+        return self.classify_embedded(self.embed(x), attention_mask, ids=x)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """The word-embedding lookup of token ids [batch, sequence] -> [batch, sequence, dim],
+        differentiable with respect to the embedding table."""
+        token = self._text()
+        _check_ids(ids, token)
+        return F.embedding(ids.long(), self.onnx_tensor(token.embedding_table))
+
+    def classify_embedded(
+        self, embedded: Tensor, attention_mask: Tensor | None = None, *, ids: Tensor | None = None
+    ) -> Tensor:
+        """Logits with ``embedded`` [batch, sequence, dim] in place of the word-embedding
+        lookup's output, for perturbations in embedding space.
+
+        ``ids`` are needed only when the graph reads them beyond that lookup and shape reads
+        (``token_input.ids_read_elsewhere``); otherwise any ids of the right shape would do.
+        """
+        token = self._text()
+        _check_embedded(embedded, token)
+        batch, length = int(embedded.shape[0]), int(embedded.shape[1])
+        if ids is None:
+            if token.ids_read_elsewhere:
+                raise InvalidData(
+                    f"the graph reads the token ids '{token.ids_name}' beyond the embedding "
+                    "lookup: pass ids= to classify_embedded"
+                )
+            ids = torch.zeros((batch, length), dtype=self.input_dtype, device=embedded.device)
+        elif tuple(ids.shape) != (batch, length):
+            raise InvalidData(
+                f"ids of shape {list(ids.shape)} do not match the embeddings {list(embedded.shape)}"
+            )
+        feeds = {token.ids_name: ids.to(self.input_dtype), token.embedding_output: embedded}
+        if token.mask_name is not None:
+            feeds[token.mask_name] = self._mask(attention_mask, (batch, length), embedded.device)
+        elif attention_mask is not None:
+            raise InvalidData("the model has no attention-mask input")
+        return self._execute(feeds, _Run(self.training), self._embedded_plan)
 
     def onnx_tensor(self, name: str) -> Tensor:
         """The module's current tensor for an ONNX initializer name."""
@@ -161,10 +225,30 @@ class OnnxClassifier(nn.Module):
         for init in model.graph.initializer:
             if init.name in self._initializer_types:
                 _fill_initializer(init, self.onnx_tensor(init.name))
+        names = {self.output_name, *self._input_names()}
         for value in (*model.graph.input, *model.graph.output):
-            if value.name in (self.input_name, self.output_name):
+            if value.name in names:
                 _make_batch_symbolic(value)
         return model
+
+    def _text(self) -> TokenInput:
+        if self.token_input is None:
+            raise TypeError("the model is not a text classifier (it has no token-ids input)")
+        return self.token_input
+
+    def _input_names(self) -> list[str]:
+        mask = self.token_input.mask_name if self.token_input else None
+        return [self.input_name, *([mask] if mask else [])]
+
+    def _mask(self, mask: Tensor | None, shape: tuple[int, int], device: torch.device) -> Tensor:
+        assert self._mask_dtype is not None
+        if mask is None:
+            return torch.ones(shape, dtype=self._mask_dtype, device=device)
+        if tuple(mask.shape) != shape:
+            raise InvalidData(
+                f"the attention mask has shape {list(mask.shape)}; the token ids have {list(shape)}"
+            )
+        return mask.to(self._mask_dtype)
 
     # -- building -----------------------------------------------------------------------------
 
@@ -172,6 +256,10 @@ class OnnxClassifier(nn.Module):
         initializers = {init.name: init for init in graph.initializer}
         constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
         roles = _initializer_roles(self._plan, initializers, producers)
+        self._lookup_table_names: set[str] = set()
+        if self.token_input is not None:
+            self._lookup_table_names = _lookup_tables(self._plan, initializers, producers)
+            roles.params |= self._lookup_table_names
         self._untie_running_stats(roles, initializers)
         self.trainable_parameter_names = []
         taken: set[str] = set()
@@ -263,6 +351,8 @@ class OnnxClassifier(nn.Module):
                 f"BatchNorm folded into {folded} Conv/Gemm layer(s) by the exporter: "
                 "trained as it is"
             )
+        if self.token_input is not None:
+            self.notes.append(_text_note(self.token_input, len(self._lookup_table_names)))
         if self._frozen_weight_slots:
             self.notes.append(
                 f"{self._frozen_weight_slots} weight input(s) are not initializers (constants or "
@@ -275,7 +365,7 @@ class OnnxClassifier(nn.Module):
         hard-code it (package docstring) so that both the module and the written model follow
         the runtime batch size."""
         declared = list(graph_output.type.tensor_type.shape.dim)
-        if any(d is None for d in self.input_shape):
+        if self.token_input is None and any(d is None for d in self.input_shape):
             if self._exported_batch is not None:
                 _clear_value_info_shapes(self._proto.graph, None)
                 self.notes.append(
@@ -311,9 +401,26 @@ class OnnxClassifier(nn.Module):
         return int(logits.shape[1])
 
     def _probe(self, batch: int, run: _Run) -> Tensor:
-        x = torch.zeros((batch, *[d or 1 for d in self.input_shape]), dtype=self.input_dtype)
         with torch.no_grad():
-            return self._execute(x, run)
+            return self._execute(self._probe_feeds(batch), run)
+
+    def _probe_feeds(self, batch: int) -> dict[str, Tensor]:
+        """Zeros for a float input; for a text classifier token 0 everywhere (a valid id) at
+        the exported sequence length, or at PROBE_LENGTH when it is symbolic, and a full mask."""
+        if self.token_input is None:
+            shape = (batch, *[d or 1 for d in self.input_shape])
+            return {self.input_name: torch.zeros(shape, dtype=self.input_dtype)}
+        shape = (batch, self.token_input.max_length or PROBE_LENGTH)
+        feeds = {self.input_name: torch.zeros(shape, dtype=self.input_dtype)}
+        if self.token_input.mask_name is not None:
+            feeds[self.token_input.mask_name] = self._mask(None, shape, torch.device("cpu"))
+        return feeds
+
+    def _plan_without_word_lookup(self) -> list[_Node]:
+        if self.token_input is None:
+            return self._plan
+        output = self.token_input.embedding_output
+        return [node for node in self._plan if output not in node.outputs]
 
     def _probe_failure(self, exc: _NodeFailure, batch: int) -> UnsupportedModel:
         exported = self._exported_batch
@@ -329,6 +436,15 @@ class OnnxClassifier(nn.Module):
                     "dynamic batch "
                     "dimension (dynamic_shapes / dynamic_axes)"
                 )
+        token = self.token_input
+        if token is not None and token.max_length is None:
+            return UnsupportedModel(
+                f"the graph cannot be executed at sequence length {PROBE_LENGTH} although its "
+                f"sequence axis is dynamic: {exc}. A graph that only runs at the sequence length "
+                "it was exported with (the classic exporter hard-codes it in "
+                "nn.MultiheadAttention) must declare it: export without a dynamic axis on "
+                f"dimension 1 of '{token.ids_name}', or with dynamo=True"
+            )
         return UnsupportedModel(f"the graph cannot be executed: {exc}")
 
     def _fix_batch_reshapes(self, batch: int) -> None:
@@ -403,11 +519,13 @@ class OnnxClassifier(nn.Module):
                 f"but got {list(x.shape)}"
             )
 
-    def _execute(self, x: Tensor, run: _Run) -> Tensor:
+    def _execute(
+        self, feeds: dict[str, Tensor], run: _Run, plan: list[_Node] | None = None
+    ) -> Tensor:
         env: dict[str, Tensor] = {name: getattr(self, a) for name, a in self._tensor_attrs.items()}
-        env[self.input_name] = x
-        run.batch = int(x.shape[0])
-        for node in self._plan:
+        env.update(feeds)
+        run.batch = int(feeds[self.input_name].shape[0])
+        for node in self._plan if plan is None else plan:
             args = [env[name] if name else None for name in node.inputs]
             try:
                 result = node.fn(run, node, args)
@@ -452,3 +570,60 @@ def write_trained_onnx(model: OnnxClassifier, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _lookup_tables(
+    plan: list[_Node], initializers: dict[str, TensorProto], producers: dict[str, NodeProto]
+) -> set[str]:
+    """Embedding tables of a text model (word, position, token type): float rank-2
+    initializers read by a Gather on axis 0. They are trained like any weight."""
+    tables = set()
+    for node in plan:
+        if node.op_type != "Gather" or node.attrs.get("axis", 0) != 0:
+            continue
+        source = _initializer_source(node.inputs[0], producers, initializers)
+        if source is None:
+            continue
+        init = initializers[source]
+        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
+            tables.add(source)
+    return tables
+
+
+def _text_note(token: TokenInput, tables: int) -> str:
+    mask = f" with the attention mask '{token.mask_name}'" if token.mask_name else ""
+    return (
+        f"text classifier: token ids '{token.ids_name}'{mask}, word embeddings "
+        f"'{token.embedding_table}' ({token.vocab_size} x {token.embedding_dim}); "
+        f"{tables} embedding table(s) are trained"
+    )
+
+
+def _check_ids(ids: Tensor, token: TokenInput) -> None:
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InvalidData(f"token ids '{token.ids_name}' must be integers, got {ids.dtype}")
+    _check_sequence(tuple(ids.shape), 2, token, "token ids")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= token.vocab_size):
+        raise InvalidData(
+            f"token ids '{token.ids_name}' must lie in [0, {token.vocab_size}) (the size of the "
+            f"vocabulary); got values from {int(ids.min())} to {int(ids.max())}"
+        )
+
+
+def _check_embedded(embedded: Tensor, token: TokenInput) -> None:
+    _check_sequence(tuple(embedded.shape), 3, token, "embeddings")
+    if embedded.shape[2] != token.embedding_dim:
+        raise InvalidData(
+            f"embeddings of shape {list(embedded.shape)}; the model's embedding dimension is "
+            f"{token.embedding_dim}"
+        )
+
+
+def _check_sequence(shape: tuple[int, ...], rank: int, token: TokenInput, what: str) -> None:
+    if len(shape) != rank:
+        raise InvalidData(f"{what} must have rank {rank}, got shape {list(shape)}")
+    if token.max_length is not None and shape[1] != token.max_length:
+        raise InvalidData(
+            f"the model was exported for sequences of length {token.max_length}; {what} have "
+            f"shape {list(shape)}"
+        )

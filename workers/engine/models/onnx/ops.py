@@ -60,6 +60,7 @@ from workers.engine.models.onnx.kernels import (
     _where,
 )
 from workers.engine.models.onnx.protos import _attributes
+from workers.engine.models.onnx.recurrent import _gru, _lstm
 from workers.engine.models.onnx.runtime import _Node, _OpFn
 
 _OPS: dict[str, _OpFn] = {
@@ -150,6 +151,8 @@ _OPS: dict[str, _OpFn] = {
     **{name: _reduce(fn, 18) for name, fn in _REDUCTIONS.items()},
     "ArgMax": _arg_reduce(torch.argmax),
     "ArgMin": _arg_reduce(torch.argmin),
+    "LSTM": _lstm,
+    "GRU": _gru,
 }
 _SUPPORTED_OPS = frozenset(_OPS)
 

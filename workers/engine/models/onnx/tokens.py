@@ -1,0 +1,167 @@
+"""Where a text classifier takes its tokens: the token-ids input, the word-embedding lookup it
+feeds, and the optional attention mask.
+
+The rule: an integer input consumed by a ``Gather`` on axis 0 of a float rank-2 initializer is
+the token ids, and that ``Gather`` is the word-embedding lookup. Position and token-type
+embeddings are lookups too, but their indices are computed inside the graph, not read from an
+input, so they are never taken for the word embeddings. Another integer input of the same shape
+is the attention mask. Anything else next to the token ids is refused, naming the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import GraphProto, NodeProto, TensorProto
+
+from workers.engine.errors import UnsupportedModel
+from workers.engine.models.onnx.analysis import _initializer_source
+from workers.engine.models.onnx.protos import _FLOAT_TYPES, _attributes, _static_dim, _type_name
+
+_ID_TYPES = (TensorProto.INT64, TensorProto.INT32)
+_MASK_TYPES = (*_ID_TYPES, TensorProto.BOOL)
+_SHAPE_READERS = ("Shape", "Size")
+
+
+@dataclass(frozen=True)
+class TokenInput:
+    """How a text classifier read from ONNX takes its tokens.
+
+    ``embedding_output`` is the ONNX name of the word-embedding lookup's output, the tensor that
+    :meth:`OnnxClassifier.classify_embedded` replaces. ``ids_read_elsewhere`` is true when the
+    graph also reads the token ids' values outside that lookup and outside shape reads (for
+    example a padding mask computed as ``ids == pad``); ``classify_embedded`` then needs the
+    ids too.
+    """
+
+    ids_name: str
+    mask_name: str | None
+    vocab_size: int
+    embedding_dim: int
+    max_length: int | None
+    embedding_output: str
+    embedding_table: str
+    ids_read_elsewhere: bool
+
+
+def _graph_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in graph.initializer}
+    return [value for value in graph.input if value.name not in initializers]
+
+
+def _find_token_input(graph: GraphProto, inputs: list[onnx.ValueInfoProto]) -> TokenInput | None:
+    """The token input of a text classifier, or None when no input feeds an embedding lookup
+    (the model is then read as a classifier of one float tensor)."""
+    initializers = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output if out}
+    lookups = {
+        value.name: found
+        for value in inputs
+        if _elem_type(value) in _ID_TYPES
+        and (found := _embedding_lookups(graph, value.name, initializers, producers))
+    }
+    if not lookups:
+        return None
+    if len(lookups) > 1:
+        names = ", ".join(f"'{name}'" for name in lookups)
+        raise UnsupportedModel(
+            f"inputs {names} each feed an embedding lookup; a text classifier takes one input "
+            "of token ids (and optionally an attention mask): compute token types and positions "
+            "inside the model"
+        )
+    ids_name, gathers = next(iter(lookups.items()))
+    if len(gathers) > 1:
+        raise UnsupportedModel(
+            f"input '{ids_name}' feeds {len(gathers)} embedding lookups; one word-embedding "
+            "lookup of the token ids is supported"
+        )
+    ids = next(v for v in inputs if v.name == ids_name)
+    dims = _dims(ids)
+    if len(dims) != 2:
+        raise UnsupportedModel(
+            f"input '{ids_name}' (token ids) has rank {len(dims)}; [batch, sequence] is required"
+        )
+    gather = gathers[0]
+    table = _initializer_source(gather.input[0], producers, initializers)
+    assert table is not None
+    vocab, dim = (int(d) for d in initializers[table].dims)
+    return TokenInput(
+        ids_name=ids_name,
+        mask_name=_attention_mask(inputs, ids),
+        vocab_size=vocab,
+        embedding_dim=dim,
+        max_length=dims[1],
+        embedding_output=gather.output[0],
+        embedding_table=table,
+        ids_read_elsewhere=any(
+            node is not gather and node.op_type not in _SHAPE_READERS
+            for node in graph.node
+            if ids_name in node.input
+        ),
+    )
+
+
+def _embedding_lookups(
+    graph: GraphProto,
+    name: str,
+    initializers: dict[str, TensorProto],
+    producers: dict[str, NodeProto],
+) -> list[NodeProto]:
+    found = []
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] != name:
+            continue
+        if _attributes(node).get("axis", 0) != 0:
+            continue
+        table = _initializer_source(node.input[0], producers, initializers)
+        if table is None:
+            continue
+        init = initializers[table]
+        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
+            found.append(node)
+    return found
+
+
+def _attention_mask(inputs: list[onnx.ValueInfoProto], ids: onnx.ValueInfoProto) -> str | None:
+    others = [value for value in inputs if value.name != ids.name]
+    for value in others:
+        if _elem_type(value) not in _MASK_TYPES or not _same_shape(_dims(value), _dims(ids)):
+            raise UnsupportedModel(
+                f"input '{value.name}' ({_type_name(value)}, shape {_shown(value)}) cannot be "
+                f"placed: a text classifier takes the token ids '{ids.name}' and optionally an "
+                f"attention mask of the same shape ({_shown(ids)}) with integer or boolean values"
+            )
+    if len(others) > 1:
+        names = ", ".join(f"'{value.name}'" for value in others)
+        raise UnsupportedModel(
+            f"inputs {names} all look like attention masks for '{ids.name}'; a text classifier "
+            "takes at most one attention mask"
+        )
+    return others[0].name if others else None
+
+
+def _elem_type(value: onnx.ValueInfoProto) -> int:
+    """The element type of a tensor value, 0 (UNDEFINED) for anything else."""
+    if not value.type.HasField("tensor_type"):
+        return TensorProto.UNDEFINED
+    return int(value.type.tensor_type.elem_type)
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return []
+    return [_static_dim(d) for d in tensor_type.shape.dim]
+
+
+def _same_shape(a: list[int | None], b: list[int | None]) -> bool:
+    """Equal rank, and equal sizes wherever both are fixed."""
+    if len(a) != len(b):
+        return False
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def _shown(value: onnx.ValueInfoProto) -> str:
+    dims = _dims(value)
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]" if dims else "unknown"
