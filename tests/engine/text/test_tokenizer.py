@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from tests.engine.text import support
 from workers.engine.errors import InvalidModel
@@ -126,6 +127,24 @@ def test_texts_longer_than_the_maximum_are_cut_and_counted(word_level_json: Path
     encoded = encode(tokenizer, texts, max_length=5)
     assert encoded.ids.shape == (3, 5)
     assert encoded.truncated == 2
+
+
+def test_the_share_of_unknown_tokens_is_reported(word_level_json: Path) -> None:
+    encoded = encode(load_tokenizer(word_level_json), ["a dog", "zebra quasar"], max_length=8)
+    assert encoded.unknown_share == pytest.approx(2 / 8)
+
+
+def test_a_unigram_tokenizer_names_its_unknown_token_by_id(tmp_path: Path) -> None:
+    trained = Tokenizer(models.Unigram())
+    trained.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=40, special_tokens=["<pad>", "<unk>"], unk_token="<unk>"
+    )
+    trained.train_from_iterator(support.sentences(50), trainer)
+    path = tmp_path / "unigram.json"
+    trained.save(str(path))
+    tokenizer = load_tokenizer(path)
+    assert (tokenizer.pad_id, tokenizer.unknown_id) == (0, 1)
 
 
 def test_a_fixed_sequence_length_pads_every_row_to_the_maximum(word_level_json: Path) -> None:

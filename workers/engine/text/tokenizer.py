@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -37,6 +38,8 @@ class TextTokenizer:
     """Tokens in the vocabulary, added tokens included."""
     max_id: int
     """The largest id the tokenizer can produce (ids need not be contiguous)."""
+    unknown_id: int | None = None
+    """The id of the unknown token, if the tokenizer's model has one."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,17 @@ class EncodedTexts:
     """1 for a real token, 0 for padding; int64, shape (N, T)."""
     truncated: int
     """How many texts were longer than the maximum length and lost their tail."""
+    unknown_share: float
+    """The share of real tokens that are the tokenizer's unknown token: high when the texts
+    are in another language or script than the tokenizer's, or the tokenizer is the wrong
+    one (0.0 for a tokenizer without an unknown token)."""
 
 
 def load_tokenizer(
     path: Path, *, max_bytes: int = MAX_TOKENIZER_BYTES, pad_id: int | None = None
 ) -> TextTokenizer:
     """Read and check a ``tokenizer.json``; ``pad_id`` overrides the detected padding id."""
-    text = read_tokenizer_json(path, max_bytes=max_bytes)
+    text, document = _read_document(path, max_bytes)
     try:
         tokenizer = Tokenizer.from_str(text)
     except Exception as exc:  # the library raises a bare Exception for a bad configuration
@@ -81,12 +88,17 @@ def load_tokenizer(
         pad_id=chosen_pad,
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
         max_id=max_id,
+        unknown_id=_unknown_id(tokenizer, document["model"]),
     )
 
 
 def read_tokenizer_json(path: Path, *, max_bytes: int = MAX_TOKENIZER_BYTES) -> str:
     """The file's text, once it is known to be a JSON object with a ``model`` section and no
     larger than ``max_bytes``."""
+    return _read_document(path, max_bytes)[0]
+
+
+def _read_document(path: Path, max_bytes: int) -> tuple[str, dict[str, Any]]:
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidModel(
@@ -107,7 +119,7 @@ def read_tokenizer_json(path: Path, *, max_bytes: int = MAX_TOKENIZER_BYTES) -> 
             f"the tokenizer file {path.name} is JSON but not a Hugging Face tokenizer: it has"
             " no 'model' section (send tokenizer.json, not tokenizer_config.json or vocab.json)"
         )
-    return text
+    return text, document
 
 
 def _reason(exc: Exception) -> str:
@@ -151,7 +163,28 @@ def encode(
         ids[row, : len(encoding.ids)] = encoding.ids
         mask[row, : len(encoding.attention_mask)] = encoding.attention_mask
     truncated = sum(1 for e in encodings if e.overflowing)
-    return EncodedTexts(ids=ids, attention_mask=mask, truncated=truncated)
+    return EncodedTexts(
+        ids=ids,
+        attention_mask=mask,
+        truncated=truncated,
+        unknown_share=_unknown_share(tokenizer, ids, mask),
+    )
+
+
+def _unknown_id(tokenizer: Tokenizer, model: dict[str, Any]) -> int | None:
+    """The unknown token's id: named by ``unk_token`` (WordPiece, WordLevel, BPE) or given as
+    ``unk_id`` (Unigram)."""
+    if isinstance(model.get("unk_id"), int):
+        return int(model["unk_id"])
+    token = model.get("unk_token")
+    return tokenizer.token_to_id(token) if isinstance(token, str) else None
+
+
+def _unknown_share(tokenizer: TextTokenizer, ids: np.ndarray, mask: np.ndarray) -> float:
+    real = int(mask.sum())
+    if tokenizer.unknown_id is None or real == 0:
+        return 0.0
+    return float(((ids == tokenizer.unknown_id) & (mask == 1)).sum()) / real
 
 
 def _configured(tokenizer: TextTokenizer, max_length: int, pad_to_max_length: bool) -> Tokenizer:
