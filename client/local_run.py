@@ -21,10 +21,12 @@ from typing import Any
 
 import grpc
 
+from client import convert
 from client.domain import (
     HardeningOutcome,
     HardeningParams,
     JobEvent,
+    JobSpec,
     JobState,
     MlflowTracking,
     ModelFormat,
@@ -75,8 +77,14 @@ def harden_locally(
         if run is not None:
             run.on_progress(event)
 
-    request = engine_request(model_path, model_format, data_path, eval_data_path, params)
-    request = dataclasses.replace(request, allow_trusted_formats=allow_trusted_formats)
+    request = engine_request(
+        model_path,
+        model_format,
+        data_path,
+        eval_data_path,
+        params,
+        allow_trusted_formats=allow_trusted_formats,
+    )
     run = _open_run(mlflow, request, engine)
     layout = OutputLayout.beside(output)
     layout.model.parent.mkdir(parents=True, exist_ok=True)
@@ -174,51 +182,29 @@ def engine_request(
     data_path: Path,
     eval_data_path: Path | None,
     params: HardeningParams,
+    *,
+    allow_trusted_formats: bool = False,
 ) -> Any:
-    """The engine's ``HardeningRequest`` for ``params``; None keeps the engine's default, as the
-    server does: for epochs, batch size, epsilon warm-up and validation size that is None, which
-    the engine's recipe fills from the data."""
-    _check_zero_means_default(params)
-    spec = _engine().spec
-
-    threat = _given(
-        norm=spec.Norm(params.norm.value),
-        eps=params.eps,
-        lower=params.lower,
-        upper=params.upper,
+    """The engine's ``HardeningRequest`` for ``params``, made from the message this CLI would
+    send a server, by the server's converter and the worker's translation (:mod:`workers.local`):
+    what the server refuses is refused here in the same words, and a value left out is the same
+    default."""
+    engine = _engine()
+    message = convert.spec_to_proto(
+        JobSpec(
+            model_id=LOCAL_JOB_ID,
+            train_dataset_id=LOCAL_JOB_ID,
+            eval_dataset_id=LOCAL_JOB_ID if eval_data_path is not None else None,
+            params=params,
+        )
     )
-    training = _given(
-        method=spec.Method(params.method.value),
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        learning_rate=params.learning_rate,
-        from_scratch=params.from_scratch,
-        attack_steps=params.attack_steps,
-        step_size=params.step_size,
-        eps_warmup_epochs=params.eps_warmup_epochs,
-        trades_beta=params.trades_beta,
-        temperature=params.temperature,
-        hard_label_weight=params.hard_label_weight,
-        teacher_epochs=params.teacher_epochs,
-        select_best_robust=params.select_best_robust,
-        validation_size=params.validation_size,
+    files = engine.JobFiles(
+        model_path, engine.spec.ModelFormat(model_format.value), data_path, eval_data_path
     )
-    evaluation = _given(suite=spec.EvaluationSuite(params.suite.value), samples=params.eval_samples)
-    return spec.HardeningRequest(
-        model=spec.ModelSource(
-            path=model_path,
-            format=spec.ModelFormat(model_format.value),
-            architecture=params.architecture,
-            num_classes=params.num_classes,
-        ),
-        train_data=data_path,
-        eval_data=eval_data_path,
-        threat=spec.ThreatModel(**threat),
-        training=spec.TrainingConfig(**training),
-        evaluation=spec.EvaluationConfig(**evaluation),
-        seed=params.seed,
-        time_limit_seconds=params.time_limit_seconds,
-    )
+    try:
+        return engine.engine_request(message, files, allow_trusted_formats=allow_trusted_formats)
+    except engine.errors.TemperingError as error:
+        raise InvalidInput(str(error)) from error
 
 
 def _engine() -> ModuleType:
@@ -228,25 +214,3 @@ def _engine() -> ModuleType:
     except ImportError as error:
         raise MissingExtra(f"{WORKER_EXTRA_MESSAGE} ({error})") from error
     return local
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The values the caller set: drops None and empty tuples (the API's "default"). A 0 is
-    kept, for the engine's checks to refuse as the server's would."""
-    return {name: value for name, value in values.items() if value is not None and value != ()}
-
-
-_ZERO_MEANS_DEFAULT = ("learning_rate", "step_size", "teacher_epochs")
-"""The engine reads 0 in these as "pick the default"; the server refuses a 0 given, so does this.
-Elsewhere a 0 given means 0: no epsilon warm-up, no validation rows, or (epochs, batch size) a
-value the engine's checks refuse."""
-
-
-def _check_zero_means_default(params: HardeningParams) -> None:
-    for name in _ZERO_MEANS_DEFAULT:
-        value = getattr(params, name)
-        if value is not None and not value > 0:
-            raise InvalidInput(
-                f"{name} must be greater than 0 when given (leave it out for the default),"
-                f" got {value}"
-            )

@@ -43,7 +43,8 @@ from service.store.leases import LeaseKeeper, new_owner_id
 from service.store.stores import Stores
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
-from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
+from workers.engine.spec import HardeningRequest, ModelFormat
+from workers.job_request import JobFiles, engine_request
 from workers.mlflow_tracking import job_tracking
 
 log = logging.getLogger(__name__)
@@ -506,22 +507,9 @@ class JobRunner:
             if spec.eval_dataset_id:
                 evaluation = self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET, tenant)
                 eval_path = link(evaluation.sha256, "eval.npz")
-            yield HardeningRequest(
-                model=ModelSource(
-                    path=model_path,
-                    format=model_format,
-                    architecture=spec.architecture,
-                    num_classes=spec.num_classes,
-                ),
-                train_data=train_path,
-                eval_data=eval_path,
-                threat=spec.threat,
-                training=spec.training,
-                evaluation=spec.evaluation,
-                seed=spec.seed,
-                allow_trusted_formats=self._config.allow_trusted_formats,
-                time_limit_seconds=spec.time_limit_seconds,
-                verified_sha256=verified,
+            files = JobFiles(model_path, model_format, train_path, eval_path, verified)
+            yield engine_request(
+                spec, files, allow_trusted_formats=self._config.allow_trusted_formats
             )
 
     def _store_outputs(self, outcome: HardeningOutcome) -> list[OutputFile]:

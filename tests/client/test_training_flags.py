@@ -15,6 +15,7 @@ from client import convert
 from client.cli import build_parser
 from client.commands.harden import params_from
 from client.domain import JobSpec, ModelFormat
+from client.errors import InvalidInput
 from client.local_run import engine_request
 
 TRAINING_FIELDS = ("epochs", "batch_size", "learning_rate", "select_best_robust", "validation_size")
@@ -58,37 +59,60 @@ def test_the_cli_sends_a_zero_warmup_and_a_zero_validation_size_it_was_given(
     assert (training.pgd.eps_warmup_epochs, training.validation_size) == (0.0, 0)
 
 
-def engine_configs(flags: list[str]) -> tuple[Any, Any]:
-    """The engine's request as ``--local`` builds it, and the spec the server builds from what
-    the CLI sends, for the same flags."""
+def local_request(flags: list[str]) -> Any:
+    """The engine's request as ``--local`` builds it for ``flags``."""
+    pytest.importorskip("workers.local")
+    args = build_parser().parse_args(
+        ["harden", "model.onnx", "--data", "train.npz", "--local", "-o", "h.onnx", *flags]
+    )
+    return engine_request(
+        Path("model.onnx"), ModelFormat.ONNX, Path("train.npz"), None, params_from(args)
+    )
+
+
+def test_local_leaves_to_the_recipe_every_training_value_the_user_did_not_give() -> None:
+    training = local_request(["--eps", "0.1", "--method", "pgd"]).training
+
+    assert (training.epochs, training.batch_size) == (None, None)
+    assert (training.attack_steps, training.eps_warmup_epochs) == (None, None)
+    assert training.validation_size is None
+
+
+def test_local_passes_the_values_the_user_gave_zeros_included() -> None:
+    request = local_request(
+        ["--eps", "0.3", "--method", "trades", "--epochs", "3", "--batch-size", "32",
+         "--eps-warmup-epochs", "0", "--validation-size", "0", "--trades-beta", "3"]
+    )  # fmt: skip
+
+    training = request.training
+    assert (training.epochs, training.batch_size, training.trades_beta) == (3, 32, 3.0)
+    assert (training.eps_warmup_epochs, training.validation_size) == (0.0, 0)
+    assert request.threat.eps == 0.3
+
+
+@pytest.mark.parametrize(
+    ("flags", "server_words"),
+    [
+        (["--eps", "0.1", "--learning-rate", "0"], "spec.training.learning_rate"),
+        (["--eps", "5"], "at least the width of the input domain"),
+    ],
+    ids=["zero-learning-rate", "eps-covers-the-domain"],
+)
+def test_local_refuses_what_the_server_refuses_in_the_same_words(
+    flags: list[str], server_words: str
+) -> None:
     server_convert = pytest.importorskip("service.api.convert")
     args = build_parser().parse_args(
         ["harden", "model.onnx", "--data", "train.npz", "--local", "-o", "h.onnx", *flags]
     )
-    params = params_from(args)
-    local = engine_request(Path("model.onnx"), ModelFormat.ONNX, Path("train.npz"), None, params)
-    message = convert.spec_to_proto(JobSpec(model_id="m", train_dataset_id="d", params=params))
-    return local, server_convert.job_spec(message)
+    message = convert.spec_to_proto(
+        JobSpec(model_id="m", train_dataset_id="d", params=params_from(args))
+    )
+    with pytest.raises(Exception, match=server_words) as server:
+        server_convert.job_spec(message)
 
+    with pytest.raises(InvalidInput) as local:
+        local_request(flags)
 
-@pytest.mark.parametrize(
-    "flags",
-    [
-        ["--eps", "0.1"],
-        ["--eps", "0.1", "--epochs", "3", "--batch-size", "32", "--validation-size", "0"],
-        ["--eps", "0.1", "--eps-warmup-epochs", "0", "--learning-rate", "0.01"],
-        ["--eps", "0.3", "--method", "trades", "--eps-warmup-epochs", "1.5", "--trades-beta", "3"],
-        ["--eps", "0.1", "--method", "fgsm", "--step-size", "0.05", "--from-scratch"],
-        ["--eps", "0.1", "--method", "distillation", "--temperature", "20", "--epochs", "4"],
-        ["--eps", "0.5", "--norm", "l2", "--suite", "fast", "--eval-samples", "64"],
-    ],
-    ids=["nothing-given", "sizes", "no-warmup", "trades", "fgsm", "distillation", "evaluation"],
-)
-def test_local_builds_the_same_engine_config_as_the_server_for_the_same_flags(
-    flags: list[str],
-) -> None:
-    local, server = engine_configs(flags)
-
-    assert local.training == server.training
-    assert local.threat == server.threat
-    assert local.evaluation == server.evaluation
+    assert server_words in str(local.value)
+    assert str(local.value) == str(server.value)
