@@ -162,6 +162,17 @@ def test_encoding_leaves_the_loaded_tokenizer_unchanged(word_level_json: Path) -
     assert tokenizer.tokenizer.padding is None
 
 
+def test_the_configured_copy_is_made_once_per_length(word_level_json: Path) -> None:
+    tokenizer = load_tokenizer(word_level_json)
+    first = encode(tokenizer, ["the cat likes the prize today"], max_length=5)
+    copies = dict(tokenizer._configured)
+    second = encode(tokenizer, ["the cat likes the prize today"], max_length=5)
+    encode(tokenizer, ["a dog"], max_length=7)
+    assert tokenizer._configured[(5, False)] is copies[(5, False)]
+    assert set(tokenizer._configured) == {(5, False), (7, False)}
+    assert np.array_equal(first.ids, second.ids)
+
+
 def test_a_vocabulary_that_fits_the_embedding_table_passes(word_level_json: Path) -> None:
     tokenizer = load_tokenizer(word_level_json)
     check_vocabulary(tokenizer, embedding_rows=tokenizer.max_id + 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,12 @@ class TextTokenizer:
     """The largest id the tokenizer can produce (ids need not be contiguous)."""
     unknown_id: int | None = None
     """The id of the unknown token, if the tokenizer's model has one."""
+    _configured: dict[tuple[int, bool], Tokenizer] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Copies set up to truncate and pad, one per (max_length, pad_to_max_length), made on
+    first use: a copy of a large vocabulary costs tens of milliseconds, more than the encoding
+    of an attack's batch of queries."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,15 @@ def _unknown_share(tokenizer: TextTokenizer, ids: np.ndarray, mask: np.ndarray) 
 
 
 def _configured(tokenizer: TextTokenizer, max_length: int, pad_to_max_length: bool) -> Tokenizer:
+    key = (max_length, pad_to_max_length)
+    if key not in tokenizer._configured:
+        tokenizer._configured[key] = _configured_copy(tokenizer, max_length, pad_to_max_length)
+    return tokenizer._configured[key]
+
+
+def _configured_copy(
+    tokenizer: TextTokenizer, max_length: int, pad_to_max_length: bool
+) -> Tokenizer:
     """A copy of the tokenizer that truncates and pads as asked, keeping the file's padding
     side and token; the loaded tokenizer is left as it was."""
     original = tokenizer.tokenizer
