@@ -92,6 +92,19 @@ def test_a_line_that_is_json_but_not_an_object_is_named(tmp_path: Path) -> None:
         load_text_dataset(jsonl_with(tmp_path, '["hi", 1]'))
 
 
+def test_a_json_array_file_is_told_to_become_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([GOOD, GOOD], indent=1), encoding="utf-8")
+    with pytest.raises(InvalidData, match=r"line 1: the file starts a JSON array; send JSON Lines"):
+        load_text_dataset(path)
+
+
+def test_a_json_array_without_a_suffix_is_still_read_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "upload"
+    path.write_text(json.dumps([GOOD]), encoding="utf-8")
+    assert detect_format(path) == "jsonl"
+
+
 def test_a_missing_label_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidData, match=r"line 3: missing key 'label'"):
         load_text_dataset(jsonl_with(tmp_path, '{"text": "hi"}'))
@@ -150,6 +163,13 @@ def test_a_csv_label_that_is_not_an_integer_is_named(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,label\nfine,0\nspam here,spam\n", encoding="utf-8")
     with pytest.raises(InvalidData, match=r"line 3: 'label' must be an integer .*'spam'"):
+        load_text_dataset(path)
+
+
+def test_a_csv_field_beyond_the_csv_readers_limit_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(f"text,label\nfine,0\n{'x' * 200_000},1\n", encoding="utf-8")
+    with pytest.raises(InvalidData, match=r"line 3: a field is longer than the CSV reader's"):
         load_text_dataset(path)
 
 

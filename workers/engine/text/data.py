@@ -92,7 +92,7 @@ def detect_format(path: Path) -> TextFormat:
         return by_suffix
     with path.open("rb") as handle:
         start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    return "jsonl" if start.startswith(b"{") else "csv"
+    return "jsonl" if start[:1] in (b"{", b"[") else "csv"
 
 
 def check_labels(dataset: TextDataset, num_classes: int) -> None:
@@ -122,9 +122,16 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
+    first = True
     for number, line in _decoded_lines(path):
         if not line.strip():
             continue
+        if first and line.lstrip().startswith("["):
+            raise InvalidData(
+                f"line {number}: the file starts a JSON array; send JSON Lines instead, one"
+                ' object a line like {"text": "...", "label": 0} and no enclosing brackets'
+            )
+        first = False
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as exc:
@@ -172,6 +179,12 @@ def _read_csv(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
             text = _text(row[text_at], number, limits)
             yield number, text, _csv_label(row[label_at], number)
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise InvalidData(
+                f"line {reader.line_num}: a field is longer than the CSV reader's limit of"
+                f" {csv.field_size_limit():,} characters (texts may have at most"
+                f" {limits.max_text_chars:,})"
+            ) from exc
         raise InvalidData(f"line {reader.line_num}: malformed CSV ({exc})") from exc
 
 
