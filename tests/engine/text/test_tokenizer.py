@@ -46,6 +46,18 @@ def test_the_padding_section_names_the_pad_id(tmp_path: Path) -> None:
     assert load_tokenizer(path).pad_id == 3
 
 
+def test_the_files_truncation_length_is_kept_as_a_default(tmp_path: Path) -> None:
+    trained = support.word_level_tokenizer(support.sentences(50))
+    trained.enable_truncation(128)
+    path = tmp_path / "tokenizer.json"
+    trained.save(str(path))
+    assert load_tokenizer(path).truncation_length == 128
+
+
+def test_a_file_without_truncation_names_no_length(word_level_json: Path) -> None:
+    assert load_tokenizer(word_level_json).truncation_length is None
+
+
 def test_an_explicit_pad_id_overrides_detection(word_level_json: Path) -> None:
     assert load_tokenizer(word_level_json, pad_id=1).pad_id == 1
 

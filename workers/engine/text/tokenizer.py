@@ -40,6 +40,9 @@ class TextTokenizer:
     """The largest id the tokenizer can produce (ids need not be contiguous)."""
     unknown_id: int | None = None
     """The id of the unknown token, if the tokenizer's model has one."""
+    truncation_length: int | None = None
+    """The maximum length the file's ``truncation`` section names, if it has one: a default
+    for a model that accepts sequences of any length."""
     _configured: dict[tuple[int, bool], Tokenizer] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -95,6 +98,7 @@ def load_tokenizer(
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
         max_id=max_id,
         unknown_id=_unknown_id(tokenizer, document["model"]),
+        truncation_length=_truncation_length(tokenizer),
     )
 
 
@@ -175,6 +179,12 @@ def encode(
         truncated=truncated,
         unknown_share=_unknown_share(tokenizer, ids, mask),
     )
+
+
+def _truncation_length(tokenizer: Tokenizer) -> int | None:
+    truncation = tokenizer.truncation
+    length = truncation.get("max_length") if truncation else None
+    return int(length) if isinstance(length, int) and length > 0 else None
 
 
 def _unknown_id(tokenizer: Tokenizer, model: dict[str, Any]) -> int | None:
