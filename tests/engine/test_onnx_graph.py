@@ -1068,6 +1068,15 @@ OP_CASES = [
         C4,
     ),
     _case("lrn", _n("LRN", ["x"], size=3, alpha=0.01, beta=0.7, bias=1.5), (4, 5, 5)),
+    _case("trilu_upper_above_diagonal", _n("Trilu", ["x", "k"]), C4, opset=14, k=_i(1)),
+    _case("trilu_lower", _n("Trilu", ["x"], upper=0), C4, opset=14),
+    _case("cumsum", _n("CumSum", ["x", "axis"]), C4, axis=np.asarray(-1, np.int64)),
+    _case(
+        "cumsum_exclusive_reverse",
+        _n("CumSum", ["x", "axis"], exclusive=1, reverse=1),
+        C4,
+        axis=np.asarray(1, np.int32),
+    ),
 ]
 
 

@@ -17,6 +17,10 @@ The few edits we do make to the user's graph are deliberate and reported in ``no
   statistics are updated in place during training;
 * model-local functions are inlined.
 
+Image and tabular classifiers take one float tensor. Text classifiers take token ids (and
+optionally an attention mask) that feed an embedding lookup; :class:`TokenInput` describes them
+and the module can be split at that lookup for perturbations in embedding space.
+
 See docs/onnx-conversion.md for the operator list and the rules deciding what is trainable.
 """
 

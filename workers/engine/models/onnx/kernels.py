@@ -597,5 +597,23 @@ def _arg_reduce(fn: Callable[..., Tensor]) -> _OpFn:
     return run_arg
 
 
+def _trilu(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
+    data, k = _req(x, 0), _arg(x, 1)
+    diagonal = 0 if k is None else int(k.item())
+    return torch.triu(data, diagonal) if node.attrs.get("upper", 1) else torch.tril(data, diagonal)
+
+
+def _cumsum(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
+    data = _req(x, 0)
+    axis = _axis(int(_req(x, 1).item()), data.dim())
+    reverse = bool(node.attrs.get("reverse", 0))
+    values = data.flip(axis) if reverse else data
+    total = torch.cumsum(values, dim=axis).to(data.dtype)
+    if node.attrs.get("exclusive", 0):
+        first = torch.zeros_like(values.narrow(axis, 0, 1))
+        total = torch.cat([first, total.narrow(axis, 0, values.shape[axis] - 1)], dim=axis)
+    return total.flip(axis) if reverse else total
+
+
 def _not_executed(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     raise _Unsupported("Constant nodes are evaluated when the model is loaded")

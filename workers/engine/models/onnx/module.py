@@ -31,7 +31,6 @@ from workers.engine.models.onnx.analysis import (
 )
 from workers.engine.models.onnx.ops import _make_node
 from workers.engine.models.onnx.protos import (
-    _FLOAT_TYPES,
     _TORCH_DTYPES,
     BATCH_DIM,
     _attr_name,
@@ -55,9 +54,13 @@ from workers.engine.models.onnx.reading import (
 from workers.engine.models.onnx.runtime import _Node, _NodeFailure, _Run
 from workers.engine.models.onnx.tokens import (
     TokenInput,
+    _check_embedded,
+    _check_ids,
     _elem_type,
     _find_token_input,
     _graph_inputs,
+    _lookup_tables,
+    _text_note,
 )
 
 _INLINE_WRITE_LIMIT = 1_800_000_000
@@ -90,10 +93,15 @@ class OnnxClassifier(nn.Module):
     ``trainable_parameter_names``, in ONNX names); BatchNormalization running statistics are
     buffers updated in train mode; every other initializer is a frozen buffer.
 
+    A text classifier (an integer input feeding an embedding lookup) takes token ids and an
+    optional attention mask; ``token_input`` describes them, and :meth:`embed` with
+    :meth:`classify_embedded` split the model at the word-embedding lookup. Its embedding
+    tables are parameters too. ``token_input`` is None for every other model.
+
     Constructing one from a ``ModelProto`` validates a copy of it (operators, domains, one float
-    input and output, ``onnx.checker``) and test-runs the graph once; files go through
-    :func:`load_onnx_classifier`, which also guards reading them. A new instance is in train
-    mode, like any ``nn.Module``.
+    input or token ids, one output, ``onnx.checker``) and test-runs the graph once; files go
+    through :func:`load_onnx_classifier`, which also guards reading them. A new instance is in
+    train mode, like any ``nn.Module``.
     """
 
     input_name: str
@@ -106,6 +114,7 @@ class OnnxClassifier(nn.Module):
     output_is_probability: bool
     notes: list[str]
     trainable_parameter_names: list[str]
+    token_input: TokenInput | None
 
     def __init__(self, model: ModelProto, *, _owned: bool = False) -> None:
         super().__init__()
@@ -171,7 +180,8 @@ class OnnxClassifier(nn.Module):
             if attention_mask is not None:
                 raise InvalidData("the model takes no attention mask: it is not a text classifier")
             self._check_input(x)
-            return self._execute({self.input_name: x.to(self.input_dtype)}, _Run(self.training))
+            feeds = {self.input_name: x.to(self.input_dtype)}
+            return self._execute(feeds, _Run(training=self.training))
         return self.classify_embedded(self.embed(x), attention_mask, ids=x)
 
     def embed(self, ids: Tensor) -> Tensor:
@@ -209,7 +219,7 @@ class OnnxClassifier(nn.Module):
             feeds[token.mask_name] = self._mask(attention_mask, (batch, length), embedded.device)
         elif attention_mask is not None:
             raise InvalidData("the model has no attention-mask input")
-        return self._execute(feeds, _Run(self.training), self._embedded_plan)
+        return self._execute(feeds, _Run(training=self.training), self._embedded_plan)
 
     def onnx_tensor(self, name: str) -> Tensor:
         """The module's current tensor for an ONNX initializer name."""
@@ -570,60 +580,3 @@ def write_trained_onnx(model: OnnxClassifier, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _lookup_tables(
-    plan: list[_Node], initializers: dict[str, TensorProto], producers: dict[str, NodeProto]
-) -> set[str]:
-    """Embedding tables of a text model (word, position, token type): float rank-2
-    initializers read by a Gather on axis 0. They are trained like any weight."""
-    tables = set()
-    for node in plan:
-        if node.op_type != "Gather" or node.attrs.get("axis", 0) != 0:
-            continue
-        source = _initializer_source(node.inputs[0], producers, initializers)
-        if source is None:
-            continue
-        init = initializers[source]
-        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
-            tables.add(source)
-    return tables
-
-
-def _text_note(token: TokenInput, tables: int) -> str:
-    mask = f" with the attention mask '{token.mask_name}'" if token.mask_name else ""
-    return (
-        f"text classifier: token ids '{token.ids_name}'{mask}, word embeddings "
-        f"'{token.embedding_table}' ({token.vocab_size} x {token.embedding_dim}); "
-        f"{tables} embedding table(s) are trained"
-    )
-
-
-def _check_ids(ids: Tensor, token: TokenInput) -> None:
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise InvalidData(f"token ids '{token.ids_name}' must be integers, got {ids.dtype}")
-    _check_sequence(tuple(ids.shape), 2, token, "token ids")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= token.vocab_size):
-        raise InvalidData(
-            f"token ids '{token.ids_name}' must lie in [0, {token.vocab_size}) (the size of the "
-            f"vocabulary); got values from {int(ids.min())} to {int(ids.max())}"
-        )
-
-
-def _check_embedded(embedded: Tensor, token: TokenInput) -> None:
-    _check_sequence(tuple(embedded.shape), 3, token, "embeddings")
-    if embedded.shape[2] != token.embedding_dim:
-        raise InvalidData(
-            f"embeddings of shape {list(embedded.shape)}; the model's embedding dimension is "
-            f"{token.embedding_dim}"
-        )
-
-
-def _check_sequence(shape: tuple[int, ...], rank: int, token: TokenInput, what: str) -> None:
-    if len(shape) != rank:
-        raise InvalidData(f"{what} must have rank {rank}, got shape {list(shape)}")
-    if token.max_length is not None and shape[1] != token.max_length:
-        raise InvalidData(
-            f"the model was exported for sequences of length {token.max_length}; {what} have "
-            f"shape {list(shape)}"
-        )

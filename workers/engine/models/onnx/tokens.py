@@ -13,11 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
+import torch
 from onnx import GraphProto, NodeProto, TensorProto
+from torch import Tensor
 
-from workers.engine.errors import UnsupportedModel
+from workers.engine.errors import InvalidData, UnsupportedModel
 from workers.engine.models.onnx.analysis import _initializer_source
 from workers.engine.models.onnx.protos import _FLOAT_TYPES, _attributes, _static_dim, _type_name
+from workers.engine.models.onnx.runtime import _Node
 
 _ID_TYPES = (TensorProto.INT64, TensorProto.INT32)
 _MASK_TYPES = (*_ID_TYPES, TensorProto.BOOL)
@@ -165,3 +168,60 @@ def _same_shape(a: list[int | None], b: list[int | None]) -> bool:
 def _shown(value: onnx.ValueInfoProto) -> str:
     dims = _dims(value)
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]" if dims else "unknown"
+
+
+def _lookup_tables(
+    plan: list[_Node], initializers: dict[str, TensorProto], producers: dict[str, NodeProto]
+) -> set[str]:
+    """Embedding tables of a text model (word, position, token type): float rank-2
+    initializers read by a Gather on axis 0. They are trained like any weight."""
+    tables = set()
+    for node in plan:
+        if node.op_type != "Gather" or node.attrs.get("axis", 0) != 0:
+            continue
+        source = _initializer_source(node.inputs[0], producers, initializers)
+        if source is None:
+            continue
+        init = initializers[source]
+        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
+            tables.add(source)
+    return tables
+
+
+def _text_note(token: TokenInput, tables: int) -> str:
+    mask = f" with the attention mask '{token.mask_name}'" if token.mask_name else ""
+    return (
+        f"text classifier: token ids '{token.ids_name}'{mask}, word embeddings "
+        f"'{token.embedding_table}' ({token.vocab_size} x {token.embedding_dim}); "
+        f"{tables} embedding table(s) are trained"
+    )
+
+
+def _check_ids(ids: Tensor, token: TokenInput) -> None:
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InvalidData(f"token ids '{token.ids_name}' must be integers, got {ids.dtype}")
+    _check_sequence(tuple(ids.shape), 2, token, "token ids")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= token.vocab_size):
+        raise InvalidData(
+            f"token ids '{token.ids_name}' must lie in [0, {token.vocab_size}) (the size of the "
+            f"vocabulary); got values from {int(ids.min())} to {int(ids.max())}"
+        )
+
+
+def _check_embedded(embedded: Tensor, token: TokenInput) -> None:
+    _check_sequence(tuple(embedded.shape), 3, token, "embeddings")
+    if embedded.shape[2] != token.embedding_dim:
+        raise InvalidData(
+            f"embeddings of shape {list(embedded.shape)}; the model's embedding dimension is "
+            f"{token.embedding_dim}"
+        )
+
+
+def _check_sequence(shape: tuple[int, ...], rank: int, token: TokenInput, what: str) -> None:
+    if len(shape) != rank:
+        raise InvalidData(f"{what} must have rank {rank}, got shape {list(shape)}")
+    if token.max_length is not None and shape[1] != token.max_length:
+        raise InvalidData(
+            f"the model was exported for sequences of length {token.max_length}; {what} have "
+            f"shape {list(shape)}"
+        )
