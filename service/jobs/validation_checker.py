@@ -1,7 +1,7 @@
 """The child side of :mod:`service.jobs.validation_pool`:
 ``python -m service.jobs.validation_checker READ_FD WRITE_FD MEMORY_LIMIT`` caps its own address
-space, then runs one :class:`CheckRequest` after another from the pipe and answers each with a
-:class:`CheckOutcome`, until the pipe closes."""
+space, warms up and says :data:`READY`, then runs one :class:`CheckRequest` after another from the
+pipe and answers each with a :class:`CheckOutcome`, until the pipe closes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from pathlib import Path
 from service.jobs.graph_cost import CostLimits
 from workers.engine.errors import TemperingError
 from workers.engine.spec import ModelFormat, ThreatModel
+
+READY = "ready"
+"""The first message of a checker: imported and warmed up, its checks' clock may start."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ def serve(requests: Connection, outcomes: Connection) -> None:
     from service.jobs.validation import check_job_inputs
 
     _warm_up()
+    outcomes.send(READY)
     while True:
         try:
             request: CheckRequest = requests.recv()

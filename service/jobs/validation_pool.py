@@ -19,7 +19,6 @@ process nor the checkers import torch.
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -27,11 +26,11 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from service.core.errors import ResourceExhausted
+from service.core.errors import ResourceExhausted, Unavailable
 from service.core.tenancy import DEFAULT_TENANT
 from service.jobs.check_slots import CheckSlots
 from service.jobs.graph_cost import DEFAULT_LIMITS, CostLimits
-from service.jobs.validation_checker import CheckOutcome, CheckRequest
+from service.jobs.validation_checker import READY, CheckOutcome, CheckRequest
 from workers.engine.spec import ModelFormat, ThreatModel
 
 MEMORY_LIMIT_VARIABLE = "TEMPERING_VALIDATION_MEMORY_LIMIT"
@@ -42,6 +41,9 @@ DEFAULT_TIME_LIMIT = 30.0
 DEFAULT_WAIT_LIMIT = 120.0
 """Seconds a check may wait for a slot (behind the same tenant's other checks) before the
 submission is refused as UNAVAILABLE."""
+STARTUP_LIMIT = 60.0
+"""Seconds a fresh checker may take to import onnxruntime and warm up (about 0.2 s on a quiet
+machine); its checks' time limit starts after that."""
 WAITING_PER_SLOT = 2
 """Checks one tenant may have waiting, per checker process."""
 
@@ -65,12 +67,10 @@ class ValidationPool:
         self._wait_limit = wait_limit
         self._limits = CostLimits(max_flops=max_gflops * 1e9, max_tensor_bytes=memory_limit // 4)
         self._slots = CheckSlots(processes, max_waiting_per_tenant=WAITING_PER_SLOT * processes)
-        self._idle: queue.SimpleQueue[_Checker] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle: list[_Checker] = [self._new_checker() for _ in range(processes)]
         self._busy: set[_Checker] = set()
-        self._busy_lock = threading.Lock()
         self._closed = False
-        for _ in range(processes):
-            self._idle.put(self._new_checker())
 
     def check(
         self,
@@ -95,21 +95,25 @@ class ValidationPool:
     def close(self) -> None:
         """Stop every checker: the idle ones here, the busy ones by killing their process, which
         their callers then reap (and get ResourceExhausted), so none outlives the server."""
-        with self._busy_lock:
+        with self._lock:
             self._closed = True
-            busy = list(self._busy)
+            busy, idle = list(self._busy), self._idle
+            self._idle = []
         for checker in busy:
             checker.kill()
-        while True:
-            try:
-                self._idle.get_nowait().stop()
-            except queue.Empty:
-                return
+        for checker in idle:
+            checker.stop()
 
     def _run(self, check: CheckRequest) -> None:
         checker = self._take()
         try:
             outcome = checker.run(check, self._time_limit)
+        except CheckerDidNotStart:
+            self._replace(checker)
+            raise Unavailable(
+                f"the server's submit-time checker did not start within {STARTUP_LIMIT:g} s;"
+                " try again shortly"
+            ) from None
         except TimeoutError:
             self._replace(checker)
             raise ResourceExhausted(
@@ -136,32 +140,37 @@ class ValidationPool:
             raise outcome.error
 
     def _take(self) -> _Checker:
-        try:
-            checker = self._idle.get_nowait()
-        except queue.Empty:
-            checker = self._new_checker()
-        with self._busy_lock:
+        """An idle checker, a warm one first (a successor may still be starting), or a new one."""
+        with self._lock:
+            warm = [c for c in self._idle if c.warm()]
+            if warm or self._idle:
+                checker = (warm or self._idle)[0]
+                self._idle.remove(checker)
+            else:
+                checker = self._new_checker()
             self._busy.add(checker)
         return checker
 
     def _give_back(self, checker: _Checker) -> None:
-        with self._busy_lock:
+        with self._lock:
             self._busy.discard(checker)
             closed = self._closed
+            if not closed:
+                self._idle.append(checker)
         if closed:
             checker.stop()
-        else:
-            self._idle.put(checker)
 
     def _replace(self, checker: _Checker, grace: float = 0.0) -> int | None:
         """Kill a checker that failed (its state is unknown) and start its successor now, so that
         it has warmed up by the next submission. Returns the failed one's exit code."""
-        with self._busy_lock:
+        with self._lock:
             self._busy.discard(checker)
             closed = self._closed
         code = checker.stop(grace)
         if not closed:
-            self._idle.put(self._new_checker())
+            successor = self._new_checker()
+            with self._lock:
+                self._idle.append(successor)
         return code
 
     def _new_checker(self) -> _Checker:
@@ -169,6 +178,10 @@ class ValidationPool:
 
     def _limit_text(self) -> str:
         return f"{self._memory_limit / 2**20:g} MiB ({MEMORY_LIMIT_VARIABLE})"
+
+
+class CheckerDidNotStart(Exception):
+    """A fresh checker did not say READY in time."""
 
 
 class _Checker:
@@ -191,14 +204,35 @@ class _Checker:
             os.close(child_writes)
         self._requests = Connection(parent_writes, readable=False)
         self._outcomes = Connection(parent_reads, writable=False)
+        self._ready = False
 
     def run(self, check: CheckRequest, time_limit: float) -> CheckOutcome:
-        """Raise TimeoutError past ``time_limit``, EOFError or OSError if the process died."""
+        """Raise TimeoutError past ``time_limit``, counted from when the process is ready (a
+        fresh one's start-up is not the check's time), CheckerDidNotStart if it is not ready
+        within STARTUP_LIMIT, EOFError or OSError if the process died."""
+        if not self.ready_now(wait=STARTUP_LIMIT):
+            raise CheckerDidNotStart
         self._requests.send(check)
         if not self._outcomes.poll(time_limit):
             raise TimeoutError
         outcome: CheckOutcome = self._outcomes.recv()
         return outcome
+
+    def ready_now(self, wait: float = 0.0) -> bool:
+        """Whether the process has said READY, waiting up to ``wait`` seconds for it. Raises
+        EOFError or OSError if it died first."""
+        if not self._ready and self._outcomes.poll(wait):
+            if self._outcomes.recv() != READY:
+                raise OSError("the checker did not start with its greeting")
+            self._ready = True
+        return self._ready
+
+    def warm(self) -> bool:
+        """Ready now; False too for a process that died (:meth:`run` then says so)."""
+        try:
+            return self.ready_now()
+        except (EOFError, OSError):
+            return False
 
     def kill(self) -> None:
         self._process.kill()
