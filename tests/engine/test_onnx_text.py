@@ -13,7 +13,7 @@ import contextlib
 import io
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -464,8 +464,8 @@ def test_written_model_after_a_training_step_matches_the_module(tmp_path: Path, 
     changed = [n for n, t in before.items() if not torch.equal(t, model.onnx_tensor(n))]
     assert len(changed) == len(before)
     original, trained = onnx.load(path).graph, onnx.load(written).graph
-    assert [i.name for i in trained.input] == [i.name for i in original.input]
-    assert [o.name for o in trained.output] == [o.name for o in original.output]
+    assert _signature(trained.input) == _signature(original.input)
+    assert _signature(trained.output) == _signature(original.output)
     ids, mask = _tokens(RUN_BATCH, RUN_LENGTH, arch.vocab, seed=8)
     np.testing.assert_allclose(
         _logits(model, arch, ids, mask),
@@ -473,6 +473,12 @@ def test_written_model_after_a_training_step_matches_the_module(tmp_path: Path, 
         rtol=TOLERANCE,
         atol=TOLERANCE,
     )
+
+
+def _signature(values: Sequence[onnx.ValueInfoProto]) -> list[tuple[str, int, int]]:
+    """Name, element type and rank of each value."""
+    types = [v.type.tensor_type for v in values]
+    return [(v.name, t.elem_type, len(t.shape.dim)) for v, t in zip(values, types, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,7 +503,9 @@ def _text_graph(inputs: list[onnx.ValueInfoProto], nodes: list[onnx.NodeProto]) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _ids(name: str = "ids", elem: int = TensorProto.INT64, shape: list | None = None):
+def _ids(
+    name: str = "ids", elem: int = TensorProto.INT64, shape: list[int | str] | None = None
+) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem, shape or ["N", "T"])
 
 
