@@ -92,6 +92,11 @@ class ValidationPool:
         finally:
             self._slots.release(tenant)
 
+    def pids(self) -> list[int]:
+        """The process ids of the checkers, busy and idle."""
+        with self._lock:
+            return [c.pid for c in (*self._busy, *self._idle)]
+
     def close(self) -> None:
         """Stop every checker: the idle ones here, the busy ones by killing their process, which
         their callers then reap (and get ResourceExhausted), so none outlives the server."""
@@ -226,6 +231,10 @@ class _Checker:
                 raise OSError("the checker did not start with its greeting")
             self._ready = True
         return self._ready
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def warm(self) -> bool:
         """Ready now; False too for a process that died (:meth:`run` then says so)."""
