@@ -15,6 +15,12 @@ single words of two or more ASCII letters are kept, as keys and as synonyms; mul
 WordNet's sense ranking (the index files list a word's synsets most frequent first), first
 senses of every part of speech before second senses, at most ``--per-word`` of them.
 
+WordNet holds base forms only; the table adds the -s forms, the commonest inflection in text:
+a noun's plural (regular, or from WordNet's ``noun.exc``: "children") and a verb's third
+person ("says") are keys too, with the same inflection of the synonyms of the base's noun and
+verb senses ("movies" -> "films"). A synonym whose plural a simple rule may get wrong (nouns in
+-o, in -s, -man compounds) is left out there. Past tenses and participles are not added.
+
 Deterministic: the gzip header carries no name and no time, so the same WordNet files give the
 same bytes::
 
@@ -66,26 +72,107 @@ def sense_ranking(path: Path) -> dict[str, list[int]]:
     return senses
 
 
+Sense = tuple[int, int, list[str]]
+"""A synset a word belongs to: its rank among the word's senses, its part of speech (the
+index in PARTS_OF_SPEECH) and its lemmas."""
+
+NOUN, VERB = PARTS_OF_SPEECH.index("noun"), PARTS_OF_SPEECH.index("verb")
+_VOWELS = frozenset("aeiou")
+
+
 def build_table(wordnet: Path, per_word: int) -> dict[str, list[str]]:
-    ranked: dict[str, list[tuple[int, int, list[str]]]] = {}
+    """Base forms with their synonyms, and the -s forms (plural nouns, third-person verbs)
+    with the -s forms of their nouns' and verbs' synonyms."""
+    ranked = ranked_senses(wordnet)
+    table = {word: chosen for word, senses in ranked.items() if (chosen := pick(senses))}
+    irregular = irregular_plurals(wordnet / "noun.exc")
+    for form, senses in s_form_senses(ranked, irregular).items():
+        if form not in ranked and (chosen := pick(senses)):
+            table[form] = chosen
+    return {word: synonyms[:per_word] for word, synonyms in table.items()}
+
+
+def ranked_senses(wordnet: Path) -> dict[str, list[Sense]]:
+    """Each single-word lemma -> the synsets in which it is written in lower case."""
+    ranked: dict[str, list[Sense]] = {}
     for pos_order, pos in enumerate(PARTS_OF_SPEECH):
         synsets = synset_lemmas(wordnet / f"data.{pos}")
         for lemma, offsets in sense_ranking(wordnet / f"index.{pos}").items():
-            if WORD.fullmatch(lemma):
-                for rank, offset in enumerate(offsets):
-                    ranked.setdefault(lemma, []).append((rank, pos_order, synsets[offset]))
-    table: dict[str, list[str]] = {}
-    for word, senses in ranked.items():
-        chosen: list[str] = []
-        for _, _, lemmas in sorted(senses, key=lambda sense: sense[:2]):
-            if word not in lemmas:
+            for rank, offset in enumerate(offsets):
+                if WORD.fullmatch(lemma) and lemma in synsets[offset]:
+                    others = [other for other in synsets[offset] if other != lemma]
+                    ranked.setdefault(lemma, []).append((rank, pos_order, others))
+    return ranked
+
+
+def pick(senses: list[Sense]) -> list[str]:
+    """The distinct single-word lemmas of the senses, most frequent sense first, first senses
+    of every part of speech before second senses."""
+    chosen: list[str] = []
+    for _, _, lemmas in sorted(senses, key=lambda sense: sense[:2]):
+        chosen.extend(lemma for lemma in lemmas if WORD.fullmatch(lemma) and lemma not in chosen)
+    return chosen
+
+
+def irregular_plurals(path: Path) -> dict[str, list[str]]:
+    """Noun -> its irregular plurals, from WordNet's exception list (``children child``)."""
+    plurals: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="latin-1").splitlines():
+        inflected, *bases = line.split()
+        for base in bases:
+            plurals.setdefault(base, []).append(inflected)
+    return plurals
+
+
+def s_form_senses(
+    ranked: dict[str, list[Sense]], irregular: dict[str, list[str]]
+) -> dict[str, list[Sense]]:
+    """The -s forms of the nouns and verbs, each with its base's noun and verb senses, the
+    lemmas of which are put in their -s form too (dropped where that form is uncertain)."""
+    inflected: dict[str, list[Sense]] = {}
+    for base, senses in ranked.items():
+        for rank, pos_order, lemmas in senses:
+            if pos_order not in (NOUN, VERB):
                 continue
-            for lemma in lemmas:
-                if WORD.fullmatch(lemma) and lemma != word and lemma not in chosen:
-                    chosen.append(lemma)
-        if chosen:
-            table[word] = chosen[:per_word]
-    return table
+            forms = {s_form(base, pos_order, irregular)}
+            if pos_order == NOUN:
+                forms.update(irregular.get(base, []))
+            others = [s_form(lemma, pos_order, irregular) for lemma in lemmas]
+            for form in forms:
+                if form is not None and WORD.fullmatch(form):
+                    synonyms = [o for o in others if o is not None and o != form]
+                    inflected.setdefault(form, []).append((rank, pos_order, synonyms))
+    return inflected
+
+
+def s_form(word: str, pos_order: int, irregular: dict[str, list[str]]) -> str | None:
+    """The plural of a noun or the third person singular of a verb; None where a simple rule
+    would likely be wrong (a noun in -o or in -s, an -man compound, several irregular
+    plurals)."""
+    if not WORD.fullmatch(word):
+        return None
+    if pos_order == VERB:
+        return {"be": "is", "have": "has"}.get(word) or _regular_s(word, verb=True)
+    listed = irregular.get(word, [])
+    if listed:
+        return listed[0] if len(listed) == 1 else None
+    if word in ("man", "woman"):
+        return word[:-3] + "men"
+    if (
+        word.endswith("man")
+        or word[-1] == "o"
+        or (word[-1] == "s" and word[-2:] not in ("ss", "us"))
+    ):
+        return None
+    return _regular_s(word, verb=False)
+
+
+def _regular_s(word: str, *, verb: bool) -> str:
+    if word.endswith(("s", "x", "z", "ch", "sh")) or (verb and word[-1] == "o"):
+        return word + "es"
+    if word[-1] == "y" and word[-2] not in _VOWELS:
+        return word[:-1] + "ies"
+    return word + "s"
 
 
 def write_table(table: dict[str, list[str]], path: Path) -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts.build_synonyms import build_table, main, wordnet_licence, write_table
+from scripts.build_synonyms import (
+    NOUN,
+    VERB,
+    build_table,
+    main,
+    s_form,
+    wordnet_licence,
+    write_table,
+)
 
 HEADER = "  1 This software and database is provided under the WordNet licence.\n"
 DATA = {
@@ -16,6 +24,8 @@ DATA = {
         "00000010 10 n 03 film 0 movie 0 moving_picture 0 000 | a motion picture",
         "00000020 15 n 02 US 0 America 0 000 | the country",
         "00000060 06 n 03 film 0 photographic_film 0 celluloid 0 000 | a light-sensitive strip",
+        "00000070 06 n 02 child 0 kid 0 000 | a young person",
+        "00000080 10 n 02 movies 0 cinema 0 000 | a showing of a motion picture",
     ],
     "verb": ["00000050 36 v 03 film 0 shoot 0 take 0 000 | record on film"],
     "adj": ["00000040 00 s 03 quick(a) 0 speedy 0 Q 0 000 | moving fast"],
@@ -26,6 +36,9 @@ INDEX = {
         "film n 2 0 2 0 00000010 00000060",
         "movie n 1 0 1 0 00000010",
         "us n 1 0 1 0 00000020",
+        "child n 1 0 1 0 00000070",
+        "kid n 1 0 1 0 00000070",
+        "movies n 1 0 1 0 00000080",
     ],
     "verb": ["film v 1 0 1 0 00000050"],
     "adj": ["quick a 1 0 1 0 00000040"],
@@ -38,6 +51,7 @@ def wordnet(tmp_path: Path) -> Path:
     for pos in DATA:
         (tmp_path / f"data.{pos}").write_text(HEADER + "".join(f"{line}\n" for line in DATA[pos]))
         (tmp_path / f"index.{pos}").write_text(HEADER + "".join(f"{ln}\n" for ln in INDEX[pos]))
+    (tmp_path / "noun.exc").write_text("children child\n")
     return tmp_path
 
 
@@ -59,6 +73,43 @@ def test_adjective_satellites_count_and_their_markers_are_stripped(wordnet: Path
 
 def test_a_synset_where_the_word_is_only_a_proper_noun_lends_nothing(wordnet: Path) -> None:
     assert "us" not in build_table(wordnet, per_word=20)
+
+
+def test_an_s_form_gets_the_s_forms_of_its_noun_and_verb_synonyms(wordnet: Path) -> None:
+    expected = ["movies", "shoots", "takes", "celluloids"]
+    assert build_table(wordnet, per_word=20)["films"] == expected
+
+
+def test_an_irregular_plural_comes_from_the_exception_list(wordnet: Path) -> None:
+    table = build_table(wordnet, per_word=20)
+    assert (table["children"], table["kids"]) == (["kids"], ["children"])
+
+
+def test_a_plural_that_is_a_lemma_of_its_own_keeps_its_own_synonyms(wordnet: Path) -> None:
+    assert build_table(wordnet, per_word=20)["movies"] == ["cinema"]
+
+
+@pytest.mark.parametrize(
+    ("word", "pos", "expected"),
+    [
+        ("box", NOUN, "boxes"),
+        ("city", NOUN, "cities"),
+        ("day", NOUN, "days"),
+        ("glass", NOUN, "glasses"),
+        ("woman", NOUN, "women"),
+        ("potato", NOUN, None),
+        ("chairman", NOUN, None),
+        ("series", NOUN, None),
+        ("take_off", NOUN, None),
+        ("go", VERB, "goes"),
+        ("carry", VERB, "carries"),
+        ("be", VERB, "is"),
+    ],
+)
+def test_s_forms_follow_the_spelling_rules_or_are_left_out(
+    word: str, pos: int, expected: str | None
+) -> None:
+    assert s_form(word, pos, {"child": ["children"]}) == expected
 
 
 def test_the_written_table_is_sorted_tab_separated_and_byte_stable(tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ def test_a_common_word_has_its_wordnet_synonyms() -> None:
     assert {"film", "picture", "flick"} <= set(synonyms("movie"))
 
 
+def test_a_plural_has_the_plurals_of_its_synonyms() -> None:
+    assert {"films", "pictures", "flicks"} <= set(synonyms("movies"))
+
+
 def test_look_up_ignores_case() -> None:
     assert synonyms("Movie") == synonyms("MOVIE") == synonyms("movie")
 
