@@ -37,6 +37,13 @@ def test_json_lines_are_read_into_texts_and_int64_labels(tmp_path: Path) -> None
     assert len(dataset) == 20
 
 
+def test_the_generated_train_and_test_files_hold_both_classes(
+    labelled_jsonl: tuple[Path, Path],
+) -> None:
+    for path in labelled_jsonl:
+        assert set(load_text_dataset(path).labels.tolist()) == {0, 1}
+
+
 def test_csv_with_a_text_label_header_is_read(tmp_path: Path) -> None:
     rows = support.labelled(20)
     dataset = load_text_dataset(support.write_csv(tmp_path / "train.csv", rows))
