@@ -86,7 +86,7 @@ def _find_token_input(graph: GraphProto, inputs: list[onnx.ValueInfoProto]) -> T
             f"input '{ids_name}' (token ids) has rank {len(dims)}; [batch, sequence] is required"
         )
     gather = gathers[0]
-    table = _initializer_source(gather.input[0], producers, initializers)
+    table = _lookup_table(gather.input[0], 0, producers, initializers)
     assert table is not None
     vocab, dim = (int(d) for d in initializers[table].dims)
     return TokenInput(
@@ -111,19 +111,27 @@ def _embedding_lookups(
     initializers: dict[str, TensorProto],
     producers: dict[str, NodeProto],
 ) -> list[NodeProto]:
-    found = []
-    for node in graph.node:
-        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] != name:
-            continue
-        if _attributes(node).get("axis", 0) != 0:
-            continue
-        table = _initializer_source(node.input[0], producers, initializers)
-        if table is None:
-            continue
-        init = initializers[table]
-        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
-            found.append(node)
-    return found
+    """The Gather nodes that read the input ``name`` as indices into an embedding table."""
+    return [
+        node
+        for node in graph.node
+        if node.op_type == "Gather"
+        and len(node.input) == 2
+        and node.input[1] == name
+        and _lookup_table(node.input[0], _attributes(node).get("axis", 0), producers, initializers)
+    ]
+
+
+def _lookup_table(
+    data: str, axis: int, producers: dict[str, NodeProto], initializers: dict[str, TensorProto]
+) -> str | None:
+    """The table a Gather reads when it is an embedding lookup (axis 0 of a float rank-2
+    initializer, possibly through Identity), else None."""
+    source = _initializer_source(data, producers, initializers) if axis == 0 else None
+    if source is None:
+        return None
+    init = initializers[source]
+    return source if init.data_type in _FLOAT_TYPES and len(init.dims) == 2 else None
 
 
 def _attention_mask(inputs: list[onnx.ValueInfoProto], ids: onnx.ValueInfoProto) -> str | None:
@@ -175,17 +183,12 @@ def _lookup_tables(
 ) -> set[str]:
     """Embedding tables of a text model (word, position, token type): float rank-2
     initializers read by a Gather on axis 0. They are trained like any weight."""
-    tables = set()
-    for node in plan:
-        if node.op_type != "Gather" or node.attrs.get("axis", 0) != 0:
-            continue
-        source = _initializer_source(node.inputs[0], producers, initializers)
-        if source is None:
-            continue
-        init = initializers[source]
-        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2:
-            tables.add(source)
-    return tables
+    tables = (
+        _lookup_table(node.inputs[0], node.attrs.get("axis", 0), producers, initializers)
+        for node in plan
+        if node.op_type == "Gather"
+    )
+    return {table for table in tables if table is not None}
 
 
 def _text_note(token: TokenInput, tables: int) -> str:
