@@ -62,10 +62,11 @@ def _model(tokenizer: TextTokenizer, seed: int = 0) -> EmbeddingBagClassifier:
     return EmbeddingBagClassifier(tokenizer.max_id + 1, 8, 2)
 
 
-def test_encoder_gives_the_ids_the_scoring_side_gives(tokenizer: TextTokenizer) -> None:
+@pytest.mark.parametrize("fixed", [False, True], ids=["longest", "fixed-length"])
+def test_encoder_gives_the_ids_that_encode_gives(tokenizer: TextTokenizer, fixed: bool) -> None:
     texts = ["the cat", "a dog sends free tickets for you now and again", "my friend wins"]
-    expected = encode(tokenizer, texts, 6)
-    ids, mask = Encoder(tokenizer, 6).encode(texts)
+    expected = encode(tokenizer, texts, 6, pad_to_max_length=fixed)
+    ids, mask = Encoder(tokenizer, 6, pad_to_max_length=fixed).encode(texts)
     np.testing.assert_array_equal(ids, expected.ids)
     np.testing.assert_array_equal(mask, expected.attention_mask)
 

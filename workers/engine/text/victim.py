@@ -1,5 +1,11 @@
 """A text classifier and its tokenizer seen as the black box the discrete attacks query:
-texts in, class probabilities out."""
+texts in, class probabilities out.
+
+Texts are encoded by an :class:`Encoder`, which configures its copy of the tokenizer once and
+gives the same ids as :func:`workers.engine.text.tokenizer.encode` (a test checks it): the
+attacks score a few texts at a time, thousands of times, and ``encode`` reconfigures a copy of
+the tokenizer on every call, which costs tens of milliseconds for a large vocabulary.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import numpy as np
 import torch
 
 from workers.engine.text.model import TextClassifier, as_module, metadata, model_device
-from workers.engine.text.tokenizer import TextTokenizer, encode
+from workers.engine.text.tokenizer import TextTokenizer
+from workers.engine.text.training.batches import Encoder
 
 DEFAULT_MAX_LENGTH = 256
 """Tokens kept of a text when the model accepts any length and the caller names no limit."""
@@ -17,8 +24,8 @@ DEFAULT_MAX_LENGTH = 256
 
 class TextVictim:
     """Scores texts in batches of ``batch_size``, in eval mode, without gradients, on the
-    model's device. Texts are cut to ``max_length`` tokens as :func:`encode` cuts them; a model
-    with a fixed sequence length gets exactly that many, padded."""
+    model's device. Texts are cut to ``max_length`` tokens; a model with a fixed sequence length
+    gets exactly that many, padded."""
 
     def __init__(
         self,
@@ -36,7 +43,7 @@ class TextVictim:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = fixed or max_length or DEFAULT_MAX_LENGTH
-        self.pad_to_max_length = fixed is not None
+        self.encoder = Encoder(tokenizer, self.max_length, pad_to_max_length=fixed is not None)
         self.batch_size = batch_size
         self.truncated = 0
         """Texts scored so far that were longer than ``max_length`` tokens."""
@@ -51,10 +58,9 @@ class TextVictim:
         return np.concatenate(parts, axis=0)
 
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        encoded = encode(
-            self.tokenizer, texts, self.max_length, pad_to_max_length=self.pad_to_max_length
-        )
-        self.truncated += encoded.truncated
+        encodings = self.encoder.encodings(texts)
+        self.truncated += sum(1 for encoding in encodings if encoding.overflowing)
+        ids, mask = self.encoder.pad([encoding.ids for encoding in encodings])
         module = as_module(self.model)
         device = model_device(self.model)
         was_training = module.training
@@ -62,8 +68,7 @@ class TextVictim:
         try:
             with torch.no_grad():
                 logits = self.model.forward(
-                    torch.from_numpy(encoded.ids).to(device),
-                    torch.from_numpy(encoded.attention_mask).to(device),
+                    torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
                 )
         finally:
             module.train(was_training)
