@@ -140,6 +140,19 @@ def test_a_label_that_is_not_an_integer_is_refused(tmp_path: Path, label: str, k
         load_text_dataset(jsonl_with(tmp_path, f'{{"text": "hi", "label": {label}}}'))
 
 
+def test_a_label_with_thousands_of_digits_is_refused_by_line(tmp_path: Path) -> None:
+    path = jsonl_with(tmp_path, '{"text": "hi", "label": 1' + "0" * 5000 + "}")
+    with pytest.raises(InvalidData, match=r"line 3: not JSON \(a number with too many digits\)"):
+        load_text_dataset(path)
+
+
+def test_a_csv_label_with_thousands_of_digits_is_refused_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nfine,0\nhi,1" + "0" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(InvalidData, match=r"line 3: 'label' must be an integer"):
+        load_text_dataset(path)
+
+
 def test_a_negative_label_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidData, match=r"line 3: label -1 is negative"):
         load_text_dataset(jsonl_with(tmp_path, '{"text": "hi", "label": -1}'))

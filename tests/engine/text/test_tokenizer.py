@@ -94,6 +94,20 @@ def test_a_binary_file_is_refused_as_not_json(tmp_path: Path) -> None:
         load_tokenizer(path)
 
 
+def test_json_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidModel, match=r"is not JSON \(nested too deeply\)"):
+        load_tokenizer(path)
+
+
+def test_a_number_with_thousands_of_digits_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"model": {"vocab": {"a": 1' + "0" * 5000 + "}}}")
+    with pytest.raises(InvalidModel, match=r"is not JSON \(a number with too many digits\)"):
+        load_tokenizer(path)
+
+
 def test_json_without_a_model_section_is_not_a_tokenizer(tmp_path: Path) -> None:
     path = tmp_path / "tokenizer_config.json"
     path.write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))

@@ -36,6 +36,7 @@ _SUFFIXES: dict[str, TextFormat] = {
     ".csv": "csv",
 }
 _INTEGER = re.compile(r"[+-]?\d+")
+_MAX_LABEL_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ def _read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
         first = False
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        except (ValueError, RecursionError) as exc:
+            reason = _json_error(exc)
             raise InvalidData(
                 f"line {number}: not JSON ({reason}); each line must be one object like"
                 ' {"text": "...", "label": 0}'
@@ -210,8 +211,16 @@ def _json_label(value: object, number: int) -> int:
     return _non_negative(value, number)
 
 
+def _json_error(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number with too many digits"
+
+
 def _csv_label(value: str, number: int) -> int:
-    if not _INTEGER.fullmatch(value.strip()):
+    if len(value) > _MAX_LABEL_CHARS or not _INTEGER.fullmatch(value.strip()):
         raise InvalidData(
             f"line {number}: 'label' must be an integer class index, got {value[:40]!r}"
         )

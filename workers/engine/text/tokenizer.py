@@ -119,7 +119,7 @@ def _read_document(path: Path, max_bytes: int) -> tuple[str, dict[str, Any]]:
     try:
         text = raw.decode("utf-8")
         document = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidModel(
             f"the tokenizer file {path.name} is not JSON ({_reason(exc)}); send the"
             " tokenizer.json that tokenizer.save(path) or save_pretrained writes"
@@ -137,7 +137,9 @@ def _reason(exc: Exception) -> str:
         return f"not UTF-8 text at byte {exc.start}"
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    return "nested too deeply"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number with too many digits"
 
 
 def padding_id(tokenizer: Tokenizer) -> int | None:
