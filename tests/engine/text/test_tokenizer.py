@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from tests.engine.text import support
 from workers.engine.errors import InvalidModel
 from workers.engine.text.tokenizer import (
+    TextTokenizer,
     check_vocabulary,
     encode,
     load_tokenizer,
@@ -66,6 +67,16 @@ def test_a_tokenizer_without_any_padding_token_is_refused(tmp_path: Path) -> Non
     path = tmp_path / "tokenizer.json"
     support.word_piece_tokenizer(support.sentences(20), pad_token="[MASK]").save(str(path))
     with pytest.raises(InvalidModel, match="names no padding token"):
+        load_tokenizer(path)
+
+
+def test_an_unknown_token_missing_from_the_vocabulary_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    vocabulary = {"[PAD]": 0, "cat": 1}
+    path.write_text(
+        json.dumps({"model": {"type": "WordLevel", "vocab": vocabulary, "unk_token": "[UNK]"}})
+    )
+    with pytest.raises(InvalidModel, match=r"names '\[UNK\]' as its unknown token, but"):
         load_tokenizer(path)
 
 
@@ -171,6 +182,14 @@ def test_a_unigram_tokenizer_names_its_unknown_token_by_id(tmp_path: Path) -> No
     trained.save(str(path))
     tokenizer = load_tokenizer(path)
     assert (tokenizer.pad_id, tokenizer.unknown_id) == (0, 1)
+
+
+def test_a_tokenizer_that_fails_on_a_text_raises_invalid_model() -> None:
+    broken = Tokenizer(models.WordLevel({"[PAD]": 0, "cat": 1}, unk_token="[UNK]"))
+    broken.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = TextTokenizer(tokenizer=broken, pad_id=0, vocab_size=2, max_id=1)
+    with pytest.raises(InvalidModel, match="the tokenizer cannot encode the texts"):
+        encode(tokenizer, ["cat dog"], max_length=8)
 
 
 def test_a_fixed_sequence_length_pads_every_row_to_the_maximum(word_level_json: Path) -> None:

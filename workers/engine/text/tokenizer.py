@@ -81,6 +81,7 @@ def load_tokenizer(
     if not vocabulary:
         raise InvalidModel(f"the tokenizer file {path.name} has an empty vocabulary")
     max_id = max(vocabulary.values())
+    _check_unknown_token(document["model"], vocabulary, path.name)
     chosen_pad = padding_id(tokenizer) if pad_id is None else pad_id
     if chosen_pad is None:
         raise InvalidModel(
@@ -167,7 +168,10 @@ def encode(
     if max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
     configured = _configured(tokenizer, max_length, pad_to_max_length)
-    encodings = configured.encode_batch(list(texts))
+    try:
+        encodings = configured.encode_batch(list(texts))
+    except Exception as exc:  # the library raises a bare Exception
+        raise InvalidModel(f"the tokenizer cannot encode the texts: {exc}") from exc
     width = max((len(e.ids) for e in encodings), default=max_length if pad_to_max_length else 0)
     ids = np.full((len(encodings), width), tokenizer.pad_id, dtype=np.int64)
     mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -187,6 +191,15 @@ def _truncation_length(tokenizer: Tokenizer) -> int | None:
     truncation = tokenizer.truncation
     length = truncation.get("max_length") if truncation else None
     return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def _check_unknown_token(model: dict[str, Any], vocabulary: dict[str, int], name: str) -> None:
+    token = model.get("unk_token")
+    if isinstance(token, str) and token not in vocabulary:
+        raise InvalidModel(
+            f"the tokenizer file {name} names {token!r} as its unknown token, but {token!r} is"
+            " not in its vocabulary: a word outside the vocabulary could not be encoded"
+        )
 
 
 def _unknown_id(tokenizer: Tokenizer, model: dict[str, Any]) -> int | None:
