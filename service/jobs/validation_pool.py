@@ -88,7 +88,7 @@ class ValidationPool:
             request = CheckRequest(
                 model_format, model_path, tuple(dataset_paths), threat, self._limits
             )
-            self._run(request)
+            self._run(request, tenant)
         finally:
             self._slots.release(tenant)
 
@@ -109,8 +109,8 @@ class ValidationPool:
         for checker in idle:
             checker.stop()
 
-    def _run(self, check: CheckRequest) -> None:
-        checker = self._take()
+    def _run(self, check: CheckRequest, tenant: str) -> None:
+        checker = self._take(tenant)
         try:
             outcome = checker.run(check, self._time_limit)
         except CheckerDidNotStart:
@@ -144,15 +144,19 @@ class ValidationPool:
         if outcome.error is not None:
             raise outcome.error
 
-    def _take(self) -> _Checker:
-        """An idle checker, a warm one first (a successor may still be starting), or a new one."""
+    def _take(self, tenant: str) -> _Checker:
+        """An idle checker: the one ``tenant`` used last (or the successor of one of its checks
+        that was killed) first, then a warm one, then any, else a new one. So the start-up of a
+        killed check's successor is paid by the tenant whose check it was, not by the next
+        tenant, who finds the checker it used last still warm."""
         with self._lock:
-            warm = [c for c in self._idle if c.warm()]
-            if warm or self._idle:
-                checker = (warm or self._idle)[0]
+            ranked = sorted(self._idle, key=lambda c: (c.tenant != tenant, not c.warm()))
+            if ranked:
+                checker = ranked[0]
                 self._idle.remove(checker)
             else:
                 checker = self._new_checker()
+            checker.tenant = tenant
             self._busy.add(checker)
         return checker
 
@@ -174,6 +178,7 @@ class ValidationPool:
         code = checker.stop(grace)
         if not closed:
             successor = self._new_checker()
+            successor.tenant = checker.tenant
             with self._lock:
                 self._idle.append(successor)
         return code
@@ -210,6 +215,8 @@ class _Checker:
         self._requests = Connection(parent_writes, readable=False)
         self._outcomes = Connection(parent_reads, writable=False)
         self._ready = False
+        self.tenant: str | None = None
+        """Whose check it ran last (or its predecessor, killed, ran)."""
 
     def run(self, check: CheckRequest, time_limit: float) -> CheckOutcome:
         """Raise TimeoutError past ``time_limit``, counted from when the process is ready (a

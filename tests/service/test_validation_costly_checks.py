@@ -119,6 +119,7 @@ def test_a_check_past_its_deadline_is_killed_and_the_next_submit_is_served(
     stub = start(validation_time_limit=SHORT_DEADLINE, validation_max_gflops=NO_COST_LIMIT)
     costly, ordinary = upload(stub, chained_matmuls(depth=200)), upload(stub, linear_onnx())
 
+    before = timed_submit(stub, ordinary)
     code, details, seconds = timed_submit(stub, costly)
     after = timed_submit(stub, ordinary)
 
@@ -126,6 +127,7 @@ def test_a_check_past_its_deadline_is_killed_and_the_next_submit_is_served(
     assert f"longer than {SHORT_DEADLINE:g} s" in details
     assert "TEMPERING_VALIDATION_TIME_LIMIT" in details
     assert SHORT_DEADLINE <= seconds < SHORT_DEADLINE + 3.0
+    assert before[0] is grpc.StatusCode.OK, before
     assert after[0] is grpc.StatusCode.OK, after
 
 
@@ -146,6 +148,7 @@ def test_a_tenant_looping_on_costly_checks_leaves_a_checker_for_another(
     bob = (("authorization", f"Bearer {keys['bob']}"),)
     costly = upload(stub, chained_matmuls(depth=200), alice)
     ordinary = upload(stub, linear_onnx(), bob)
+    assert timed_submit(stub, ordinary, bob)[0] is grpc.StatusCode.OK
     stop = threading.Event()
     alices: list[grpc.StatusCode] = []
 
