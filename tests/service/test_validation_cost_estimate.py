@@ -261,3 +261,46 @@ def resnet50() -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_a_torch_exported_mnist_cnn_passes_the_whole_check(tmp_path: Path, dynamo: bool) -> None:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 14 * 14, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    ).eval()
+    model, data = tmp_path / "cnn.onnx", tmp_path / "mnist-like.npz"
+    torch.onnx.export(
+        cnn,
+        (torch.zeros(2, 1, 28, 28),),
+        str(model),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
+        dynamo=dynamo,
+        external_data=False,
+    )
+    rng = np.random.default_rng(0)
+    np.savez(
+        data,
+        x=rng.uniform(0, 1, (8, 1, 28, 28)).astype(np.float32),
+        y=rng.integers(0, 10, 8),
+    )
+
+    cost = estimate(onnx.load(str(model)), (1, 1, 28, 28))
+    check_job_inputs(ModelFormat.ONNX, model, [data], ThreatModel())
+
+    macs = 28 * 28 * (32 * 9 + 64 * 32 * 9) + 64 * 14 * 14 * 128 + 128 * 10
+    assert 2 * macs <= cost.flops < 2.2 * macs
