@@ -155,8 +155,9 @@ def estimate_cost(skeleton: Skeleton, input_shape: Sequence[int]) -> GraphCost:
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UnsupportedModel(
-            f"the server cannot infer the model's tensor shapes to bound its cost: {exc}"
+            f"the server cannot infer the model's tensor shapes to bound its cost: {reason}"
         ) from exc
     return _Estimate(inferred.graph).run(batch=int(input_shape[0]))
 
