@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tests.engine.text import support
+from workers.engine.text import training
 from workers.engine.text.model import EmbeddingBagClassifier, KimCnnClassifier, TextClassifier
 from workers.engine.text.synonyms import synonyms
 from workers.engine.text.tokenizer import TextTokenizer, encode, load_tokenizer
@@ -199,3 +201,17 @@ def test_distillation_trains_a_teacher_then_a_student_on_its_soft_labels(
     assert student.model is model
     assert teacher.model is not model
     assert max(e.val_accuracy for e in student.history) > 0.8
+
+
+def test_training_imports_nothing_of_the_scoring_attacks() -> None:
+    package = Path(training.__file__).parent
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "workers.engine.text.synonyms" in imported
+    assert not {name for name in imported if name.startswith("workers.engine.text.attacks")}
+    assert "workers.engine.text.embedding_attack" not in imported
