@@ -244,7 +244,7 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         default=EvaluationSuite.STANDARD.value,
         help="standard (default) or fast (fewer iterations, for previews)",
     )
-    group.add_argument("--eval-samples", type=non_negative_int, help="samples scored (default 500)")
+    group.add_argument("--eval-samples", type=non_negative_int, help="samples scored (default 500; 1000 for text)")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

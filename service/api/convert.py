@@ -371,10 +371,9 @@ def _time_limit(value: float) -> float:
 
 
 def _evaluation(evaluation: pb.Evaluation) -> EvaluationConfig:
-    default = EvaluationConfig()
     return EvaluationConfig(
         suite=_lookup(_SUITES, evaluation.suite, "spec.evaluation.suite", "standard or fast"),
-        samples=_given(evaluation, "samples", default.samples),
+        samples=_given(evaluation, "samples", None),
     )
 
 

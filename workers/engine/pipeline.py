@@ -17,13 +17,15 @@ import torch
 from workers.engine import data as datasets
 from workers.engine.checkpoint import Checkpointer
 from workers.engine.device import Device, pick_device, seed_everything
-from workers.engine.errors import ExportCheckFailed, InvalidData
+from workers.engine.errors import ExportCheckFailed, InvalidData, InvalidParameter
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
 from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
 from workers.engine.files import sha256_file
 from workers.engine.geometry import Box
 from workers.engine.memory import phase
 from workers.engine.models.loading import LoadedModel, load_model
+from workers.engine.models.onnx import OnnxClassifier
+from workers.engine.outputs import CARD_FILE, MODEL_FILE, PLOT_FILE, REPORT_FILE, HardeningResult
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import (
     ExportCheck,
@@ -32,26 +34,14 @@ from workers.engine.report import (
     model_card,
     plot_curve,
 )
-from workers.engine.spec import HardeningRequest
+from workers.engine.spec import IMAGE_EVAL_SAMPLES, HardeningRequest, ModelFormat
+from workers.engine.text.pipeline import harden_text
 from workers.engine.threads import governed_threads
 from workers.engine.training import recipe as recipes
 from workers.engine.training.methods import TrainingData, train
 
 ENGINE_VERSION = "0.1.0"
 PARITY_SAMPLES = 256
-MODEL_FILE = "hardened.onnx"
-REPORT_FILE = "report.json"
-CARD_FILE = "model_card.md"
-PLOT_FILE = "robustness_curve.png"
-
-
-@dataclass(frozen=True)
-class HardeningResult:
-    model_path: Path
-    report_path: Path
-    card_path: Path
-    plot_path: Path
-    report: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -92,8 +82,17 @@ def _harden(
     generator = seed_everything(request.seed)
     reporter.emit(ProgressEvent(stage="loading", message="reading model and data"))
 
+    read_first = _read_onnx_first(request)
+    module = read_first.module if read_first is not None else None
+    if isinstance(module, OnnxClassifier) and module.token_input is not None:
+        return harden_text(request, module, output_dir, reporter, device)
+    if request.tokenizer is not None:
+        raise InvalidParameter(
+            "a tokenizer was sent, but the model does not read token ids: text models are read"
+            " from ONNX, with an int64 token-ids input feeding an embedding lookup"
+        )
     train_set = datasets.load_npz(request.train_data)
-    loaded = load_model(
+    loaded = read_first or load_model(
         request.model,
         allow_trusted_formats=request.allow_trusted_formats,
         sample_shape=train_set.sample_shape,
@@ -179,6 +178,14 @@ def _harden(
     return _write_outputs(output_dir, model_path, report, reporter)
 
 
+def _read_onnx_first(request: HardeningRequest) -> LoadedModel | None:
+    """An ONNX model is read before the data: whether it reads token ids says how to read them
+    (other formats need the data's shape to be read at all)."""
+    if request.model.format is not ModelFormat.ONNX:
+        return None
+    return load_model(request.model)
+
+
 def prepare_data(
     request: HardeningRequest, loaded: LoadedModel, train_set: datasets.Dataset
 ) -> PreparedData:
@@ -194,7 +201,7 @@ def prepare_data(
         eval_source = "eval_data"
     else:
         train_set, eval_set = datasets.split_holdout(
-            train_set, request.evaluation.samples, request.seed
+            train_set, request.evaluation.samples_or(IMAGE_EVAL_SAMPLES), request.seed
         )
         eval_source = "holdout_split"
     train_set, validation = datasets.split_holdout(
@@ -203,7 +210,7 @@ def prepare_data(
     if len(train_set) == 0:
         raise InvalidData("too few samples left for training after the hold-out splits")
     order = np.random.default_rng(request.seed).permutation(len(eval_set))
-    eval_set = eval_set.subset(np.sort(order[: request.evaluation.samples]))
+    eval_set = eval_set.subset(np.sort(order[: request.evaluation.samples_or(IMAGE_EVAL_SAMPLES)]))
     recipe = recipes.resolve(request.training, len(train_set), len(validation))
     return PreparedData(train_set, validation, eval_set, eval_source, recipe)
 

@@ -17,7 +17,7 @@ from workers.engine.evaluation.suite import ModelScores
 from workers.engine.training.methods import EpochRecord
 from workers.engine.verdict import verdict
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 KIND = "tempering.robustness_report"
 
 
@@ -166,17 +166,47 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """How a report's threat model reads in the card and the plots: an image model's radius,
+    or a text model's share of words changed."""
+
+    value: float
+    """Where the requested budget lies on the robustness curve."""
+    axis: str
+    column: str
+    words: str
+
+
+def _budget(report: dict[str, Any]) -> _Budget:
+    threat = report["threat_model"]
+    if report.get("modality") == "text":
+        return _Budget(
+            threat["word_share"],
+            "share of words replaced by synonyms",
+            "words changed",
+            f"discrete edits of texts: synonyms for up to {threat['word_share']:.0%} of the words,"
+            f" character edits in up to {threat['char_share']:.0%}",
+        )
+    return _Budget(
+        threat["eps"],
+        f"epsilon ({threat['norm']})",
+        "eps",
+        f"{threat['norm']} ball of radius {threat['eps']:g}",
+    )
+
+
 def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve.png") -> str:
     """A short Markdown card: what was done, the before/after table, the per-attack table,
     the masking verdict and the curve."""
-    threat = report["threat_model"]
+    budget = _budget(report)
     original, hardened = report["original"], report["hardened"]
     lines = [
         "# Model card: hardened classifier",
         "",
-        f"Method: **{report['training']['method']}**, threat model: {threat['norm']} ball of "
-        f"radius {threat['eps']:g}, evaluation suite: {report['evaluation']['suite']} "
-        f"on {original['clean_accuracy']['total']} held-out samples (seed "
+        f"Method: **{report['training']['method']}**, threat model: {budget.words}, evaluation"
+        f" suite: {report['evaluation']['suite']}"
+        f" on {original['clean_accuracy']['total']} held-out samples (seed "
         f"{report['evaluation']['seed']}).",
         "",
         "| | clean accuracy | robust accuracy (per-sample worst case over the cascade) |",
@@ -203,7 +233,14 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
             f" {_pct(after['robust_accuracy'])} |"
         )
     lines += ["", "## Gradient masking", ""]
+    if report.get("modality") == "text":
+        lines.append(
+            "- Not applicable to the headline: the text attacks are black-box searches over"
+            " words and characters, which a model cannot mislead by masking its gradients."
+        )
     for label, scores in (("original", original), ("hardened", hardened)):
+        if report.get("modality") == "text":
+            break
         fired = [c for c in scores["masking"] if c["fired"]]
         if not fired:
             lines.append(f"- {label}: no sign of gradient masking in the checks we run.")
@@ -215,8 +252,13 @@ def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in report["model_notes"] + report["training"]["notes"]]
     if plot_name:
-        lines += ["", "## Robustness versus epsilon", "", f"![robustness plots]({plot_name})"]
-    lines += ["", "| eps | original | hardened |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## Robustness versus {budget.column}",
+            "",
+            f"![robustness plots]({plot_name})",
+        ]
+    lines += ["", f"| {budget.column} | original | hardened |", "|---|---|---|"]
     for before, after in zip(original["curve"], hardened["curve"], strict=True):
         lines.append(
             f"| {before['eps']:.4g} | {_pct(before['robust_accuracy'])} |"
@@ -279,9 +321,10 @@ def _draw_curve(axes: Any, report: dict[str, Any]) -> None:
             color=color,
             alpha=0.2,
         )
-    axes.axvline(report["threat_model"]["eps"], color="grey", linewidth=0.8, linestyle=":")
-    axes.set_title("Robustness versus epsilon")
-    axes.set_xlabel(f"epsilon ({report['threat_model']['norm']})")
+    budget = _budget(report)
+    axes.axvline(budget.value, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_title(f"Robustness versus {budget.column}")
+    axes.set_xlabel(budget.axis)
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(0, 1)
 
@@ -310,7 +353,10 @@ def _draw_attacks(axes: Any, report: dict[str, Any]) -> None:
     axes.axvline(len(names) - 0.5, color="grey", linewidth=0.8)
     axes.set_xticks(positions, [*names, "worst case"], rotation=30, ha="right")
     threat = report["threat_model"]
-    axes.set_title(f"Per attack at eps = {threat['eps']:g} ({threat['norm']})")
+    if report.get("modality") == "text":
+        axes.set_title("Per attack at the requested budgets")
+    else:
+        axes.set_title(f"Per attack at eps = {threat['eps']:g} ({threat['norm']})")
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(0, 1)
 

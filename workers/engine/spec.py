@@ -165,22 +165,63 @@ class TrainingConfig:
         return recorded
 
 
+IMAGE_EVAL_SAMPLES = 500
+TEXT_EVAL_SAMPLES = 1000
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     suite: EvaluationSuite = EvaluationSuite.STANDARD
-    samples: int = 500
-    """Held-out samples scored for both models (the same ones, in the same order). 500 give a
-    95% interval of about +-2.7 points around 90%, in half the time 1,000 take;
-    docs/evaluation.md has the trade."""
+    samples: int | None = None
+    """Held-out samples scored for both models (the same ones, in the same order); None: 500 for
+    an image or tabular model (a 95% interval of about +-2.7 points around 90%, in half the time
+    1,000 take; docs/evaluation.md has the trade), 1,000 for a text model (its attacks are
+    cheaper per sample), fewer where the data has fewer."""
     batch_size: int = 500
     curve_points: int = 6
     """Epsilons of the robustness curve, evenly spaced from 0 to 2x the requested epsilon."""
 
     def validate(self) -> None:
         _require(isinstance(self.suite, EvaluationSuite), f"unknown suite {self.suite!r}")
-        _require(1 <= self.samples <= 100_000, "evaluation samples must be between 1 and 100000")
+        _require(
+            self.samples is None or 1 <= self.samples <= 100_000,
+            "evaluation samples must be between 1 and 100000",
+        )
+
+    def samples_or(self, default: int) -> int:
+        return default if self.samples is None else self.samples
         _require(1 <= self.batch_size <= 8192, "evaluation batch_size must be between 1 and 8192")
         _require(2 <= self.curve_points <= 20, "curve_points must be between 2 and 20")
+
+
+@dataclass(frozen=True)
+class TextThreatModel:
+    """What an attacker may change in a text, for a model that reads token ids
+    (docs/text-evaluation.md): discrete edits that keep the meaning, not an L-inf ball. The
+    character attack edits at most ``char_share`` of the words, the synonym attack replaces at
+    most ``word_share``; ``embedding_eps`` is the radius of the per-token ball, as a share of
+    the mean token-embedding norm, that adversarial training perturbs in and that the white-box
+    embedding attack (an upper bound of vulnerability, not a text attack) searches."""
+
+    char_share: float = 0.1
+    word_share: float = 0.2
+    embedding_eps: float = 0.1
+    max_length: int | None = None
+    """Tokens kept of each text; None: the model's fixed length, else the tokenizer file's
+    truncation length, else 256."""
+
+    def validate(self) -> None:
+        for name in ("char_share", "word_share"):
+            value = getattr(self, name)
+            _require(_finite(value) and 0 < value <= 1, f"{name} must lie in (0, 1], got {value}")
+        _require(
+            _finite(self.embedding_eps) and 0 < self.embedding_eps <= 10,
+            f"embedding_eps must lie in (0, 10], got {self.embedding_eps}",
+        )
+        _require(
+            self.max_length is None or 1 <= self.max_length <= 8192,
+            f"max_length must be between 1 and 8192, got {self.max_length}",
+        )
 
 
 @dataclass(frozen=True)
@@ -209,9 +250,15 @@ class HardeningRequest:
     verified_sha256: Mapping[Path, str] = field(default_factory=dict)
     """SHA-256 of input files the caller has just checked against these bytes (the worker does,
     for every upload); the report takes them instead of reading large inputs a second time."""
+    tokenizer: Path | None = None
+    """A text model's Hugging Face ``tokenizer.json``; its data are then JSON Lines or CSV of
+    labelled texts (:mod:`workers.engine.text.data`)."""
+    text_threat: TextThreatModel = field(default_factory=TextThreatModel)
+    """The threat model of a text model; ``threat`` is that of every other model."""
 
     def validate(self) -> None:
         self.threat.validate()
+        self.text_threat.validate()
         self.training.validate()
         self.evaluation.validate()
         _require(0 <= self.seed < 2**63, "seed must be a non-negative 64-bit integer")

@@ -97,11 +97,34 @@ def _find_token_input(graph: GraphProto, inputs: list[onnx.ValueInfoProto]) -> T
         max_length=dims[1],
         embedding_output=gather.output[0],
         embedding_table=table,
-        ids_read_elsewhere=any(
-            node is not gather and node.op_type not in _SHAPE_READERS
-            for node in graph.node
-            if ids_name in node.input
-        ),
+        ids_read_elsewhere=_read_elsewhere(graph, _integer_copies(graph, ids_name), gather),
+    )
+
+
+def _integer_copies(graph: GraphProto, name: str) -> list[str]:
+    """``name`` and the tensors that are the same ids through Identity or an integer Cast
+    (``ids.long()`` in a torch model exports as a Cast before the lookup)."""
+    copies = [name]
+    for node in graph.node:
+        if node.input[:1] and node.input[0] in copies and _passes_ids_through(node):
+            copies.append(node.output[0])
+    return copies
+
+
+def _passes_ids_through(node: NodeProto) -> bool:
+    if node.op_type == "Identity":
+        return True
+    return node.op_type == "Cast" and _attributes(node).get("to") in _ID_TYPES
+
+
+def _read_elsewhere(graph: GraphProto, copies: list[str], gather: NodeProto) -> bool:
+    """Whether a node other than the lookup, a shape read or a copy reads the ids' values."""
+    return any(
+        node is not gather
+        and node.op_type not in _SHAPE_READERS
+        and not (_passes_ids_through(node) and node.output[0] in copies)
+        for node in graph.node
+        if any(name in node.input for name in copies)
     )
 
 
@@ -111,13 +134,15 @@ def _embedding_lookups(
     initializers: dict[str, TensorProto],
     producers: dict[str, NodeProto],
 ) -> list[NodeProto]:
-    """The Gather nodes that read the input ``name`` as indices into an embedding table."""
+    """The Gather nodes that read the input ``name`` (or an integer copy of it) as indices into
+    an embedding table."""
+    copies = _integer_copies(graph, name)
     return [
         node
         for node in graph.node
         if node.op_type == "Gather"
         and len(node.input) == 2
-        and node.input[1] == name
+        and node.input[1] in copies
         and _lookup_table(node.input[0], _attributes(node).get("axis", 0), producers, initializers)
     ]
 
