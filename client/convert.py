@@ -30,6 +30,7 @@ from client.domain import (
     ResultSummary,
     Scores,
     ServerInfo,
+    TextThreat,
 )
 from client.transfer import FileDigest
 
@@ -182,6 +183,18 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         num_classes=params.num_classes,
         webhook_url=spec.webhook_url,
         mlflow=mlflow_to_proto(spec.mlflow),
+        text_threat_model=text_threat_to_proto(params.text),
+    )
+
+
+def text_threat_to_proto(text: TextThreat | None) -> pb.TextThreatModel | None:
+    if text is None:
+        return None
+    return pb.TextThreatModel(
+        word_share=text.word_share,
+        char_share=text.char_share,
+        embedding_eps=text.embedding_eps,
+        max_length=text.max_length,
     )
 
 
@@ -277,6 +290,7 @@ def spec(message: pb.JobSpec) -> JobSpec:
         "time_limit_seconds": message.time_limit_seconds,
         "architecture": message.architecture,
         "num_classes": message.num_classes,
+        "text": _text_threat(message),
     }
     values.update(_method_params(training, method_field))
     return JobSpec(
@@ -290,6 +304,18 @@ def spec(message: pb.JobSpec) -> JobSpec:
             if message.HasField("mlflow")
             else None
         ),
+    )
+
+
+def _text_threat(message: pb.JobSpec) -> TextThreat | None:
+    if not message.HasField("text_threat_model"):
+        return None
+    text = message.text_threat_model
+    return TextThreat(
+        word_share=_optional(text, "word_share"),
+        char_share=_optional(text, "char_share"),
+        embedding_eps=_optional(text, "embedding_eps"),
+        max_length=_optional(text, "max_length"),
     )
 
 

@@ -75,6 +75,21 @@ def format_from_suffix(path: Path) -> ModelFormat | None:
 
 
 @dataclass(frozen=True)
+class TextThreat:
+    """A text model's threat model; a field left at None takes the engine's default
+    (docs/text-evaluation.md)."""
+
+    word_share: float | None = None
+    """Share of a text's words the synonym attack may replace (default 0.2)."""
+    char_share: float | None = None
+    """Share of a text's words the character attack may edit (default 0.1)."""
+    embedding_eps: float | None = None
+    """Radius of the per-token embedding ball, of the mean token-embedding norm (default 0.1)."""
+    max_length: int | None = None
+    """Tokens kept per text (default: the model's fixed length, else the tokenizer's)."""
+
+
+@dataclass(frozen=True)
 class HardeningParams:
     """How to harden and how to score. A field left at None takes the server's default: for
     epochs, batch size, learning rate, epsilon warm-up and validation size, the engine's recipe
@@ -114,6 +129,9 @@ class HardeningParams:
     architecture: str = ""
     """Built-in architecture of safetensors weights."""
     num_classes: int = 0
+    text: TextThreat | None = None
+    """Set for a text model (its input is token ids); ``eps``, ``norm`` and the bounds are then
+    not used."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", Method(self.method))
@@ -275,3 +293,5 @@ class HardeningOutcome:
     report: dict[str, Any]
     job: Job | None = None
     """The server's job, or None for a run in this process."""
+    tokenizer_path: Path | None = None
+    """A text model's tokenizer, returned beside the model."""

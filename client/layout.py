@@ -19,6 +19,8 @@ class OutputLayout:
     report: Path
     card: Path
     plot: Path
+    tokenizer: Path
+    """A text model's tokenizer.json, beside the model that reads its ids."""
 
     @classmethod
     def beside(cls, model_path: Path) -> OutputLayout:
@@ -28,6 +30,7 @@ class OutputLayout:
             report=folder / f"{stem}.report.json",
             card=folder / f"{stem}.model_card.md",
             plot=folder / f"{stem}.{ENGINE_PLOT_NAME}",
+            tokenizer=folder / f"{stem}.tokenizer.json",
         )
 
     def path_for(self, kind: ArtifactKind) -> Path:

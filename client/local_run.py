@@ -58,6 +58,7 @@ def harden_locally(
     output: Path,
     *,
     eval_data_path: Path | None = None,
+    tokenizer_path: Path | None = None,
     allow_trusted_formats: bool = False,
     on_event: Callable[[JobEvent], None] | None = None,
     deadline: Deadline | None = None,
@@ -83,6 +84,7 @@ def harden_locally(
         data_path,
         eval_data_path,
         params,
+        tokenizer_path=tokenizer_path,
         allow_trusted_formats=allow_trusted_formats,
     )
     run = _open_run(mlflow, request, engine)
@@ -122,12 +124,16 @@ def harden_locally(
         shutil.move(result.report_path, layout.report)
         shutil.move(result.plot_path, layout.plot)
         layout.card.write_text(relink_plot(result.card_path.read_text(), layout.plot))
+        tokenizer = None
+        if result.tokenizer_path is not None:
+            tokenizer = Path(shutil.move(result.tokenizer_path, layout.tokenizer))
     return HardeningOutcome(
         model_path=layout.model,
         report_path=layout.report,
         card_path=layout.card,
         plot_path=layout.plot,
         report=result.report,
+        tokenizer_path=tokenizer,
     )
 
 
@@ -183,6 +189,7 @@ def engine_request(
     eval_data_path: Path | None,
     params: HardeningParams,
     *,
+    tokenizer_path: Path | None = None,
     allow_trusted_formats: bool = False,
 ) -> Any:
     """The engine's ``HardeningRequest`` for ``params``, made from the message this CLI would
@@ -199,7 +206,11 @@ def engine_request(
         )
     )
     files = engine.JobFiles(
-        model_path, engine.spec.ModelFormat(model_format.value), data_path, eval_data_path
+        model_path,
+        engine.spec.ModelFormat(model_format.value),
+        data_path,
+        eval_data_path,
+        tokenizer=tokenizer_path,
     )
     try:
         return engine.engine_request(message, files, allow_trusted_formats=allow_trusted_formats)

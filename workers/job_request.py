@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.core.domain import JobSpec
-from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
+from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource, TextThreatModel
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class JobFiles:
     verified_sha256: Mapping[Path, str] = field(default_factory=dict)
     """Files whose SHA-256 was checked against the store's record, so the engine need not
     hash them again for the report."""
+    tokenizer: Path | None = None
+    """A text model's tokenizer.json."""
 
 
 def engine_request(
@@ -48,4 +50,6 @@ def engine_request(
         allow_trusted_formats=allow_trusted_formats,
         time_limit_seconds=spec.time_limit_seconds,
         verified_sha256=files.verified_sha256,
+        tokenizer=files.tokenizer,
+        text_threat=spec.text_threat or TextThreatModel(),
     )

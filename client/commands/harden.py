@@ -22,6 +22,7 @@ from client.commands.common import (
     non_negative_float,
     non_negative_int,
     positive_float,
+    positive_int,
     print_json,
     server_address,
 )
@@ -34,6 +35,7 @@ from client.domain import (
     MlflowTracking,
     ModelFormat,
     Norm,
+    TextThreat,
     format_from_suffix,
 )
 from client.exit_codes import HELP as EXIT_CODES_HELP
@@ -91,6 +93,7 @@ def register(subparsers: Any) -> None:
     )
     where.add_argument("--local", action="store_true", help="run the engine in this process")
     _add_threat_arguments(parser)
+    _add_text_arguments(parser)
     _add_training_arguments(parser)
     _add_evaluation_arguments(parser)
     _add_model_arguments(parser)
@@ -147,8 +150,8 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--eps",
         type=positive_float,
-        required=True,
-        help="radius of the attacker's norm ball, as a number or a fraction (0.031, 8/255)",
+        help="radius of the attacker's norm ball, as a number or a fraction (0.031, 8/255);"
+        " required, except for a text model",
     )
     group.add_argument(
         "--norm", choices=[n.value for n in Norm], default=Norm.LINF.value, help="the norm"
@@ -168,6 +171,40 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="V[,V...]",
         help="highest valid input: one value or one per channel (default 1)",
     )
+
+
+def _add_text_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "text models (docs/text.md): an ONNX model whose input is int64 token ids, data as JSON"
+        " Lines or CSV of text and label"
+    )
+    group.add_argument(
+        "--tokenizer", type=Path, metavar="PATH", help="the model's Hugging Face tokenizer.json"
+    )
+    group.add_argument(
+        "--word-share",
+        type=positive_float,
+        help="share of words the synonym attack may replace (default 0.2)",
+    )
+    group.add_argument(
+        "--char-share",
+        type=positive_float,
+        help="share of words the character attack may edit (default 0.1)",
+    )
+    group.add_argument(
+        "--embedding-eps",
+        type=positive_float,
+        help="per-token embedding radius, of the mean token-embedding norm (default 0.1)",
+    )
+    group.add_argument(
+        "--max-length", type=positive_int, help="tokens kept per text (default: the model's)"
+    )
+
+
+def text_threat_of(args: argparse.Namespace) -> TextThreat | None:
+    if args.tokenizer is None:
+        return None
+    return TextThreat(args.word_share, args.char_share, args.embedding_eps, args.max_length)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +281,9 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         default=EvaluationSuite.STANDARD.value,
         help="standard (default) or fast (fewer iterations, for previews)",
     )
-    group.add_argument("--eval-samples", type=non_negative_int, help="samples scored (default 500; 1000 for text)")
+    group.add_argument(
+        "--eval-samples", type=non_negative_int, help="samples scored (default 500; text 1000)"
+    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,7 +325,7 @@ def params_from(args: argparse.Namespace) -> HardeningParams:
     lower, upper = bounds(args)
     return HardeningParams(
         method=Method(args.method),
-        eps=args.eps,
+        eps=args.eps or 0.0,
         norm=Norm(args.norm),
         lower=lower,
         upper=upper,
@@ -306,6 +345,7 @@ def params_from(args: argparse.Namespace) -> HardeningParams:
         time_limit_seconds=args.time_limit,
         architecture=args.architecture,
         num_classes=args.num_classes,
+        text=text_threat_of(args),
     )
 
 
@@ -335,12 +375,34 @@ def check_inputs(args: argparse.Namespace) -> None:
         ("model", args.model),
         ("--data", args.data),
         ("--eval-data", args.eval_data),
+        ("--tokenizer", args.tokenizer),
     ):
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file: {path}")
+    if args.tokenizer is not None:
+        check_text_inputs(args)
+        return
+    if args.eps is None:
+        raise UsageError(
+            "--eps is required: the radius of the attacker's norm ball (a text model takes"
+            " --tokenizer instead)"
+        )
     if len(args.lower) != len(args.upper) and args.lower and args.upper:
         raise UsageError("--lower and --upper need the same number of values")
     check_eps_fits_the_domain(args.eps, Norm(args.norm), *bounds(args))
+
+
+def check_text_inputs(args: argparse.Namespace) -> None:
+    if not args.local:
+        raise UsageError(
+            "text models run with --local in this release; the server takes them once it"
+            " accepts tokenizer uploads"
+        )
+    if args.eps is not None or args.lower or args.upper:
+        raise UsageError(
+            "--eps, --lower and --upper bound an image or tabular model's inputs; a text"
+            " model's attacks are bounded by --word-share and --char-share"
+        )
 
 
 def check_eps_fits_the_domain(
@@ -395,6 +457,7 @@ def _run_locally(
         params,
         args.output,
         eval_data_path=args.eval_data,
+        tokenizer_path=args.tokenizer,
         allow_trusted_formats=args.allow_trusted_formats,
         on_event=on_event,
         deadline=deadline,

@@ -38,12 +38,14 @@ from service.core.domain import (
 from service.core.errors import InvalidRequest
 from service.core.limits import MAX_PAGE_BYTES, MAX_PAGE_SIZE
 from service.jobs.jobs import JobDeletion
+from workers.engine.errors import InvalidParameter
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,
     Method,
     ModelFormat,
     Norm,
+    TextThreatModel,
     ThreatModel,
     TrainingConfig,
 )
@@ -203,12 +205,14 @@ def new_job(request: pb.SubmitJobRequest) -> NewJob:
 
 
 def job_spec(spec: pb.JobSpec) -> JobSpec:
+    text = spec.HasField("text_threat_model")
     return JobSpec(
         model_id=required(spec.model_id, "spec.model_id"),
         train_dataset_id=required(spec.train_dataset_id, "spec.train_dataset_id"),
         eval_dataset_id=spec.eval_dataset_id or None,
         training=_training(spec.training),
-        threat=_threat(spec.threat_model),
+        threat=ThreatModel() if text else _threat(spec.threat_model),
+        text_threat=_text_threat(spec.text_threat_model) if text else None,
         evaluation=_evaluation(spec.evaluation),
         seed=spec.seed,
         time_limit_seconds=_time_limit(spec.time_limit_seconds),
@@ -331,6 +335,21 @@ def _threat(threat: pb.ThreatModel) -> ThreatModel:
     return ThreatModel(norm=norm, eps=threat.epsilon, lower=lower, upper=upper)
 
 
+def _text_threat(threat: pb.TextThreatModel) -> TextThreatModel:
+    default = TextThreatModel()
+    text = TextThreatModel(
+        word_share=_given(threat, "word_share", default.word_share),
+        char_share=_given(threat, "char_share", default.char_share),
+        embedding_eps=_given(threat, "embedding_eps", default.embedding_eps),
+        max_length=_given(threat, "max_length", default.max_length),
+    )
+    try:
+        text.validate()
+    except InvalidParameter as error:
+        raise InvalidRequest(f"spec.text_threat_model: {error}") from error
+    return text
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32: the engine computes in float32."""
 
@@ -400,6 +419,16 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         mlflow=(
             pb.MlflowTracking(experiment=spec.mlflow.experiment, run_name=spec.mlflow.run_name)
             if spec.mlflow is not None
+            else None
+        ),
+        text_threat_model=(
+            pb.TextThreatModel(
+                word_share=spec.text_threat.word_share,
+                char_share=spec.text_threat.char_share,
+                embedding_eps=spec.text_threat.embedding_eps,
+                max_length=spec.text_threat.max_length,
+            )
+            if spec.text_threat is not None
             else None
         ),
     )

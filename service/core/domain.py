@@ -22,6 +22,7 @@ from workers.engine.spec import (
     EvaluationSuite,
     Method,
     Norm,
+    TextThreatModel,
     ThreatModel,
     TrainingConfig,
 )
@@ -140,10 +141,15 @@ class JobSpec:
     """Called when the job ends, besides the tenant's own webhook
     (:mod:`service.webhooks.notifier`)."""
     mlflow: MlflowTracking | None = None
+    text_threat: TextThreatModel | None = None
+    """Set for a text model, whose threat model it is; ``threat`` is then not used."""
 
     def validate(self) -> None:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
-        self.threat.validate()
+        if self.text_threat is not None:
+            self.text_threat.validate()
+        else:
+            self.threat.validate()
         self.training.validate()
         self.evaluation.validate()
         if not 0 <= self.seed < 2**63:
@@ -181,6 +187,11 @@ class JobSpec:
             num_classes=int(data.get("num_classes", 0)),
             webhook_url=data.get("webhook_url", ""),
             mlflow=MlflowTracking(**tracking) if (tracking := data.get("mlflow")) else None,
+            text_threat=(
+                TextThreatModel(**_known(TextThreatModel, text))
+                if (text := data.get("text_threat"))
+                else None
+            ),
         )
 
 

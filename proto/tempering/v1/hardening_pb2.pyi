@@ -140,6 +140,18 @@ class ThreatModel(_message.Message):
     upper: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, norm: _Optional[_Union[Norm, str]] = ..., epsilon: _Optional[float] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class TextThreatModel(_message.Message):
+    __slots__ = ("word_share", "char_share", "embedding_eps", "max_length")
+    WORD_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CHAR_SHARE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_EPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    word_share: float
+    char_share: float
+    embedding_eps: float
+    max_length: int
+    def __init__(self, word_share: _Optional[float] = ..., char_share: _Optional[float] = ..., embedding_eps: _Optional[float] = ..., max_length: _Optional[int] = ...) -> None: ...
+
 class Distillation(_message.Message):
     __slots__ = ("temperature", "hard_label_weight", "teacher_epochs")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -221,7 +233,7 @@ class MlflowTracking(_message.Message):
     def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow")
+    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow", "text_threat_model")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     EVAL_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +246,7 @@ class JobSpec(_message.Message):
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_FIELD_NUMBER: _ClassVar[int]
+    TEXT_THREAT_MODEL_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     train_dataset_id: str
     eval_dataset_id: str
@@ -246,7 +259,8 @@ class JobSpec(_message.Message):
     num_classes: int
     webhook_url: str
     mlflow: MlflowTracking
-    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ...) -> None: ...
+    text_threat_model: TextThreatModel
+    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ..., text_threat_model: _Optional[_Union[TextThreatModel, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "epoch", "epochs", "step", "steps", "loss", "clean_accuracy", "robust_accuracy", "eta_seconds", "message", "update_time")

@@ -12,8 +12,8 @@ import jsonschema
 import numpy as np
 import onnxruntime
 import pytest
-import torch
 
+from tests.engine.text.support import export_text_model
 from workers.engine import pipeline
 from workers.engine.errors import InvalidParameter
 from workers.engine.report import json_schema
@@ -25,32 +25,9 @@ from workers.engine.spec import (
     ModelSource,
     TrainingConfig,
 )
-from workers.engine.text.model import EmbeddingBagClassifier
 from workers.engine.text.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.slow
-
-
-def export_text_model(path: Path, vocab_size: int) -> Path:
-    torch.manual_seed(0)
-    model = EmbeddingBagClassifier(vocab_size, 16, 2).eval()
-    ids = torch.randint(0, vocab_size, (2, 6))
-    mask = torch.ones(2, 6, dtype=torch.int64)
-    torch.onnx.export(
-        model,
-        (ids, mask),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "seq"},
-            "attention_mask": {0: "batch", 1: "seq"},
-            "logits": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    return path
 
 
 @pytest.fixture
