@@ -114,12 +114,12 @@ def test_curve_at_the_requested_eps_never_exceeds_the_headline(pgd_result: Harde
 def test_digests_the_caller_verified_are_reported_without_reading_the_inputs_again(
     digits_onnx: Path, digits_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.engine.pipeline as pipeline
+    import workers.engine.outputs as outputs
 
     def must_not_read(path: Path) -> str:
         raise AssertionError(f"{path} was hashed again")
 
-    monkeypatch.setattr(pipeline, "sha256_file", must_not_read)
+    monkeypatch.setattr(outputs, "sha256_file", must_not_read)
     model_digest, data_digest = "a" * 64, "b" * 64
     request = replace(
         _request(digits_onnx, digits_npz, epochs=1),

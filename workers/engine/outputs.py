@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workers.engine.export import add_metadata
+from workers.engine.files import sha256_file
+from workers.engine.report import model_card, plot_curve
 
 MODEL_FILE = "hardened.onnx"
 REPORT_FILE = "report.json"
@@ -22,3 +28,33 @@ class HardeningResult:
     plot_path: Path
     report: dict[str, Any]
     tokenizer_path: Path | None = None
+
+
+def write_outputs(
+    output_dir: Path, model_path: Path, report: dict[str, Any], tokenizer_path: Path | None = None
+) -> HardeningResult:
+    """The report inside the ONNX file's metadata and beside it, with its card and plot."""
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    inputs = report["inputs"]
+    metadata = {
+        "tempering.report": text,
+        "tempering.model_sha256": inputs["model_sha256"],
+        "tempering.train_data_sha256": inputs["train_data_sha256"],
+        "tempering.eval_data_sha256": inputs["eval_data_sha256"] or "",
+        "tempering.report_schema": report["schema_version"],
+    }
+    if "text" in report:
+        metadata["tempering.tokenizer_sha256"] = report["text"]["tokenizer_sha256"]
+    add_metadata(model_path, metadata)
+    report_path = output_dir / REPORT_FILE
+    report_path.write_text(text)
+    plot_path = output_dir / PLOT_FILE
+    plot_curve(report, plot_path)
+    card_path = output_dir / CARD_FILE
+    card_path.write_text(model_card(report, PLOT_FILE))
+    return HardeningResult(model_path, report_path, card_path, plot_path, report, tokenizer_path)
+
+
+def input_sha256(verified: Mapping[Path, str], path: Path) -> str:
+    """The digest the caller checked these bytes against, else the file's own."""
+    return verified.get(path) or sha256_file(path)

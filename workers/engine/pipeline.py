@@ -19,20 +19,17 @@ from workers.engine.checkpoint import Checkpointer
 from workers.engine.device import Device, pick_device, seed_everything
 from workers.engine.errors import ExportCheckFailed, InvalidData, InvalidParameter
 from workers.engine.evaluation.suite import EvaluationTarget, evaluate
-from workers.engine.export import PARITY_TOLERANCE, add_metadata, check_parity, export_onnx
-from workers.engine.files import sha256_file
+from workers.engine.export import PARITY_TOLERANCE, check_parity, export_onnx
 from workers.engine.geometry import Box
 from workers.engine.memory import phase
 from workers.engine.models.loading import LoadedModel, load_model
 from workers.engine.models.onnx import OnnxClassifier
-from workers.engine.outputs import CARD_FILE, MODEL_FILE, PLOT_FILE, REPORT_FILE, HardeningResult
+from workers.engine.outputs import MODEL_FILE, HardeningResult, input_sha256, write_outputs
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import (
     ExportCheck,
     RobustnessReport,
     TrainingSummary,
-    model_card,
-    plot_curve,
 )
 from workers.engine.spec import IMAGE_EVAL_SAMPLES, HardeningRequest, ModelFormat
 from workers.engine.text.pipeline import harden_text
@@ -266,26 +263,10 @@ def _input_notes(request: HardeningRequest, prepared: PreparedData) -> list[str]
 def _write_outputs(
     output_dir: Path, model_path: Path, report: RobustnessReport, reporter: Reporter
 ) -> HardeningResult:
-    as_dict = report.to_dict()
-    add_metadata(
-        model_path,
-        {
-            "tempering.report": report.to_json(),
-            "tempering.model_sha256": as_dict["inputs"]["model_sha256"],
-            "tempering.train_data_sha256": as_dict["inputs"]["train_data_sha256"],
-            "tempering.eval_data_sha256": as_dict["inputs"]["eval_data_sha256"] or "",
-            "tempering.report_schema": as_dict["schema_version"],
-        },
-    )
-    report_path = output_dir / REPORT_FILE
-    report_path.write_text(report.to_json())
-    plot_path = output_dir / PLOT_FILE
-    plot_curve(as_dict, plot_path)
-    card_path = output_dir / CARD_FILE
-    card_path.write_text(model_card(as_dict, PLOT_FILE))
+    result = write_outputs(output_dir, model_path, report.to_dict())
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
-    return HardeningResult(model_path, report_path, card_path, plot_path, as_dict)
+    return result
 
 
 def _sha256(request: HardeningRequest, path: Path) -> str:
-    return request.verified_sha256.get(path) or sha256_file(path)
+    return input_sha256(request.verified_sha256, path)

@@ -12,7 +12,6 @@ headline.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,20 +26,19 @@ import torch
 from workers.engine.device import Device
 from workers.engine.errors import ExportCheckFailed, InvalidData, InvalidParameter
 from workers.engine.evaluation.stats import Accuracy
-from workers.engine.export import PARITY_TOLERANCE, add_metadata
+from workers.engine.export import PARITY_TOLERANCE
 from workers.engine.files import sha256_file
 from workers.engine.memory import phase
 from workers.engine.models.onnx import OnnxClassifier, write_trained_onnx
 from workers.engine.outputs import (
-    CARD_FILE,
     MODEL_FILE,
-    PLOT_FILE,
-    REPORT_FILE,
     TOKENIZER_FILE,
     HardeningResult,
+    input_sha256,
+    write_outputs,
 )
 from workers.engine.progress import ProgressEvent, Reporter
-from workers.engine.report import KIND, SCHEMA_VERSION, model_card, plot_curve
+from workers.engine.report import KIND, SCHEMA_VERSION
 from workers.engine.spec import TEXT_EVAL_SAMPLES, HardeningRequest, Method
 from workers.engine.text.attacks.budget import WordBudget
 from workers.engine.text.attacks.char import CharAttack
@@ -187,7 +185,9 @@ def harden_text(
             f"the exported ONNX model differs from the PyTorch model by {parity:.3g} (allowed"
             f" {PARITY_TOLERANCE:.3g}) on held-out texts"
         )
-    return _write_outputs(output_dir, model_path, tokenizer_path, report)
+    result = write_outputs(output_dir, model_path, report, tokenizer_path)
+    reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
+    return result
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -490,28 +490,4 @@ def _inputs(
 
 
 def _sha256(request: HardeningRequest, path: Path) -> str:
-    return request.verified_sha256.get(path) or sha256_file(path)
-
-
-def _write_outputs(
-    output_dir: Path, model_path: Path, tokenizer_path: Path, report: dict[str, Any]
-) -> HardeningResult:
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    add_metadata(
-        model_path,
-        {
-            "tempering.report": text,
-            "tempering.model_sha256": report["inputs"]["model_sha256"],
-            "tempering.train_data_sha256": report["inputs"]["train_data_sha256"],
-            "tempering.eval_data_sha256": report["inputs"]["eval_data_sha256"] or "",
-            "tempering.tokenizer_sha256": report["text"]["tokenizer_sha256"],
-            "tempering.report_schema": report["schema_version"],
-        },
-    )
-    report_path = output_dir / REPORT_FILE
-    report_path.write_text(text)
-    plot_path = output_dir / PLOT_FILE
-    plot_curve(report, plot_path)
-    card_path = output_dir / CARD_FILE
-    card_path.write_text(model_card(report, PLOT_FILE))
-    return HardeningResult(model_path, report_path, card_path, plot_path, report, tokenizer_path)
+    return input_sha256(request.verified_sha256, path)
