@@ -509,6 +509,11 @@ def _cast(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     return _req(x, 0).to(dtype)
 
 
+def _array_feature_extractor(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
+    """ai.onnx.ml ArrayFeatureExtractor: the given positions along the last axis."""
+    return torch.index_select(_req(x, 0), -1, _req(x, 1).reshape(-1).long())
+
+
 def _cast_like(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     return _req(x, 0).to(_req(x, 1).dtype)
 

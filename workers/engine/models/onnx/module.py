@@ -52,6 +52,12 @@ from workers.engine.models.onnx.reading import (
     _validate_model,
 )
 from workers.engine.models.onnx.runtime import _Node, _NodeFailure, _Run
+from workers.engine.models.onnx.sklearn import (
+    is_sklearn_export,
+    scores_output,
+    sklearn_logits,
+    translate_ml_operators,
+)
 from workers.engine.models.onnx.tokens import (
     TokenInput,
     _check_embedded,
@@ -128,6 +134,9 @@ class OnnxClassifier(nn.Module):
                 f"{len(model.functions)} model-local function(s) were inlined; "
                 "the written model contains their nodes instead"
             )
+        sklearn = is_sklearn_export(proto)
+        if sklearn:
+            self.notes += translate_ml_operators(graph, self.opset)
         inputs = _graph_inputs(graph)
         self.token_input = _find_token_input(graph, inputs)
         token = self.token_input
@@ -136,7 +145,7 @@ class OnnxClassifier(nn.Module):
             if token is None
             else next(v for v in inputs if v.name == token.ids_name)
         )
-        graph_output = _classifier_output(graph)
+        graph_output = scores_output(graph) if sklearn else _classifier_output(graph)
         self.input_name = graph_input.name
         self.output_name = graph_output.name
         mask = next((v for v in inputs if token and v.name == token.mask_name), None)
@@ -147,9 +156,15 @@ class OnnxClassifier(nn.Module):
         self._exported_batch = _static_dim(input_dims[0])
 
         producers = {out: node for node in graph.node for out in node.output if out}
-        self._logits_name, self.final_activation = _final_activation(
-            producers, self.output_name, self.opset
-        )
+        self._head: str | None = None
+        if sklearn:
+            self._logits_name, self.final_activation, self._head = sklearn_logits(
+                producers, self.output_name
+            )
+        else:
+            self._logits_name, self.final_activation = _final_activation(
+                producers, self.output_name, self.opset
+            )
         self.output_is_probability = self.final_activation == "Softmax"
         if self.final_activation:
             self.notes.append(
@@ -551,7 +566,17 @@ class OnnxClassifier(nn.Module):
                         run.shapes[name] = tuple(value.shape)
             for name in node.drop_after:
                 env.pop(name, None)
-        return env[self._logits_name]
+        return _logits_head(self._head, env[self._logits_name])
+
+
+def _logits_head(head: str | None, value: Tensor) -> Tensor:
+    """Logits whose softmax is the probabilities a scikit-learn export computes from ``value``
+    (see ``sklearn_logits``)."""
+    if head == "logsigmoid":
+        return F.logsigmoid(value)
+    if head == "binary":
+        return torch.cat([torch.zeros_like(value), value], dim=1)
+    return value
 
 
 def write_trained_onnx(model: OnnxClassifier, path: Path) -> None:

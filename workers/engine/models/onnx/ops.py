@@ -9,6 +9,7 @@ from onnx import NodeProto
 from workers.engine.models.onnx.kernels import (
     _REDUCTIONS,
     _arg_reduce,
+    _array_feature_extractor,
     _average_pool,
     _batch_norm,
     _binary,
@@ -157,6 +158,7 @@ _OPS: dict[str, _OpFn] = {
     "CumSum": _cumsum,
     "LSTM": _lstm,
     "GRU": _gru,
+    "ArrayFeatureExtractor": _array_feature_extractor,
 }
 _SUPPORTED_OPS = frozenset(_OPS)
 

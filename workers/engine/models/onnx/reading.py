@@ -15,6 +15,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 from workers.engine.errors import InvalidModel, UnsupportedModel
 from workers.engine.models.onnx.ops import _SUPPORTED_OPS
 from workers.engine.models.onnx.protos import _STANDARD_DOMAINS
+from workers.engine.models.onnx.sklearn import ML_DOMAIN, check_ml_operators
 
 MIN_OPSET = 9
 
@@ -175,18 +176,21 @@ def _validate_model(model: ModelProto) -> None:
         raise UnsupportedModel("sparse initializers are not supported")
     functions = {(f.domain, f.name): f for f in model.functions}
     nodes = _expanded_nodes(model.graph.node, functions)
-    custom = sorted({(n.domain, n.op_type) for n in nodes if n.domain not in _STANDARD_DOMAINS})
+    custom = sorted(
+        {(n.domain, n.op_type) for n in nodes if n.domain not in (*_STANDARD_DOMAINS, ML_DOMAIN)}
+    )
+    custom = sorted(custom + check_ml_operators(nodes))
     if custom:
         listed = ", ".join(f"{op} (domain '{domain}')" for domain, op in custom)
         raise UnsupportedModel(
             f"the model uses operators from non-standard domains: {listed}; only the standard "
-            "ONNX domain is supported"
+            "ONNX domain and the linear scikit-learn operators of 'ai.onnx.ml' are supported"
         )
     unsupported = sorted(
         {
             n.op_type + (" (control flow)" if _has_subgraph(n) else "")
             for n in nodes
-            if n.op_type not in _SUPPORTED_OPS
+            if n.domain != ML_DOMAIN and n.op_type not in _SUPPORTED_OPS
         }
     )
     if unsupported:
