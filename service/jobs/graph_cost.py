@@ -68,6 +68,11 @@ _BROADCASTING_OPS = """Add And BitShift BitwiseAnd BitwiseOr BitwiseXor Div Equa
 _BROADCASTING = frozenset(_BROADCASTING_OPS.split())
 """Element-wise operators of several tensors: at most the product of their sizes."""
 
+_ML_NOT_ENLARGING = frozenset({"Scaler", "Normalizer", "ZipMap"})
+"""scikit-learn's operators (domain ai.onnx.ml) whose output shapes onnx does not infer and
+that make one value (ZipMap: one map entry) per input element. Their ArrayFeatureExtractor,
+which picks columns, is bounded like an element-wise operator of its data and indices."""
+
 
 @dataclass(frozen=True)
 class CostLimits:
@@ -245,6 +250,12 @@ class _Estimate:
             if node.op_type in _NOT_ENLARGING:
                 return sum(known)
             if node.op_type in _BROADCASTING:
+                return math.prod(known)
+        if node.domain == "ai.onnx.ml" and None not in in_sizes:
+            known = [s for s in in_sizes if s is not None]
+            if node.op_type in _ML_NOT_ENLARGING:
+                return sum(known)
+            if node.op_type == "ArrayFeatureExtractor":
                 return math.prod(known)
         raise _unbounded(label, "the size of its output")
 

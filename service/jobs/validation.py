@@ -37,6 +37,11 @@ from workers.engine.spec import ModelFormat, ThreatModel
 
 _FLOAT = "tensor(float)"
 _FLOAT_TENSORS = frozenset({_FLOAT, "tensor(float16)", "tensor(bfloat16)", "tensor(double)"})
+_ML_DOMAIN = "ai.onnx.ml"
+_MAPS = "seq(map("
+_PIECEWISE_CONSTANT = frozenset(
+    {"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "SVMClassifier"}
+)
 
 
 class InputCheck(Protocol):
@@ -64,17 +69,24 @@ class OnnxClassifier:
     """Input shape without the batch dimension; None marks a free dimension."""
     skeleton: Skeleton
     """The graph without its weights, to estimate a pass's cost before running one."""
+    sklearn_scores: str | None = None
+    """For a scikit-learn export, its probabilities or scores output (the other is the label)."""
 
     def num_outputs_on(self, sample: np.ndarray) -> int:
+        names = None if self.sklearn_scores is None else [self.sklearn_scores]
         try:
-            (scores,) = self.session.run(None, {self.input_name: sample})
+            (scores,) = self.session.run(names, {self.input_name: sample})
         except Exception as exc:
             raise InvalidData(f"the model cannot run on the dataset's samples: {exc}") from exc
+        if isinstance(scores, list):  # ZipMap: one {class: probability} map per sample
+            scores = np.array([list(row.values()) for row in scores], dtype=np.float32)
         if scores.ndim != 2 or scores.shape[0] != sample.shape[0]:
             raise UnsupportedModel(
                 f"the model must return class scores shaped (N, classes); it returned"
                 f" {scores.shape} for {sample.shape[0]} sample(s)"
             )
+        if self.sklearn_scores is not None and scores.shape[1] == 1:
+            return 2  # a binary LinearSVC outputs the positive class's score only
         return int(scores.shape[1])
 
 
@@ -94,11 +106,13 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
             " save_as_external_data)"
         )
     _check_no_control_flow(model)
+    _check_differentiable(model)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidModel(f"the model is not a valid ONNX file: {_first_line(exc)}") from exc
     skeleton = cost_skeleton(model)
+    sklearn = any(entry.domain == _ML_DOMAIN for entry in model.opset_import)
     del model
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -115,22 +129,25 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
             f"the model must take exactly one input (a batch of samples); it takes {len(inputs)}:"
             f" {', '.join(i.name for i in inputs)}"
         )
+    if sklearn:
+        outputs = _sklearn_scores(outputs)
     if len(outputs) != 1:
         raise UnsupportedModel(
             f"the model must return exactly one output (class scores); it returns {len(outputs)}:"
             f" {', '.join(o.name for o in outputs)}"
         )
     (model_input,), (model_output,) = inputs, outputs
+    maps = model_output.type.startswith(_MAPS)
     if model_input.type not in _FLOAT_TENSORS:
         raise UnsupportedModel(float_input_required(model_input.name, _onnx_type_name(model_input)))
     for role, arg in (("input", model_input), ("output", model_output)):
-        if arg.type != _FLOAT:
+        if arg.type != _FLOAT and not (role == "output" and maps):
             raise UnsupportedModel(f"the model's {role} must be float32, not {arg.type}")
     if len(model_input.shape) < 2:
         raise UnsupportedModel(
             f"the model's input must be a batch shaped (N, ...), not {model_input.shape}"
         )
-    if len(model_output.shape) != 2:
+    if not maps and len(model_output.shape) != 2:
         raise UnsupportedModel(
             f"the model's output must be class scores shaped (N, classes), not {model_output.shape}"
         )
@@ -139,7 +156,15 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         input_name=model_input.name,
         sample_shape=tuple(_static(d) for d in model_input.shape[1:]),
         skeleton=skeleton,
+        sklearn_scores=model_output.name if sklearn else None,
     )
+
+
+def _sklearn_scores(outputs: list[ort.NodeArg]) -> list[ort.NodeArg]:
+    """A scikit-learn export (skl2onnx) returns its label and its probabilities or scores (a
+    float tensor, or ZipMap's maps); the engine trains the latter."""
+    scores = [o for o in outputs if o.type == _FLOAT or o.type.startswith(_MAPS)]
+    return scores if len(scores) == 1 else outputs
 
 
 def check_job_inputs(
@@ -211,6 +236,22 @@ def _check_no_control_flow(model: onnx.ModelProto) -> None:
         raise UnsupportedModel(
             f"the model uses control flow ({', '.join(found)}), which the engine cannot train;"
             " export the model without data-dependent loops or branches"
+        )
+
+
+def _check_differentiable(model: onnx.ModelProto) -> None:
+    """scikit-learn's tree ensembles and kernel SVMs, refused with the engine's reason before
+    the cost estimate calls them unbounded."""
+    found = sorted(
+        {n.op_type for n in model.graph.node if n.domain == _ML_DOMAIN} & _PIECEWISE_CONSTANT
+    )
+    if found:
+        raise UnsupportedModel(
+            f"the model uses {', '.join(found)}: a tree ensemble or a kernel SVM is piecewise"
+            " constant in its inputs, so gradients can neither train nor attack it. Distil it"
+            " into a differentiable model first (an MLPClassifier fitted on its predicted"
+            " probabilities, exported with skl2onnx), or score it with a black-box attack (the"
+            " service does not offer that yet)"
         )
 
 
