@@ -67,12 +67,13 @@ def _run(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _served(module, x: np.ndarray) -> np.ndarray:
-    """What the export's probabilities/scores output should be, from the module's logits."""
     with torch.no_grad():
-        logits = module(torch.from_numpy(x))
-    if module.final_activation == "Softmax":
-        return torch.softmax(logits, dim=1).numpy()
-    return logits.numpy()
+        return module.served_from_logits(module(torch.from_numpy(x))).numpy()
+
+
+def _logits(module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
 
 
 PROBABILITY_MODELS = [
@@ -93,6 +94,8 @@ def test_probabilities_are_the_softmax_of_the_logits(tmp_path, kind, data, optio
     module = load_onnx_classifier(path).eval()
     _, probabilities = _run(path, x)
     assert module.final_activation == "Softmax"
+    softmax = torch.softmax(torch.from_numpy(_logits(module, x)), dim=1).numpy()
+    np.testing.assert_allclose(softmax, probabilities, atol=1e-5)
     np.testing.assert_allclose(_served(module, x), probabilities, atol=1e-5)
 
 
@@ -103,16 +106,25 @@ def test_decision_scores_are_the_logits(tmp_path, kind, data):
     module = load_onnx_classifier(path).eval()
     _, scores = _run(path, x)
     assert module.final_activation is None
-    np.testing.assert_allclose(_served(module, x), scores, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_logits(module, x), scores, rtol=1e-4, atol=1e-4)
 
 
 def test_binary_linear_svc_logits_are_minus_and_plus_its_score(tmp_path):
     path, x = _export(tmp_path, "linear_svc", "binary", None)
     module = load_onnx_classifier(path).eval()
     _, score = _run(path, x)
-    logits = _served(module, x)
+    logits = _logits(module, x)
     np.testing.assert_allclose(logits[:, 1:], score, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(logits[:, 0], -logits[:, 1])
+    np.testing.assert_allclose(_served(module, x), score, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("options", "served"), [(None, "output_probability"), ({"zipmap": False}, "probabilities")]
+)
+def test_the_served_output_is_the_zipmap_or_the_probabilities_tensor(tmp_path, options, served):
+    path, _ = _export(tmp_path, "mlp", "binary", options)
+    assert load_onnx_classifier(path).served_output == served
 
 
 @pytest.mark.parametrize(("kind", "data"), [("mlp", "binary"), ("logistic", "digits")])

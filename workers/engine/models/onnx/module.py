@@ -99,6 +99,11 @@ class OnnxClassifier(nn.Module):
     ``trainable_parameter_names``, in ONNX names); BatchNormalization running statistics are
     buffers updated in train mode; every other initializer is a frozen buffer.
 
+    ``served_output`` names the graph output those scores are read from: ``output_name``, or
+    for a scikit-learn export wrapping them in ZipMap, its maps; :meth:`served_from_logits`
+    gives what it holds. A scikit-learn export's label output is not executed (see
+    docs/onnx-conversion.md).
+
     A text classifier (an integer input feeding an embedding lookup) takes token ids and an
     optional attention mask; ``token_input`` describes them, and :meth:`embed` with
     :meth:`classify_embedded` split the model at the word-embedding lookup. Its embedding
@@ -119,6 +124,7 @@ class OnnxClassifier(nn.Module):
     final_activation: str | None
     output_is_probability: bool
     notes: list[str]
+    served_output: str
     trainable_parameter_names: list[str]
     token_input: TokenInput | None
 
@@ -145,7 +151,11 @@ class OnnxClassifier(nn.Module):
             if token is None
             else next(v for v in inputs if v.name == token.ids_name)
         )
-        graph_output = scores_output(graph) if sklearn else _classifier_output(graph)
+        if sklearn:
+            graph_output, self.served_output = scores_output(graph)
+        else:
+            graph_output = _classifier_output(graph)
+            self.served_output = graph_output.name
         self.input_name = graph_input.name
         self.output_name = graph_output.name
         mask = next((v for v in inputs if token and v.name == token.mask_name), None)
@@ -157,16 +167,22 @@ class OnnxClassifier(nn.Module):
 
         producers = {out: node for node in graph.node for out in node.output if out}
         self._head: str | None = None
+        self._served_column: int | None = None
         if sklearn:
-            self._logits_name, self.final_activation, self._head = sklearn_logits(
-                producers, self.output_name
-            )
+            reading = sklearn_logits(producers, self.output_name, graph)
+            self._logits_name, self.final_activation = reading.value, reading.final_activation
+            self._head, self._served_column = reading.head, reading.served_column
         else:
             self._logits_name, self.final_activation = _final_activation(
                 producers, self.output_name, self.opset
             )
         self.output_is_probability = self.final_activation == "Softmax"
-        if self.final_activation:
+        if self._head:
+            self.notes.append(
+                f"the probabilities '{self.output_name}' are sigmoids that sum to one: training "
+                "uses logits whose softmax equals them, and the written model keeps its outputs"
+            )
+        elif self.final_activation:
             self.notes.append(
                 f"the model ends in {self.final_activation}: training uses the logits before it "
                 f"and the written model keeps the {self.final_activation} output"
@@ -235,6 +251,18 @@ class OnnxClassifier(nn.Module):
         elif attention_mask is not None:
             raise InvalidData("the model has no attention-mask input")
         return self._execute(feeds, _Run(training=self.training), self._embedded_plan)
+
+    def served_from_logits(self, logits: Tensor) -> Tensor:
+        """What the graph output ``served_output`` holds for these logits: the probabilities
+        through a final Softmax or LogSoftmax, a binary LinearSVC's one score, or the logits.
+        (A ZipMap output holds the same values as maps, one per sample, keyed by class.)"""
+        if self.final_activation == "Softmax":
+            return torch.softmax(logits, dim=1)
+        if self.final_activation == "LogSoftmax":
+            return torch.log_softmax(logits, dim=1)
+        if self._served_column is not None:
+            return logits[:, self._served_column : self._served_column + 1]
+        return logits
 
     def onnx_tensor(self, name: str) -> Tensor:
         """The module's current tensor for an ONNX initializer name."""

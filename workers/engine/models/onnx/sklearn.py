@@ -11,6 +11,7 @@ Tree ensembles and kernel SVMs are refused: their outputs are piecewise constant
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -219,19 +220,21 @@ def _floats(values: Sequence[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def scores_output(graph: GraphProto) -> onnx.ValueInfoProto:
+def scores_output(graph: GraphProto) -> tuple[onnx.ValueInfoProto, str]:
     """The probabilities or scores output of a scikit-learn export: its one float tensor
-    output, or the tensor a ZipMap turns into a sequence of maps. The label is not trained."""
+    output, or the tensor a ZipMap turns into a sequence of maps (with the graph output that
+    serves it: the tensor itself, or the ZipMap's maps). The label is not trained."""
     producers = {out: node for node in graph.node for out in node.output if out}
     candidates = []
     for value in graph.output:
         kind = value.type.WhichOneof("value")
         if kind == "tensor_type" and value.type.tensor_type.elem_type in _FLOAT_TYPES:
-            candidates.append(value)
+            candidates.append((value, value.name))
             continue
         node = producers.get(value.name)
         if kind == "sequence_type" and node is not None and node.op_type == "ZipMap":
-            candidates.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
+            scores = helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
+            candidates.append((scores, value.name))
     if len(candidates) != 1:
         listed = ", ".join(f"'{v.name}' ({_type_name(v)})" for v in graph.output)
         raise UnsupportedModel(
@@ -241,10 +244,20 @@ def scores_output(graph: GraphProto) -> onnx.ValueInfoProto:
     return candidates[0]
 
 
+class SklearnLogits(NamedTuple):
+    value: str
+    """The graph value the module computes; ``head`` turns it into logits."""
+    final_activation: str | None
+    """'Softmax' when the output is the softmax of the logits."""
+    head: str | None = None
+    served_column: int | None = None
+    """The output is this column of the logits (a binary LinearSVC's positive score)."""
+
+
 def sklearn_logits(
-    producers: dict[str, NodeProto], output: str
-) -> tuple[str, str | None, str | None]:
-    """(value the module computes, final activation, head) for a scikit-learn output.
+    producers: dict[str, NodeProto], output: str, graph: GraphProto
+) -> SklearnLogits:
+    """How the module computes logits for a scikit-learn output.
 
     The head maps that value to logits whose softmax is exactly the output's probabilities:
     ``logsigmoid`` for independent sigmoids that sum to one (a binary pair, or an L1
@@ -252,26 +265,27 @@ def sklearn_logits(
     sigmoid(z)]``. Scores that are not probabilities (LinearSVC, hinge SGD) are the logits;
     a binary LinearSVC outputs only the positive class's score s, and its logits are ``[-s, s]``.
     """
+    constants = {init.name: init for init in graph.initializer}
     _, node = _through_identity(producers, output)
     if node is not None and node.op_type == "ArrayFeatureExtractor":
         pair, _ = _through_identity(producers, node.input[0])
-        if _is_tied_pair(producers, pair):
-            return pair, None, None
+        if _is_tied_pair(producers, pair) and _constant_is(constants, node.input[1], 1):
+            return SklearnLogits(pair, None, served_column=1)
     normalised = False
     if _is_l1_normalisation(producers, node):
         assert node is not None
         _, node = _through_identity(producers, node.input[0])
         normalised = True
     if node is None:
-        return output, None, None
+        return SklearnLogits(output, None)
     if node.op_type == "Softmax" and _attributes(node).get("axis", 1) in (-1, 1):
-        return node.input[0], "Softmax", None
+        return SklearnLogits(node.input[0], "Softmax")
     if node.op_type == "Sigmoid" and (normalised or _is_tied_pair(producers, node.input[0])):
-        return node.input[0], "Softmax", "logsigmoid"
-    binary = _complement_pair(producers, node)
+        return SklearnLogits(node.input[0], "Softmax", "logsigmoid")
+    binary = _complement_pair(producers, node, constants)
     if binary is not None and not normalised:
-        return binary, "Softmax", "binary"
-    return output, None, None
+        return SklearnLogits(binary, "Softmax", "binary")
+    return SklearnLogits(output, None)
 
 
 def _through_identity(producers: dict[str, NodeProto], name: str) -> tuple[str, NodeProto | None]:
@@ -303,7 +317,14 @@ def _is_tied_pair(producers: dict[str, NodeProto], name: str) -> bool:
     return negated is not None and negated.op_type == "Neg" and negated.input[0] == node.input[1]
 
 
-def _complement_pair(producers: dict[str, NodeProto], node: NodeProto) -> str | None:
+def _constant_is(constants: dict[str, TensorProto], name: str, value: float) -> bool:
+    tensor = constants.get(name)
+    return tensor is not None and bool(np.all(numpy_helper.to_array(tensor) == value))
+
+
+def _complement_pair(
+    producers: dict[str, NodeProto], node: NodeProto, constants: dict[str, TensorProto]
+) -> str | None:
     """z when ``node`` is ``Concat(1 - sigmoid(z), sigmoid(z))`` (skl2onnx's binary MLP)."""
     if node.op_type != "Concat" or len(node.input) != 2 or _attributes(node).get("axis") != 1:
         return None
@@ -311,5 +332,7 @@ def _complement_pair(producers: dict[str, NodeProto], node: NodeProto) -> str | 
     if complement is None or positive is None or positive.op_type != "Sigmoid":
         return None
     if complement.op_type != "Sub" or complement.input[1] != node.input[1]:
+        return None
+    if not _constant_is(constants, complement.input[0], 1):
         return None
     return positive.input[0]
