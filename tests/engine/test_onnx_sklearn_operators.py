@@ -101,3 +101,30 @@ def test_string_labels_survive_training_and_write_back(tmp_path):
     np.testing.assert_allclose(softmax, probabilities, atol=1e-6)
     expected = np.array(["fraud", "ok", "review"], dtype=object)[probabilities.argmax(axis=1)]
     assert list(label) == list(expected)
+
+
+def test_a_final_log_softmax_beside_a_label_is_stripped_as_in_any_model(tmp_path):
+    rng = np.random.default_rng(2)
+    weight = helper.make_tensor("W", TensorProto.FLOAT, [4, 3], rng.normal(size=12).tolist())
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["scores"]),
+        helper.make_node("LogSoftmax", ["scores"], ["log_probabilities"], axis=1),
+        helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        helper.make_tensor_value_info("log_probabilities", TensorProto.FLOAT, [None, 3]),
+    ]
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])
+    model = helper.make_model(
+        helper.make_graph(nodes, "log", [x], outputs, [weight]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)],
+    )
+    path = tmp_path / "log.onnx"
+    onnx.save(model, str(path))
+    module = load_onnx_classifier(path).eval()
+    _, log_probabilities = _run(path, _inputs())
+    assert module.final_activation == "LogSoftmax"
+    with torch.no_grad():
+        served = module.served_from_logits(module(torch.from_numpy(_inputs()))).numpy()
+    np.testing.assert_allclose(served, log_probabilities, atol=1e-5)

@@ -278,8 +278,9 @@ def sklearn_logits(
         normalised = True
     if node is None:
         return SklearnLogits(output, None)
-    if node.op_type == "Softmax" and _attributes(node).get("axis", 1) in (-1, 1):
-        return SklearnLogits(node.input[0], "Softmax")
+    activations = ("Softmax",) if normalised else ("Softmax", "LogSoftmax")
+    if node.op_type in activations and _attributes(node).get("axis", 1) in (-1, 1):
+        return SklearnLogits(node.input[0], node.op_type)
     if node.op_type == "Sigmoid" and (normalised or _is_tied_pair(producers, node.input[0])):
         return SklearnLogits(node.input[0], "Softmax", "logsigmoid")
     binary = _complement_pair(producers, node, constants)
