@@ -173,3 +173,9 @@ def test_a_kernel_svm_is_refused(tmp_path):
         onnx.save(to_onnx(svm, x[:1]), str(path))
     with pytest.raises(UnsupportedModel, match="SVMClassifier"):
         load_onnx_classifier(path)
+
+
+def test_a_pipelines_scaler_stays_frozen_and_the_linear_weights_train(tmp_path):
+    path, _ = _export(tmp_path, "scaled_logistic", "digits", None)
+    names = load_onnx_classifier(path).trainable_parameter_names
+    assert names == ["LinearClassifier_coefficients", "LinearClassifier_intercepts"]
