@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -144,12 +145,18 @@ def _export_legacy(model: nn.Module, example: Tensor, path: Path) -> None:
 def check_parity(path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tensor) -> ParityResult:
     """Compare onnxruntime's outputs with the PyTorch model's on held-out inputs."""
     model = model.cpu().eval()
-    reference_model = _WithFinalActivation(model, loaded.final_activation).eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    served = model if isinstance(model, OnnxClassifier) else None
     with torch.no_grad():
-        expected = reference_model(inputs.cpu()).numpy()
-    actual = session.run(None, {input_name: inputs.cpu().numpy().astype(np.float32)})[0]
+        if served is not None:
+            expected = served.served_from_logits(model(inputs.cpu())).numpy()
+        else:
+            reference = _WithFinalActivation(model, loaded.final_activation).eval()
+            expected = reference(inputs.cpu()).numpy()
+    outputs = [served.served_output] if served is not None else None
+    feeds = {input_name: inputs.cpu().numpy().astype(np.float32)}
+    actual = _as_array(session.run(outputs, feeds)[0])
     if actual.shape != expected.shape:
         raise ExportCheckFailed(
             f"the ONNX artifact returns shape {actual.shape}, PyTorch {expected.shape}"
@@ -157,6 +164,14 @@ def check_parity(path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tens
     diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     return ParityResult(diff, scale, int(inputs.shape[0]), diff <= allowed_difference(scale))
+
+
+def _as_array(output: Any) -> np.ndarray:
+    """An output as an array: a scikit-learn export's ZipMap gives one map per sample, class
+    label to probability, in the order of the labels."""
+    if isinstance(output, list):
+        return np.array([[row[key] for key in sorted(row)] for row in output])
+    return np.asarray(output)
 
 
 def add_metadata(path: Path, metadata: dict[str, str]) -> None:
