@@ -47,6 +47,7 @@ from workers.engine.text.model import KimCnnClassifier, TextClassifier
 from workers.engine.text.synonyms import STOPWORDS, synonyms
 from workers.engine.text.tokenizer import TextTokenizer, encode, load_tokenizer
 from workers.engine.text.training import (
+    DEFAULT_TEXT_EPS,
     A2TAugmenter,
     A2TStep,
     CleanStep,
@@ -113,7 +114,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--eps", type=float, default=0.03, help="share of the mean token norm")
+    parser.add_argument(
+        "--eps", type=float, default=DEFAULT_TEXT_EPS, help="share of the mean token norm"
+    )
     parser.add_argument("--attack-steps", type=int, default=3)
     parser.add_argument("--trades-beta", type=float, default=6.0)
     parser.add_argument("--a2t-share", type=float, default=0.5, help="share of each batch")

@@ -23,7 +23,7 @@ from workers.engine.text.training import (
     CleanStep,
     EmbeddingPgdStep,
     EmbeddingTradesStep,
-    EncodedTexts,
+    EncodedSplit,
     Encoder,
     TextBatch,
     accuracy,
@@ -55,7 +55,7 @@ def _corpus(count: int = 200) -> tuple[list[str], np.ndarray]:
 
 def _batch(tokenizer: TextTokenizer, count: int = 16) -> TextBatch:
     texts, labels = _corpus(count)
-    encoded = EncodedTexts.of(texts, labels, Encoder(tokenizer, 16))
+    encoded = EncodedSplit.of(texts, labels, Encoder(tokenizer, 16))
     return encoded.batch(np.arange(count), torch.device("cpu"))
 
 

@@ -6,7 +6,7 @@ grades it.
 """
 
 from workers.engine.text.training.a2t import A2TAugmenter, A2TStep
-from workers.engine.text.training.batches import EncodedTexts, Encoder, TextBatch
+from workers.engine.text.training.batches import EncodedSplit, Encoder, TextBatch
 from workers.engine.text.training.loop import (
     TextTrainingData,
     TextTrainingOutcome,
@@ -16,6 +16,7 @@ from workers.engine.text.training.loop import (
     train_text,
 )
 from workers.engine.text.training.steps import (
+    DEFAULT_TEXT_EPS,
     CleanStep,
     EmbeddingPgdStep,
     EmbeddingTradesStep,
@@ -25,12 +26,13 @@ from workers.engine.text.training.steps import (
 )
 
 __all__ = [
+    "DEFAULT_TEXT_EPS",
     "A2TAugmenter",
     "A2TStep",
     "CleanStep",
     "EmbeddingPgdStep",
     "EmbeddingTradesStep",
-    "EncodedTexts",
+    "EncodedSplit",
     "Encoder",
     "SoftLabelStep",
     "TemperatureStep",

@@ -72,7 +72,7 @@ class Encoder:
 
 
 @dataclass(frozen=True)
-class EncodedTexts:
+class EncodedSplit:
     """A split of labelled texts, encoded once."""
 
     texts: tuple[str, ...]
@@ -83,7 +83,7 @@ class EncodedTexts:
     @classmethod
     def of(
         cls, texts: Sequence[str], labels: Sequence[int] | np.ndarray, encoder: Encoder
-    ) -> EncodedTexts:
+    ) -> EncodedSplit:
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
         ids, mask = encoder.encode(texts)

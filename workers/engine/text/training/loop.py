@@ -21,15 +21,15 @@ from torch import Tensor, nn
 from workers.engine.errors import TrainingDiverged
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.text.model import TextClassifier, as_module, metadata, model_device
-from workers.engine.text.training.batches import EncodedTexts, Encoder
+from workers.engine.text.training.batches import EncodedSplit, Encoder
 from workers.engine.text.training.steps import SoftLabelStep, TemperatureStep, TextStep
 from workers.engine.training.schedules import Schedule
 
 
 @dataclass(frozen=True)
 class TextTrainingData:
-    train: EncodedTexts
-    validation: EncodedTexts
+    train: EncodedSplit
+    validation: EncodedSplit
 
 
 def split_validation(
@@ -49,8 +49,8 @@ def split_validation(
     held = max(1, round(share * len(texts)))
     labels = np.asarray(labels, dtype=np.int64)
 
-    def subset(rows: np.ndarray) -> EncodedTexts:
-        return EncodedTexts.of([texts[int(r)] for r in rows], labels[rows], encoder)
+    def subset(rows: np.ndarray) -> EncodedSplit:
+        return EncodedSplit.of([texts[int(r)] for r in rows], labels[rows], encoder)
 
     return TextTrainingData(train=subset(order[held:]), validation=subset(order[:held]))
 
@@ -147,7 +147,7 @@ def train_text(
     return TextTrainingOutcome(model, history, best_epoch)
 
 
-def accuracy(model: TextClassifier, data: EncodedTexts, *, batch_size: int = 256) -> float:
+def accuracy(model: TextClassifier, data: EncodedSplit, *, batch_size: int = 256) -> float:
     """Clean accuracy on ``data`` in eval mode (the model's mode is restored)."""
     if len(data) == 0:
         return math.nan
