@@ -194,7 +194,7 @@ def _add_text_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--embedding-eps",
         type=positive_float,
-        help="per-token embedding radius, of the mean token-embedding norm (default 0.1)",
+        help="per-token embedding radius, of the mean token-embedding norm (default 0.03)",
     )
     group.add_argument(
         "--max-length", type=positive_int, help="tokens kept per text (default: the model's)"

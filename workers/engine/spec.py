@@ -205,7 +205,9 @@ class TextThreatModel:
 
     char_share: float = 0.1
     word_share: float = 0.2
-    embedding_eps: float = 0.1
+    embedding_eps: float = 0.03
+    """Chosen on the text benchmark's validation split (docs/text.md): a larger ball cost clean
+    accuracy without more robustness to synonyms."""
     max_length: int | None = None
     """Tokens kept of each text; None: the model's fixed length, else the tokenizer file's
     truncation length, else 256."""
