@@ -18,10 +18,12 @@ process nor the checkers import torch.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -71,6 +73,7 @@ class ValidationPool:
         self._idle: list[_Checker] = [self._new_checker() for _ in range(processes)]
         self._busy: set[_Checker] = set()
         self._closed = False
+        self._refusals = _Refusals(REMEMBERED_REFUSALS)
 
     def check(
         self,
@@ -83,11 +86,10 @@ class ValidationPool:
     ) -> None:
         """Raise what :func:`check_job_inputs` raises, ResourceExhausted past a limit,
         Unavailable if no checker came free in time for ``tenant``."""
+        request = CheckRequest(model_format, model_path, tuple(dataset_paths), threat, self._limits)
+        self._refusals.raise_if_refused(request)
         self._slots.acquire(tenant, self._wait_limit)
         try:
-            request = CheckRequest(
-                model_format, model_path, tuple(dataset_paths), threat, self._limits
-            )
             self._run(request, tenant)
         finally:
             self._slots.release(tenant)
@@ -142,6 +144,7 @@ class ValidationPool:
             )
         self._give_back(checker)
         if outcome.error is not None:
+            self._refusals.remember(check, outcome.error)
             raise outcome.error
 
     def _take(self, tenant: str) -> _Checker:
@@ -265,3 +268,34 @@ class _Checker:
         self._requests.close()
         self._outcomes.close()
         return code
+
+
+REMEMBERED_REFUSALS = 1024
+
+
+class _Refusals:
+    """The last refusals of the check itself, by what was checked, given again without a
+    checker: a tenant who submits the same costly model in a loop costs one check, not one a
+    submission. The inputs are content-addressed blobs, so the same request is the same bytes
+    and the check would refuse it again, with the same words. Time-outs are not remembered:
+    they can come from a busy machine rather than from the inputs."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._errors: OrderedDict[CheckRequest, BaseException] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def raise_if_refused(self, request: CheckRequest) -> None:
+        with self._lock:
+            error = self._errors.get(request)
+            if error is not None:
+                self._errors.move_to_end(request)
+        if error is not None:
+            raise copy.copy(error).with_traceback(None)
+
+    def remember(self, request: CheckRequest, error: BaseException) -> None:
+        with self._lock:
+            self._errors[request] = error
+            self._errors.move_to_end(request)
+            while len(self._errors) > self._size:
+                self._errors.popitem(last=False)

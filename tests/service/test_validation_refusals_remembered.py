@@ -1,0 +1,61 @@
+"""A model the submit-time check refused is refused again without a checker: a tenant who submits
+the same costly model in a loop costs the server one check, not one a submission (issue 15, C)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from svc_helpers import digits_like, linear_onnx
+from test_validation_pool_lifecycle import slow_model
+
+from service.core.errors import ResourceExhausted
+from service.jobs.validation_pool import ValidationPool
+from workers.engine.spec import ModelFormat, ThreatModel
+
+GiB = 2**30
+
+
+@pytest.fixture
+def pool() -> ValidationPool:
+    return ValidationPool(4 * GiB, processes=1, time_limit=30)
+
+
+def test_a_refused_model_is_refused_again_in_the_same_words_without_a_checker(
+    pool: ValidationPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = slow_model(tmp_path / "costly.onnx"), tmp_path / "train.npz"
+    data.write_bytes(digits_like())
+    try:
+        with pytest.raises(ResourceExhausted) as first:
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(), tenant="mallory")
+
+        def no_checker(*_: object) -> None:
+            raise AssertionError("a checker ran for a request already refused")
+
+        monkeypatch.setattr(pool, "_run", no_checker)
+        with pytest.raises(ResourceExhausted) as again:
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(), tenant="mallory")
+    finally:
+        pool.close()
+
+    assert "GFLOPs" in str(first.value)
+    assert str(again.value) == str(first.value)
+
+
+def test_an_accepted_model_is_checked_each_time(
+    pool: ValidationPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = tmp_path / "linear.onnx", tmp_path / "train.npz"
+    model.write_bytes(linear_onnx())
+    data.write_bytes(digits_like())
+    runs: list[object] = []
+    real_run = pool._run
+    monkeypatch.setattr(pool, "_run", lambda *a: (runs.append(a), real_run(*a))[1])
+    try:
+        for _ in range(2):
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(eps=0.1), tenant="alice")
+    finally:
+        pool.close()
+
+    assert len(runs) == 2
