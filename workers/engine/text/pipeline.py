@@ -315,6 +315,7 @@ def _train(
         lr=one_cycle(learning_rate, epochs),
         generator=generator,
         reporter=reporter,
+        keep_last=True,
     )
     return outcome, resolved
 

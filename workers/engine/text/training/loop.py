@@ -85,9 +85,11 @@ def train_text(
     generator: torch.Generator | None = None,
     reporter: Reporter | None = None,
     stage: str = "training",
+    keep_last: bool = False,
 ) -> TextTrainingOutcome:
     """Train ``model`` in place for ``epochs`` and leave it at the epoch with the best
-    validation accuracy (ties go to the later epoch). Schedules see fractional epochs."""
+    validation accuracy (ties go to the later epoch), or at the last with ``keep_last``.
+    Schedules see fractional epochs."""
     if epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
     reporter = reporter or Reporter()
@@ -140,7 +142,7 @@ def train_text(
                 samples=seen,
             )
         )
-        if val_accuracy >= best_accuracy:
+        if keep_last or val_accuracy >= best_accuracy:
             best_accuracy, best_epoch, best_state = val_accuracy, epoch + 1, _snapshot(module)
     module.load_state_dict(best_state)
     module.eval()
