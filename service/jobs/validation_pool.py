@@ -276,26 +276,46 @@ REMEMBERED_REFUSALS = 1024
 class _Refusals:
     """The last refusals of the check itself, by what was checked, given again without a
     checker: a tenant who submits the same costly model in a loop costs one check, not one a
-    submission. The inputs are content-addressed blobs, so the same request is the same bytes
-    and the check would refuse it again, with the same words. Time-outs are not remembered:
-    they can come from a busy machine rather than from the inputs."""
+    submission. A request is the same when its parameters are and its files are the same files,
+    unchanged since (inode, size and modification time; the server's inputs are
+    content-addressed blobs that never change), so the check would refuse it again, in the same
+    words. Time-outs are not remembered: they can come from a busy machine rather than from the
+    inputs."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._errors: OrderedDict[CheckRequest, BaseException] = OrderedDict()
+        self._errors: OrderedDict[tuple[object, ...], BaseException] = OrderedDict()
         self._lock = threading.Lock()
 
     def raise_if_refused(self, request: CheckRequest) -> None:
+        key = _identity(request)
+        if key is None:
+            return
         with self._lock:
-            error = self._errors.get(request)
+            error = self._errors.get(key)
             if error is not None:
-                self._errors.move_to_end(request)
+                self._errors.move_to_end(key)
         if error is not None:
             raise copy.copy(error).with_traceback(None)
 
     def remember(self, request: CheckRequest, error: BaseException) -> None:
+        key = _identity(request)
+        if key is None:
+            return
         with self._lock:
-            self._errors[request] = error
-            self._errors.move_to_end(request)
+            self._errors[key] = error
+            self._errors.move_to_end(key)
             while len(self._errors) > self._size:
                 self._errors.popitem(last=False)
+
+
+def _identity(request: CheckRequest) -> tuple[object, ...] | None:
+    """The request and the identity of each of its files; None when a file cannot be read."""
+    try:
+        files = tuple(
+            (info.st_ino, info.st_size, info.st_mtime_ns)
+            for info in (path.stat() for path in (request.model_path, *request.dataset_paths))
+        )
+    except OSError:
+        return None
+    return (request, files)
