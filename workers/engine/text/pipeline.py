@@ -50,6 +50,7 @@ from workers.engine.text.embedding_attack import (
     EmbeddingAttackResult,
     run_embedding_attack,
 )
+from workers.engine.text.recipe import TextRecipe, text_recipe
 from workers.engine.text.synonyms import STOPWORDS, synonyms
 from workers.engine.text.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
 from workers.engine.text.training import (
@@ -69,16 +70,6 @@ from workers.engine.text.victim import DEFAULT_MAX_LENGTH, TextVictim
 from workers.engine.training.schedules import eps_warmup, one_cycle
 from workers.engine.verdict import verdict
 
-DEFAULT_EPOCHS = 8
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_LEARNING_RATE = 3e-3
-"""Peak of the one-cycle schedule, with Adam."""
-DEFAULT_ATTACK_STEPS = 3
-A2T_SHARE = 0.5
-"""Share of each batch that gets A2T synonym-substituted copies. Embedding-space steps alone
-leave a synonym swap, which jumps from one word's embedding to another's, far outside any ball
-small enough to keep clean accuracy: on the benchmark (docs/text.md) embedding PGD alone gained
-8 points under the synonym attack, A2T around it 18 to 21."""
 VALIDATION_SHARE = 0.1
 PARITY_TEXTS = 128
 HEADLINE = (
@@ -101,8 +92,10 @@ def harden_text(
     output_dir: Path,
     reporter: Reporter,
     device: Device,
+    recipe: TextRecipe | None = None,
 ) -> HardeningResult:
-    """Harden and score the text classifier ``model`` (read from ``request.model``)."""
+    """Harden and score the text classifier ``model`` (read from ``request.model``), with the
+    recipe resolved from the request unless a benchmark passes its own variant."""
     token = model.token_input
     if token is None:
         raise InvalidParameter("a tokenizer was given for a model that does not read token ids")
@@ -130,9 +123,9 @@ def harden_text(
     training = split_validation(
         texts.train.texts, texts.train.labels, encoder, share=VALIDATION_SHARE, seed=request.seed
     )
-    batch_size = request.training.batch_size or DEFAULT_BATCH_SIZE
-    with phase("training", batch_size):
-        trained, config = _train(model, training, encoder, request, reporter, batch_size)
+    recipe = recipe or text_recipe(request)
+    with phase("training", recipe.batch_size):
+        trained = _train(model, training, encoder, recipe, reporter, request.seed)
     hardened = _scores(
         model, tokenizer, max_length, texts.evaluation, request, reporter, "hardened"
     )
@@ -166,7 +159,7 @@ def harden_text(
         "original": original.section,
         "hardened": hardened.section,
         "verdict": verdict(original.section, hardened.section),
-        "training": _training_section(request, trained, config),
+        "training": _training_section(trained, recipe),
         "export": {
             "format": "onnx",
             "opset": _opset(model_path),
@@ -252,85 +245,60 @@ def _train(
     model: OnnxClassifier,
     data: TextTrainingData,
     encoder: Encoder,
-    request: HardeningRequest,
+    recipe: TextRecipe,
     reporter: Reporter,
-    batch_size: int,
-) -> tuple[TextTrainingOutcome, dict[str, Any]]:
-    """The recipe of the benchmark (docs/text.md): A2T synonym augmentation around an
-    embedding-space PGD or TRADES step, Adam on a one-cycle schedule, the ball's radius ramped
-    up over the first epoch."""
-    config = request.training
-    epochs = config.epochs or DEFAULT_EPOCHS
-    learning_rate = config.learning_rate or DEFAULT_LEARNING_RATE
-    generator = torch.Generator().manual_seed(request.seed)
-    eps = request.text_threat.embedding_eps
-    steps = config.attack_steps or DEFAULT_ATTACK_STEPS
-    resolved: dict[str, Any] = {
-        "method": config.method.value,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "schedule": "one-cycle",
-        "optimizer": "adam",
-        "embedding_eps": eps,
-        "eps_warmup_epochs": 1.0,
-    }
+    seed: int,
+) -> TextTrainingOutcome:
+    """A2T synonym augmentation around an embedding-space PGD or TRADES step (or distillation),
+    Adam on a one-cycle schedule, the ball's radius ramped up over the first epoch."""
+    generator = torch.Generator().manual_seed(seed)
 
     def optimiser_for(module: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(module.parameters(), lr=learning_rate)
+        return torch.optim.Adam(module.parameters(), lr=recipe.learning_rate)
 
-    if config.method is Method.DISTILLATION:
-        temperature = config.temperature or 20.0
-        resolved["temperature"] = temperature
+    if recipe.method is Method.DISTILLATION:
         student, _ = distill_text(
             model,
             data,
             optimiser_for,
-            epochs,
-            temperature=temperature,
-            batch_size=batch_size,
+            recipe.epochs,
+            temperature=recipe.temperature,
+            batch_size=recipe.batch_size,
             generator=generator,
             reporter=reporter,
         )
-        return student, resolved
+        return student
     inner: TextStep
-    if config.method is Method.TRADES:
-        beta = config.trades_beta or 6.0
-        inner = EmbeddingTradesStep(generator, beta=beta, steps=steps)
-        resolved.update(attack_steps=steps, trades_beta=beta)
+    if recipe.method is Method.TRADES:
+        inner = EmbeddingTradesStep(generator, beta=recipe.trades_beta, steps=recipe.attack_steps)
     else:
-        inner = EmbeddingPgdStep(generator, steps=steps)
-        resolved["attack_steps"] = steps
-    augmenter = A2TAugmenter(encoder, share_of_words=request.text_threat.word_share)
-    step = A2TStep(inner, augmenter, generator, share=A2T_SHARE)
-    resolved.update(a2t_share_of_batch=A2T_SHARE, a2t_share_of_words=augmenter.share_of_words)
-    outcome = train_text(
+        inner = EmbeddingPgdStep(generator, steps=recipe.attack_steps)
+    augmenter = A2TAugmenter(encoder, share_of_words=recipe.a2t_share_of_words)
+    step = A2TStep(inner, augmenter, generator, share=recipe.a2t_share_of_batch)
+    return train_text(
         model,
         data,
         step,
         optimiser_for(model),
-        epochs,
-        batch_size=batch_size,
-        eps=eps_warmup(eps, 1.0),
-        lr=one_cycle(learning_rate, epochs),
+        recipe.epochs,
+        batch_size=recipe.batch_size,
+        eps=eps_warmup(recipe.embedding_eps, recipe.eps_warmup_epochs),
+        lr=one_cycle(recipe.learning_rate, recipe.epochs),
         generator=generator,
         reporter=reporter,
         keep_last=True,
     )
-    return outcome, resolved
 
 
-def _training_section(
-    request: HardeningRequest, outcome: TextTrainingOutcome, config: dict[str, Any]
-) -> dict[str, Any]:
+def _training_section(outcome: TextTrainingOutcome, recipe: TextRecipe) -> dict[str, Any]:
     return {
-        "method": request.training.method.value,
-        "epochs": config["epochs"],
+        "method": recipe.method.value,
+        "epochs": recipe.epochs,
         "selected_epoch": outcome.selected_epoch,
         "selection": "best clean accuracy on the validation split",
         "resumed_from_epoch": None,
         "recipe": [],
-        "config": config,
+        "config": recipe.to_dict(),
         "notes": list(outcome.notes),
         "history": [
             {
