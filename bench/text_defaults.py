@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from text_corpus import CorpusMissing, describe, load_corpus
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from text_corpus import CorpusMissing, describe, load_corpus, write_jsonl
+from text_setup import MAX_LENGTH, plain_model, word_tokenizer
 
 from workers.engine.models.onnx import load_onnx_classifier
 from workers.engine.pipeline import harden
@@ -36,16 +36,10 @@ from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource
 from workers.engine.text.attacks import CharAttack, TextAttack, WordAttack, run_attacks
 from workers.engine.text.data import TextDataset
 from workers.engine.text.embedding_attack import EmbeddingAttack, run_embedding_attack
-from workers.engine.text.model import KimCnnClassifier
+from workers.engine.text.model import export_token_classifier
 from workers.engine.text.synonyms import STOPWORDS, synonyms
-from workers.engine.text.tokenizer import TextTokenizer, load_tokenizer
-from workers.engine.text.training import CleanStep, Encoder, split_validation, train_text
+from workers.engine.text.tokenizer import TextTokenizer
 from workers.engine.text.victim import TextVictim
-from workers.engine.training.schedules import one_cycle
-
-MAX_LENGTH = 64
-PLAIN_EPOCHS = 8
-PLAIN_LR = 3e-3
 
 
 def main() -> None:
@@ -58,14 +52,18 @@ def main() -> None:
     print(describe(corpus))
     with tempfile.TemporaryDirectory(prefix="text-defaults-") as folder:
         work = Path(folder)
-        tokenizer = _tokenizer(corpus.train.texts, work / "tokenizer.json")
+        tokenizer = word_tokenizer(
+            corpus.train.texts, work / "tokenizer.json", max_length=MAX_LENGTH
+        )
         started = time.monotonic()
-        plain = _plain_model(corpus.train, tokenizer, args.seed)
+        plain = plain_model(corpus.train, tokenizer, args.seed)
         print(f"plain model trained in {time.monotonic() - started:.0f} s")
         request = HardeningRequest(
-            model=ModelSource(_export(plain, work / "plain.onnx"), ModelFormat.ONNX),
-            train_data=_jsonl(corpus.train, work / "train.jsonl"),
-            eval_data=_jsonl(corpus.test, work / "test.jsonl"),
+            model=ModelSource(
+                export_token_classifier(plain, work / "plain.onnx"), ModelFormat.ONNX
+            ),
+            train_data=write_jsonl(corpus.train, work / "train.jsonl"),
+            eval_data=write_jsonl(corpus.test, work / "test.jsonl"),
             tokenizer=work / "tokenizer.json",
             seed=args.seed,
         )
@@ -88,64 +86,6 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
-
-
-def _tokenizer(texts: tuple[str, ...], path: Path) -> TextTokenizer:
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(
-        texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"], min_frequency=1)
-    )
-    tokenizer.enable_truncation(MAX_LENGTH)
-    tokenizer.save(str(path))
-    return load_tokenizer(path)
-
-
-def _plain_model(train: TextDataset, tokenizer: TextTokenizer, seed: int) -> KimCnnClassifier:
-    torch.manual_seed(seed)
-    model = KimCnnClassifier(tokenizer.max_id + 1, 64, 2, channels=64)
-    encoder = Encoder(tokenizer, MAX_LENGTH)
-    data = split_validation(train.texts, train.labels, encoder, share=0.1, seed=seed)
-    train_text(
-        model,
-        data,
-        CleanStep(),
-        torch.optim.Adam(model.parameters(), lr=PLAIN_LR),
-        PLAIN_EPOCHS,
-        lr=one_cycle(PLAIN_LR, PLAIN_EPOCHS),
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return model.eval()
-
-
-def _export(model: KimCnnClassifier, path: Path) -> Path:
-    ids = torch.ones(2, 12, dtype=torch.int64)
-    mask = torch.ones(2, 12, dtype=torch.int64)
-    torch.onnx.export(
-        model,
-        (ids, mask),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    return path
-
-
-def _jsonl(dataset: TextDataset, path: Path) -> Path:
-    rows = (
-        json.dumps({"text": text, "label": int(label)})
-        for text, label in zip(dataset.texts, dataset.labels, strict=True)
-    )
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
 
 
 def _print_stage(event: ProgressEvent) -> None:

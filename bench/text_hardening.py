@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from text_corpus import CorpusMissing, describe, load_corpus
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from text_setup import kim_cnn, word_tokenizer
 
 from workers.engine.text.attacks import (
     CharAttack,
@@ -43,9 +43,9 @@ from workers.engine.text.attacks import (
     run_attacks,
 )
 from workers.engine.text.embedding_attack import EmbeddingAttack, run_embedding_attack
-from workers.engine.text.model import KimCnnClassifier, TextClassifier
+from workers.engine.text.model import TextClassifier
 from workers.engine.text.synonyms import STOPWORDS, synonyms
-from workers.engine.text.tokenizer import TextTokenizer, encode, load_tokenizer
+from workers.engine.text.tokenizer import TextTokenizer, encode
 from workers.engine.text.training import (
     DEFAULT_TEXT_EPS,
     A2TAugmenter,
@@ -83,7 +83,7 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     print(describe(corpus))
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tokenizer(corpus.train.texts, Path(tmp))
+        tokenizer = word_tokenizer(corpus.train.texts, Path(tmp) / "tokenizer.json")
     encoder = Encoder(tokenizer, args.max_length)
     data = split_validation(corpus.train.texts, corpus.train.labels, encoder, share=0.1)
     setup = Setup(tokenizer, encoder, data, args)
@@ -138,26 +138,9 @@ def _parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _tokenizer(texts: tuple[str, ...], folder: Path) -> TextTokenizer:
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(
-        texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"], min_frequency=1)
-    )
-    path = folder / "tokenizer.json"
-    tokenizer.save(str(path))
-    return load_tokenizer(path)
-
-
-def _fresh_model(setup: Setup) -> KimCnnClassifier:
-    torch.manual_seed(setup.args.seed)
-    return KimCnnClassifier(setup.tokenizer.max_id + 1, setup.args.dim, 2, channels=64)
-
-
 def _train(recipe: str, setup: Setup) -> tuple[TextClassifier, float, list[str]]:
     args = setup.args
-    model = _fresh_model(setup)
+    model = kim_cnn(setup.tokenizer, setup.args.seed, setup.args.dim)
     generator = torch.Generator().manual_seed(args.seed)
     started = time.monotonic()
     if recipe == "distillation":

@@ -72,29 +72,11 @@ def write_csv(path: Path, rows: Iterable[dict[str, object]]) -> Path:
 
 
 def export_text_model(path: Path, vocab_size: int) -> Path:
-    """A tiny embedding-bag classifier of 2 classes as ONNX: int64 input_ids and
-    attention_mask of any batch and length, as torch.onnx.export writes them. torch is
-    imported here only: the other helpers serve tests that run without it."""
+    """A tiny embedding-bag classifier of 2 classes as ONNX, as torch.onnx.export writes it.
+    torch is imported here only: the other helpers serve tests that run without it."""
     import torch
 
-    from workers.engine.text.model import EmbeddingBagClassifier
+    from workers.engine.text.model import EmbeddingBagClassifier, export_token_classifier
 
     torch.manual_seed(0)
-    model = EmbeddingBagClassifier(vocab_size, 16, 2).eval()
-    ids = torch.randint(0, vocab_size, (2, 6))
-    mask = torch.ones(2, 6, dtype=torch.int64)
-    torch.onnx.export(
-        model,
-        (ids, mask),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "seq"},
-            "attention_mask": {0: "batch", 1: "seq"},
-            "logits": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    return path
+    return export_token_classifier(EmbeddingBagClassifier(vocab_size, 16, 2), path)

@@ -57,6 +57,14 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def take(self, rows: np.ndarray) -> TextDataset:
+        """The examples at ``rows``, in that order."""
+        return TextDataset(
+            tuple(self.texts[int(r)] for r in rows),
+            self.labels[rows],
+            tuple(self.lines[int(r)] for r in rows),
+        )
+
 
 def load_text_dataset(
     path: Path, text_format: TextFormat | None = None, limits: Limits = Limits()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -157,3 +158,26 @@ class KimCnnClassifier(nn.Module):
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.classify_embedded(self.embed(ids), attention_mask, ids=ids)
+
+
+def export_token_classifier(model: nn.Module, path: Path, *, opset: int = 17) -> Path:
+    """Write ``model`` as ONNX the way users' torch exports look: int64 ``input_ids`` and
+    ``attention_mask`` of any batch and length in, ``logits`` out. For tests and benchmarks,
+    which need a model as a user would send it."""
+    ids = torch.ones(2, 6, dtype=torch.int64)
+    mask = torch.ones(2, 6, dtype=torch.int64)
+    torch.onnx.export(
+        model.eval(),
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"},
+        },
+        opset_version=opset,
+        dynamo=False,
+    )
+    return path

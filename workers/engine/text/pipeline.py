@@ -207,24 +207,14 @@ def _read_texts(request: HardeningRequest, num_classes: int) -> _Texts:
         raise InvalidData("too few texts to hold some out for scoring: send --eval-data")
     held = min(wanted, len(train) // 5)
     order = np.random.default_rng(request.seed).permutation(len(train))
-    return _Texts(
-        _subset(train, order[held:]), _subset(train, np.sort(order[:held])), "holdout_split"
-    )
+    return _Texts(train.take(order[held:]), train.take(np.sort(order[:held])), "holdout_split")
 
 
 def _first(dataset: TextDataset, wanted: int, seed: int) -> TextDataset:
     if len(dataset) <= wanted:
         return dataset
     order = np.random.default_rng(seed).permutation(len(dataset))
-    return _subset(dataset, np.sort(order[:wanted]))
-
-
-def _subset(dataset: TextDataset, rows: np.ndarray) -> TextDataset:
-    return TextDataset(
-        tuple(dataset.texts[int(r)] for r in rows),
-        dataset.labels[rows],
-        tuple(dataset.lines[int(r)] for r in rows),
-    )
+    return dataset.take(np.sort(order[:wanted]))
 
 
 def _max_length(request: HardeningRequest, tokenizer: TextTokenizer, fixed: int | None) -> int:
