@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def export_onnx(loaded: LoadedModel, model: nn.Module, path: Path, sample: Tenso
         log.info("dynamo export failed (%s); using the TorchScript-based exporter", exc)
         _export_legacy(wrapped, example, path)
     onnx.checker.check_model(str(path))
-    return _opset(onnx.load(str(path), load_external_data=False))
+    return onnx_opset(path)
 
 
 def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
@@ -145,8 +146,6 @@ def _export_legacy(model: nn.Module, example: Tensor, path: Path) -> None:
 def check_parity(path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tensor) -> ParityResult:
     """Compare onnxruntime's outputs with the PyTorch model's on held-out inputs."""
     model = model.cpu().eval()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
     served = model if isinstance(model, OnnxClassifier) else None
     with torch.no_grad():
         if served is not None:
@@ -154,16 +153,35 @@ def check_parity(path: Path, loaded: LoadedModel, model: nn.Module, inputs: Tens
         else:
             reference = _WithFinalActivation(model, loaded.final_activation).eval()
             expected = reference(inputs.cpu()).numpy()
-    outputs = [served.served_output] if served is not None else None
-    feeds = {input_name: inputs.cpu().numpy().astype(np.float32)}
-    actual = _as_array(session.run(outputs, feeds)[0])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: inputs.cpu().numpy().astype(np.float32)}
+    return compare_outputs(
+        session, feeds, expected, served.served_output if served is not None else None
+    )
+
+
+def compare_outputs(
+    session: ort.InferenceSession,
+    feeds: dict[str, np.ndarray],
+    expected: np.ndarray,
+    output: str | None = None,
+) -> ParityResult:
+    """onnxruntime's ``output`` (the first by default) on ``feeds`` against ``expected``, the
+    PyTorch model's. Integer feeds are cast to the width the graph declares (int32 token ids)."""
+    declared = {i.name: i.type for i in session.get_inputs()}
+    feeds = {
+        name: value.astype(np.int32) if declared.get(name) == "tensor(int32)" else value
+        for name, value in feeds.items()
+    }
+    actual = _as_array(session.run([output] if output else None, feeds)[0])
     if actual.shape != expected.shape:
         raise ExportCheckFailed(
             f"the ONNX artifact returns shape {actual.shape}, PyTorch {expected.shape}"
         )
     diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    diff = diff if math.isfinite(diff) else math.inf
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    return ParityResult(diff, scale, int(inputs.shape[0]), diff <= allowed_difference(scale))
+    return ParityResult(diff, scale, len(expected), diff <= allowed_difference(scale))
 
 
 def _as_array(output: Any) -> np.ndarray:
@@ -186,8 +204,7 @@ def add_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 0
+def onnx_opset(path: Path) -> int:
+    """The default-domain opset the ONNX file at ``path`` declares (0 if none)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

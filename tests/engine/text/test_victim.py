@@ -8,7 +8,12 @@ import numpy as np
 import torch
 
 from tests.engine.text import support
-from workers.engine.text.model import EmbeddingBagClassifier
+from workers.engine.models.onnx import load_onnx_classifier
+from workers.engine.text.model import (
+    EmbeddingBagClassifier,
+    KimCnnClassifier,
+    export_token_classifier,
+)
 from workers.engine.text.tokenizer import encode, load_tokenizer
 from workers.engine.text.victim import TextVictim
 
@@ -38,3 +43,21 @@ def test_scoring_leaves_the_model_in_its_mode_and_counts_truncation(
     victim(["the cat likes the prize today", "a dog"])
     assert model.training
     assert victim.truncated == 1
+
+
+def test_a_text_with_no_tokens_reaches_the_model_as_one_masked_position(
+    tmp_path: Path,
+) -> None:
+    """Deleting the only word of a text (the attacks' importance ranking does) leaves nothing
+    to encode; an exported convolution (auto_pad SAME_UPPER) needs at least one position."""
+    plain = support.word_level_tokenizer(support.sentences(20))
+    plain.post_processor = None
+    plain.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json")
+    torch.manual_seed(0)
+    cnn = KimCnnClassifier(tokenizer.max_id + 1, 8, 2, channels=4)
+    model = load_onnx_classifier(export_token_classifier(cnn, tmp_path / "cnn.onnx"))
+    victim = TextVictim(model, tokenizer, max_length=6)
+    probabilities = victim([""])
+    assert probabilities.shape == (1, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)

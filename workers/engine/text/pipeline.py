@@ -12,21 +12,19 @@ headline.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime
 import torch
 
 from workers.engine.device import Device
 from workers.engine.errors import ExportCheckFailed, InvalidData, InvalidParameter
 from workers.engine.evaluation.stats import Accuracy
-from workers.engine.export import PARITY_TOLERANCE
+from workers.engine.export import PARITY_TOLERANCE, ParityResult, compare_outputs, onnx_opset
 from workers.engine.files import sha256_file
 from workers.engine.memory import phase
 from workers.engine.models.onnx import OnnxClassifier, write_trained_onnx
@@ -162,13 +160,13 @@ def harden_text(
         "training": _training_section(trained, recipe),
         "export": {
             "format": "onnx",
-            "opset": _opset(model_path),
-            "max_abs_diff": parity,
+            "opset": onnx_opset(model_path),
+            "max_abs_diff": parity.max_abs_diff,
             "tolerance": PARITY_TOLERANCE,
-            "output_scale": 1.0,
-            "allowed_diff": PARITY_TOLERANCE,
-            "samples": min(PARITY_TEXTS, len(texts.evaluation)),
-            "passed": parity <= PARITY_TOLERANCE,
+            "output_scale": parity.output_scale,
+            "allowed_diff": parity.allowed_diff,
+            "samples": parity.samples,
+            "passed": parity.passed,
         },
         "text": {
             "tokenizer_sha256": sha256_file(request.tokenizer),
@@ -182,10 +180,10 @@ def harden_text(
             "device": device.name,
         },
     }
-    if parity > PARITY_TOLERANCE:
+    if not parity.passed:
         raise ExportCheckFailed(
-            f"the exported ONNX model differs from the PyTorch model by {parity:.3g} (allowed"
-            f" {PARITY_TOLERANCE:.3g}) on held-out texts"
+            f"the exported ONNX model differs from the PyTorch model by {parity.max_abs_diff:.3g}"
+            f" (allowed {parity.allowed_diff:.3g}) on held-out texts"
         )
     result = write_outputs(output_dir, model_path, report, tokenizer_path)
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
@@ -416,35 +414,23 @@ def _word_budget_curve(evaluation: TextEvaluation, word_share: float) -> list[di
 
 def _check_parity(
     path: Path, model: OnnxClassifier, encoder: Encoder, texts: Sequence[str]
-) -> float:
-    """Largest absolute difference between onnxruntime and the torch module on ``texts``."""
+) -> ParityResult:
+    """onnxruntime against the torch module on ``texts``, fed as token ids (and mask)."""
     token = model.token_input
     assert token is not None
     ids, mask = encoder.encode(texts)
     feeds = {token.ids_name: ids}
     if token.mask_name is not None:
         feeds[token.mask_name] = mask
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    expected_type = {i.name: i.type for i in session.get_inputs()}
-    feeds = {
-        name: value.astype(np.int32) if expected_type[name] == "tensor(int32)" else value
-        for name, value in feeds.items()
-    }
-    (ort_out,) = session.run(None, feeds)[:1]
     model.eval()
     with torch.no_grad():
         device = next(model.parameters()).device
-        torch_out = model(
+        expected = model(
             torch.from_numpy(ids).to(device),
             torch.from_numpy(mask).to(device) if token.mask_name else None,
         )
-    difference = float(np.max(np.abs(np.asarray(ort_out) - torch_out.cpu().numpy())))
-    return difference if math.isfinite(difference) else math.inf
-
-
-def _opset(path: Path) -> int:
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return compare_outputs(session, feeds, expected.cpu().numpy())
 
 
 def _inputs(

@@ -60,8 +60,9 @@ class Encoder:
         return self.pad([encoding.ids for encoding in self.encodings(texts)])
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of ids padded to the longest (or to ``max_length``): ids and mask, int64."""
-        width = self.max_length if self.pad_to_max_length else max(map(len, rows), default=0)
+        """Rows of ids padded to the longest (or to ``max_length``): ids and mask, int64. At
+        least one position wide, so that a text with no tokens reaches the model as padding."""
+        width = self.max_length if self.pad_to_max_length else max(1, *map(len, rows))
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for row, tokens in enumerate(rows):
