@@ -1,7 +1,7 @@
 """The SDK's own types: what callers of :class:`client.sdk.HardeningClient` see.
 
 Plain dataclasses and string enums, so that nothing outside :mod:`client.convert` touches
-protobuf. Numeric hardening parameters use 0 for "the server's default", as the API does.
+protobuf. A hardening parameter left at None is not sent, and the engine chooses it.
 """
 
 from __future__ import annotations
@@ -74,17 +74,21 @@ def format_from_suffix(path: Path) -> ModelFormat | None:
     return MODEL_SUFFIXES.get(path.suffix.lower())
 
 
+DEFAULT_LOWER, DEFAULT_UPPER = 0.0, 1.0
+"""The input domain when a threat model gives no bounds, as the API reads empty bounds."""
+
+
 @dataclass(frozen=True)
 class TextThreat:
     """A text model's threat model; a field left at None takes the engine's default
-    (docs/text-evaluation.md)."""
+    (docs/recipe.md lists them, docs/text-evaluation.md explains them)."""
 
     word_share: float | None = None
-    """Share of a text's words the synonym attack may replace (default 0.2)."""
+    """Share of a text's words the synonym attack may replace."""
     char_share: float | None = None
-    """Share of a text's words the character attack may edit (default 0.1)."""
+    """Share of a text's words the character attack may edit."""
     embedding_eps: float | None = None
-    """Radius of the per-token embedding ball, of the mean token-embedding norm (default 0.1)."""
+    """Radius of the per-token embedding ball, of the mean token-embedding norm."""
     max_length: int | None = None
     """Tokens kept per text (default: the model's fixed length, else the tokenizer's)."""
 
@@ -101,7 +105,8 @@ class HardeningParams:
     eps: float
     norm: Norm = Norm.LINF
     lower: tuple[float, ...] = ()
-    """Input domain: one value, or one per channel/feature; empty means [0, 1]."""
+    """Input domain: one value, or one per channel/feature; empty means
+    [``DEFAULT_LOWER``, ``DEFAULT_UPPER``]."""
     upper: tuple[float, ...] = ()
     epochs: int | None = None
     batch_size: int | None = None

@@ -206,7 +206,8 @@ def run_params(request: HardeningRequest) -> dict[str, str]:
         params["eval_data_sha256"] = sha256_file(request.eval_data)
     if training.method is Method.DISTILLATION:
         params["temperature"] = training.temperature
-        params["teacher_epochs"] = training.teacher_epochs or training.epochs
+        teacher_epochs = training.teacher_epochs
+        params["teacher_epochs"] = training.epochs if teacher_epochs is None else teacher_epochs
     else:
         params["attack_steps"] = 1 if training.method is Method.FGSM else training.attack_steps
         params["step_size"] = training.step_size

@@ -27,6 +27,8 @@ from client.commands.common import (
     server_address,
 )
 from client.domain import (
+    DEFAULT_LOWER,
+    DEFAULT_UPPER,
     EvaluationSuite,
     HardeningOutcome,
     HardeningParams,
@@ -47,6 +49,11 @@ from client.retry import Deadline
 from client.sdk import EventCallback
 
 TRUSTED_FORMATS_ENV = "TEMPERING_ALLOW_TRUSTED_FORMATS"
+
+RECIPE_DEFAULT = "default: the recipe's choice"
+ENGINE_DEFAULT = "default: the engine's"
+"""Defaults that live in the engine, which the client does not import (it installs without
+torch): help says who chooses; docs/recipe.md, "Where the defaults live", lists the values."""
 
 DESCRIPTION = """\
 Harden a classifier against adversarial examples and score the original and the hardened
@@ -162,14 +169,14 @@ def _add_threat_arguments(parser: argparse.ArgumentParser) -> None:
         default=(),
         metavar="V[,V...]",
         help="lowest valid input: one value or one per channel, negatives as they are"
-        " (--lower -4,-4 or --lower=-4,-4; default 0)",
+        f" (--lower -4,-4 or --lower=-4,-4; default {DEFAULT_LOWER:g})",
     )
     group.add_argument(
         "--upper",
         type=float_list,
         default=(),
         metavar="V[,V...]",
-        help="highest valid input: one value or one per channel (default 1)",
+        help=f"highest valid input: one value or one per channel (default {DEFAULT_UPPER:g})",
     )
 
 
@@ -184,17 +191,17 @@ def _add_text_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--word-share",
         type=positive_float,
-        help="share of words the synonym attack may replace (default 0.2)",
+        help=f"share of words the synonym attack may replace ({ENGINE_DEFAULT})",
     )
     group.add_argument(
         "--char-share",
         type=positive_float,
-        help="share of words the character attack may edit (default 0.1)",
+        help=f"share of words the character attack may edit ({ENGINE_DEFAULT})",
     )
     group.add_argument(
         "--embedding-eps",
         type=positive_float,
-        help="per-token embedding radius, of the mean token-embedding norm (default 0.03)",
+        help=f"per-token embedding radius, of the mean token-embedding norm ({ENGINE_DEFAULT})",
     )
     group.add_argument(
         "--max-length", type=positive_int, help="tokens kept per text (default: the model's)"
@@ -209,8 +216,9 @@ def text_threat_of(args: argparse.Namespace) -> TextThreat | None:
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "hardening (a flag left out takes the default: the recipe derives training from the data,"
-        " see docs/cli.md; a value given is checked, 0 epochs refused)"
+        "hardening (a flag left out is the engine's choice: its recipe derives training from"
+        " the data, the report says what ran, docs/recipe.md lists the defaults; a value given"
+        " is checked, 0 epochs refused)"
     )
     group.add_argument(
         "--method",
@@ -221,22 +229,22 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--epochs",
         type=non_negative_int,
-        help="default: derived from the data size, with early stopping; see docs/cli.md",
+        help=f"{RECIPE_DEFAULT}: from the data size, with early stopping",
     )
     group.add_argument(
-        "--batch-size", type=non_negative_int, help="default: 128, smaller on small data"
+        "--batch-size", type=non_negative_int, help=f"{RECIPE_DEFAULT}: smaller on small data"
     )
     group.add_argument(
         "--learning-rate",
         type=non_negative_float,
-        help="peak of the one-cycle rate (default: 5e-3)",
+        help=f"peak of the one-cycle rate ({RECIPE_DEFAULT})",
     )
     group.add_argument(
         "--validation-size",
         type=non_negative_int,
         metavar="ROWS",
-        help="training rows held out to select the best epoch (default: 10%% of the rows, at"
-        " most 1000; none under 200 rows)",
+        help=f"training rows held out to select the best epoch; 0 = none ({RECIPE_DEFAULT}:"
+        " a share of the rows, none on small data)",
     )
     group.add_argument(
         "--from-scratch", action="store_true", help="train fresh weights instead of fine-tuning"
@@ -244,22 +252,26 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--attack-steps",
         type=non_negative_int,
-        help="pgd, trades: attack steps (default 10; pgd: 5 from 20,000 training rows)",
+        help=f"pgd, trades: attack steps ({RECIPE_DEFAULT}: fewer for pgd on large data)",
     )
     group.add_argument(
         "--step-size",
         type=non_negative_float,
-        help="pgd, fgsm, trades: step size (2.5 * eps / steps; fgsm 1.25 * eps)",
+        help="pgd, fgsm, trades: step size (default: the engine's share of the epsilon in force,"
+        " which the warm-up ramps)",
     )
     group.add_argument(
         "--eps-warmup-epochs",
         type=non_negative_float,
-        help="pgd, fgsm, trades: epochs to ramp eps up from 0 (default: the first fifth of the"
-        " epochs; 0 = none)",
+        help=f"pgd, fgsm, trades: epochs to ramp eps up from 0; 0 = none ({RECIPE_DEFAULT})",
     )
-    group.add_argument("--trades-beta", type=non_negative_float, help="trades (default 6)")
     group.add_argument(
-        "--temperature", type=non_negative_float, help="distillation: temperature (default 100)"
+        "--trades-beta", type=non_negative_float, help=f"trades: beta ({ENGINE_DEFAULT})"
+    )
+    group.add_argument(
+        "--temperature",
+        type=non_negative_float,
+        help=f"distillation: temperature ({ENGINE_DEFAULT})",
     )
     group.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the data split and training"
@@ -269,7 +281,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
-        help="stop training after this long (default: 0, no limit)",
+        help="stop training after this long (default: %(default)g, no limit)",
     )
 
 
@@ -279,10 +291,10 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         "--suite",
         choices=[s.value for s in EvaluationSuite],
         default=EvaluationSuite.STANDARD.value,
-        help="standard (default) or fast (fewer iterations, for previews)",
+        help="standard, or fast (fewer iterations, for previews)",
     )
     group.add_argument(
-        "--eval-samples", type=non_negative_int, help="samples scored (default 500; text 1000)"
+        "--eval-samples", type=non_negative_int, help=f"samples scored ({ENGINE_DEFAULT})"
     )
 
 
@@ -300,7 +312,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-classes",
         type=non_negative_int,
         default=0,
-        help="classes of a built-in architecture (default: 0, read from the data)",
+        help="classes of a built-in architecture (default: %(default)s, read from the data)",
     )
     group.add_argument(
         "--allow-trusted-formats",
@@ -315,9 +327,9 @@ def bounds(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ..
     """``--lower``/``--upper``; one given alone gets the default other side at its length."""
     lower, upper = args.lower, args.upper
     if lower and not upper:
-        upper = (1.0,) * len(lower)
+        upper = (DEFAULT_UPPER,) * len(lower)
     elif upper and not lower:
-        lower = (0.0,) * len(upper)
+        lower = (DEFAULT_LOWER,) * len(upper)
     return lower, upper
 
 
@@ -412,10 +424,10 @@ def check_eps_fits_the_domain(
     everything and the report would say 0% robust, which measures nothing."""
     if norm is not Norm.LINF:
         return
-    widths = [high - low for low, high in zip(lower or (0.0,), upper or (1.0,), strict=True)]
-    widest = max(widths)
+    lower, upper = lower or (DEFAULT_LOWER,), upper or (DEFAULT_UPPER,)
+    widest = max(high - low for low, high in zip(lower, upper, strict=True))
     if widest > 0 and eps >= widest:
-        low, high = min(lower or (0.0,)), max(upper or (1.0,))
+        low, high = min(lower), max(upper)
         raise UsageError(
             f"--eps {eps:g} covers the whole input range [{low:g}, {high:g}]: every input is"
             f" within reach, so nothing can be robust. For a budget in pixel levels of 0..255"

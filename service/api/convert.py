@@ -260,7 +260,7 @@ def _training(training: pb.Training) -> TrainingConfig:
     elif method == "trades":
         t = training.trades
         values |= {
-            "attack_steps": _given(t, "attack_steps", default.attack_steps),
+            "attack_steps": _recipe_unless_set(t, "attack_steps"),
             "step_size": _above_zero(
                 t, "step_size", "spec.training.trades.step_size", "2.5 * epsilon / attack_steps"
             ),
@@ -270,7 +270,7 @@ def _training(training: pb.Training) -> TrainingConfig:
     elif method == "pgd":
         p = training.pgd
         values |= {
-            "attack_steps": _given(p, "attack_steps", default.attack_steps),
+            "attack_steps": _recipe_unless_set(p, "attack_steps"),
             "step_size": _above_zero(
                 p, "step_size", "spec.training.pgd.step_size", "2.5 * epsilon / attack_steps"
             ),
@@ -301,10 +301,11 @@ def _given(message: Any, name: str, default: V) -> V:
 
 
 def _above_zero(message: Any, name: str, field: str, unset: str) -> Any:
-    """The engine reads 0 in these fields as "pick the default", so a value the client set must
-    be above 0; unset gives the engine that 0."""
+    """A field whose default is the engine's (None) and whose set value must be above 0: an
+    explicit 0 is refused here, naming the field and what leaving it unset gives, so that
+    nobody takes 0 for "the default"."""
     if not message.HasField(name):
-        return 0
+        return None
     value = getattr(message, name)
     if not value > 0:
         raise InvalidRequest(
@@ -435,14 +436,12 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
 
 
 def _training_to_pb(training: TrainingConfig) -> pb.Training:
-    """The engine's "default" values stay unset, so that the message submitted again means the
-    same job: 0 in learning rate, step size and teacher epochs, and None (the recipe chooses) in
-    epochs, batch size, validation size and epsilon warm-up. protobuf leaves a field given None
-    unset."""
+    """A field the engine chooses (None) stays unset, so that the message submitted again means
+    the same job; protobuf leaves a field given None unset."""
     message = pb.Training(
         epochs=training.epochs,
         batch_size=training.batch_size,
-        learning_rate=training.learning_rate or None,
+        learning_rate=training.learning_rate,
         from_scratch=training.from_scratch,
         select_best_robust=training.select_best_robust,
         validation_size=training.validation_size,
@@ -453,14 +452,14 @@ def _training_to_pb(training: TrainingConfig) -> pb.Training:
             pb.Distillation(
                 temperature=training.temperature,
                 hard_label_weight=training.hard_label_weight,
-                teacher_epochs=training.teacher_epochs or None,
+                teacher_epochs=training.teacher_epochs,
             )
         )
     elif method is Method.TRADES:
         message.trades.CopyFrom(
             pb.Trades(
                 attack_steps=training.attack_steps,
-                step_size=training.step_size or None,
+                step_size=training.step_size,
                 eps_warmup_epochs=training.eps_warmup_epochs,
                 beta=training.trades_beta,
             )
@@ -469,15 +468,13 @@ def _training_to_pb(training: TrainingConfig) -> pb.Training:
         message.pgd.CopyFrom(
             pb.Pgd(
                 attack_steps=training.attack_steps,
-                step_size=training.step_size or None,
+                step_size=training.step_size,
                 eps_warmup_epochs=training.eps_warmup_epochs,
             )
         )
     else:
         message.fgsm.CopyFrom(
-            pb.Fgsm(
-                step_size=training.step_size or None, eps_warmup_epochs=training.eps_warmup_epochs
-            )
+            pb.Fgsm(step_size=training.step_size, eps_warmup_epochs=training.eps_warmup_epochs)
         )
     return message
 

@@ -168,6 +168,9 @@ class JobSpec:
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         training = dict(data["training"])
         training["method"] = Method(training["method"])
+        for name in _ZERO_WAS_DEFAULT:
+            if training.get(name) == 0:
+                training[name] = None
         threat = dict(data["threat"])
         threat["norm"] = Norm(threat["norm"])
         threat["lower"] = tuple(threat["lower"])
@@ -193,6 +196,10 @@ class JobSpec:
                 else None
             ),
         )
+
+
+_ZERO_WAS_DEFAULT = ("learning_rate", "step_size", "teacher_epochs")
+"""Specs recorded before these fields were optional wrote "the engine's default" as 0."""
 
 
 def _known(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,26 @@ def test_help_appends_no_default_to_a_text_that_gives_its_own(temper: CliRunner)
     assert "(default: None)" not in help_text
 
 
+ENGINE_CHOSEN = (
+    "--epochs", "--batch-size", "--learning-rate", "--validation-size", "--attack-steps",
+    "--step-size", "--eps-warmup-epochs", "--trades-beta", "--temperature", "--eval-samples",
+    "--word-share", "--char-share", "--embedding-eps",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ENGINE_CHOSEN)
+def test_help_of_a_flag_the_engine_chooses_says_so_and_restates_no_number(
+    temper: CliRunner, flag: str
+) -> None:
+    lines = temper("harden", "--help").out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {flag} "))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("     "))
+    entry = " ".join(" ".join(lines[start:end]).split())
+
+    assert "default: the recipe's choice" in entry or "default: the engine's" in entry
+    assert not any(character.isdigit() for character in entry.partition("default")[2])
+
+
 def test_help_shows_the_default_of_a_flag_whose_text_leaves_it_out(temper: CliRunner) -> None:
     help_text = " ".join(temper("jobs", "--help").out.split())
 

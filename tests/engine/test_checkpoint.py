@@ -21,6 +21,7 @@ from workers.engine.geometry import Box
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.methods import TrainingData, TrainingOutcome, train
+from workers.engine.training.recipe import PEAK_LR
 
 SAMPLES = 480
 CPU = Device(torch.device("cpu"))
@@ -70,6 +71,7 @@ def _config(method: Method, **overrides: Any) -> TrainingConfig:
         "validation_size": 80,
         "temperature": 20.0,
         "teacher_epochs": 2,
+        "learning_rate": PEAK_LR,
     }
     values.update(overrides)
     return TrainingConfig(**values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +88,7 @@ def test_every_parameter_the_user_set_is_kept() -> None:
         attack_steps=7,
         eps_warmup_epochs=0.0,
         learning_rate=0.1,
+        step_size=0.01,
         validation_size=500,
     )
     resolved = recipe.resolve(given, 50_000, 500)
@@ -93,6 +96,7 @@ def test_every_parameter_the_user_set_is_kept() -> None:
     assert resolved.config.attack_steps == 7
     assert resolved.config.eps_warmup_epochs == 0.0
     assert resolved.config.learning_rate == 0.1
+    assert resolved.config.step_size == 0.01
     assert resolved.choices == ()
 
 
@@ -120,6 +124,7 @@ def test_each_choice_is_explained_in_a_sentence() -> None:
 def test_the_resolved_configuration_leaves_nothing_to_interpret() -> None:
     resolved = recipe.resolve(TrainingConfig(), 1260, 140).config
     assert None not in (resolved.epochs, resolved.batch_size, resolved.eps_warmup_epochs)
+    assert None not in (resolved.learning_rate, resolved.attack_steps)
     assert resolved.validation_size == 140
     resolved.validate()
 
@@ -197,3 +202,18 @@ def test_a_run_without_patience_never_stops_early() -> None:
 def test_a_warm_up_longer_than_the_chosen_epochs_is_shortened_to_them() -> None:
     resolved = recipe.resolve(TrainingConfig(eps_warmup_epochs=100), 59_000, 1000).config
     assert resolved.eps_warmup_epochs == resolved.epochs
+
+
+def test_a_step_size_left_out_stays_a_share_of_epsilon_and_is_said() -> None:
+    resolved = recipe.resolve(TrainingConfig(attack_steps=10), 5000, 500)
+
+    assert resolved.config.step_size is None
+    assert "attack step 2.5 * epsilon / 10, following the warm-up" in resolved.choices
+
+
+def test_the_teacher_trains_as_many_epochs_as_the_student_unless_told() -> None:
+    distillation = TrainingConfig(method=Method.DISTILLATION, epochs=7)
+
+    assert recipe.resolve(distillation, 5000, 500).config.teacher_epochs == 7
+    told = recipe.resolve(replace(distillation, teacher_epochs=3), 5000, 500)
+    assert told.config.teacher_epochs == 3

@@ -9,6 +9,7 @@ import pytest
 from tempering.v1 import hardening_pb2 as pb
 
 from service.api import convert
+from service.core.domain import JobSpec
 from service.core.errors import InvalidRequest
 from workers.engine.errors import InvalidParameter
 from workers.engine.spec import EvaluationConfig, TrainingConfig
@@ -52,11 +53,21 @@ def test_a_spec_sent_back_means_the_same_job(training: pb.Training) -> None:
     assert again == spec
 
 
-def test_the_engines_zero_for_default_stays_unset_in_the_message() -> None:
+def test_a_field_left_to_the_engine_stays_unset_in_the_message() -> None:
     message = convert.job_spec_to_pb(convert.job_spec(spec_with(pb.Training(fgsm=pb.Fgsm()))))
 
     assert not message.training.HasField("learning_rate")
     assert not message.training.fgsm.HasField("step_size")
+
+
+def test_a_spec_recorded_with_zero_for_the_default_reads_as_left_to_the_engine() -> None:
+    recorded = JobSpec(model_id="m", train_dataset_id="d").to_json()
+    recorded["training"] |= {"learning_rate": 0.0, "step_size": 0.0, "teacher_epochs": 0}
+
+    training = JobSpec.from_json(recorded).training
+
+    assert (training.learning_rate, training.step_size, training.teacher_epochs) == (None,) * 3
+    training.validate()
 
 
 WARMUP_METHODS = [

@@ -144,7 +144,8 @@ def test_the_run_holds_the_job_parameters(tracked_job: TrackedJob) -> None:
     assert params["seed"] == "7"
     assert params["suite"] == "fast"
     assert params["eval_samples"] == "64"
-    assert float(params["step_size"]) == request["training"]["step_size"]
+    assert request["training"]["step_size"] is None
+    assert params["step_size"] == params["learning_rate"] == "auto"
     assert params["model_sha256"] == inputs["model_sha256"]
     assert params["train_data_sha256"] == inputs["train_data_sha256"]
     assert params["eval_data_sha256"] == inputs["eval_data_sha256"]

@@ -83,23 +83,25 @@ class ThreatModel:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How to harden. ``None`` (and 0 where the docstring says so) means "the recipe chooses":
-    :mod:`workers.engine.training.recipe` derives it from the data before training starts."""
+    """How to harden. ``None`` means "the engine chooses": :mod:`workers.engine.training.recipe`
+    derives it from the data before training starts. A value given is used as it is, so a 0 is
+    a real value where one makes sense (no warm-up, no validation rows) and refused elsewhere."""
 
     method: Method = Method.PGD
     epochs: int | None = None
     """None derives the count from the data size (and stops early on a plateau)."""
     batch_size: int | None = None
-    learning_rate: float = 0.0
-    """Peak learning rate; 0 picks the method's default (see training.methods)."""
+    learning_rate: float | None = None
+    """Peak of the one-cycle learning rate; None: the recipe's."""
     from_scratch: bool = False
     """Train from freshly initialised weights instead of fine-tuning the upload."""
     # adversarial training
     attack_steps: int | None = None
     """PGD steps per batch for PGD-AT and TRADES (FGSM always takes one); None lets the recipe
     choose from the data size."""
-    step_size: float = 0.0
-    """Attack step size in input units; 0 picks 2.5 * eps / steps (PGD) or 1.25 * eps (FGSM)."""
+    step_size: float | None = None
+    """Attack step size in input units; None: 2.5 * eps / steps (PGD, TRADES) or 1.25 * eps
+    (FGSM) of the epsilon in force, which the warm-up ramps."""
     eps_warmup_epochs: float | None = None
     """Epochs over which epsilon ramps linearly from 0 to its full value; 0 = no warm-up."""
     trades_beta: float = 6.0
@@ -107,8 +109,8 @@ class TrainingConfig:
     temperature: float = 100.0
     hard_label_weight: float = 0.0
     """Weight of the hard-label cross-entropy mixed into the student's soft-label loss."""
-    teacher_epochs: int = 0
-    """Epochs to fine-tune the teacher at temperature T; 0 uses the same number as ``epochs``."""
+    teacher_epochs: int | None = None
+    """Epochs to train the teacher at temperature T; None: as many as ``epochs``."""
     # checkpoint selection
     select_best_robust: bool = True
     """Keep the epoch with the best robust accuracy on held-out data (Rice et al. 2020)."""
@@ -126,16 +128,17 @@ class TrainingConfig:
             f"batch_size must be between 1 and 8192, got {self.batch_size}",
         )
         _require(
-            _finite(self.learning_rate) and 0 <= self.learning_rate <= 10,
-            f"learning_rate must be in [0, 10] (0 = method default), got {self.learning_rate}",
+            self.learning_rate is None
+            or (_finite(self.learning_rate) and 0 < self.learning_rate <= 10),
+            f"learning_rate must be in (0, 10], got {self.learning_rate}",
         )
         _require(
             self.attack_steps is None or 1 <= self.attack_steps <= 1000,
             f"attack_steps must be between 1 and 1000, got {self.attack_steps}",
         )
         _require(
-            _finite(self.step_size) and self.step_size >= 0,
-            f"step_size must be >= 0 (0 = default), got {self.step_size}",
+            self.step_size is None or (_finite(self.step_size) and self.step_size > 0),
+            f"step_size must be a positive number, got {self.step_size}",
         )
         warmup = self.eps_warmup_epochs
         _require(
@@ -154,7 +157,10 @@ class TrainingConfig:
             _finite(self.hard_label_weight) and 0 <= self.hard_label_weight <= 1,
             f"hard_label_weight must be in [0, 1], got {self.hard_label_weight}",
         )
-        _require(0 <= self.teacher_epochs <= 1000, "teacher_epochs must be between 0 and 1000")
+        _require(
+            self.teacher_epochs is None or 1 <= self.teacher_epochs <= 1000,
+            f"teacher_epochs must be between 1 and 1000, got {self.teacher_epochs}",
+        )
         _require(
             self.validation_size is None or 0 <= self.validation_size <= 100_000,
             "validation_size must be between 0 and 100000",
@@ -187,11 +193,11 @@ class EvaluationConfig:
             self.samples is None or 1 <= self.samples <= 100_000,
             "evaluation samples must be between 1 and 100000",
         )
+        _require(1 <= self.batch_size <= 8192, "evaluation batch_size must be between 1 and 8192")
+        _require(2 <= self.curve_points <= 20, "curve_points must be between 2 and 20")
 
     def samples_or(self, default: int) -> int:
         return default if self.samples is None else self.samples
-        _require(1 <= self.batch_size <= 8192, "evaluation batch_size must be between 1 and 8192")
-        _require(2 <= self.curve_points <= 20, "curve_points must be between 2 and 20")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 from workers.engine.training.logit_scale import scale_logits
 from workers.engine.training.loop import Batches, Step, train_epoch
-from workers.engine.training.recipe import PEAK_LR
+from workers.engine.training.recipe import FGSM_STEP_SHARE, PEAK_LR
 from workers.engine.training.schedules import WARMUP_FRACTION, eps_warmup, one_cycle
 from workers.engine.training.steps import (
     AdversarialSetting,
@@ -151,6 +152,7 @@ def train(
 
 
 MAX_RESTARTS = 2
+T = TypeVar("T")
 
 
 class Collapsed(Exception):
@@ -193,12 +195,12 @@ def _gentler(config: TrainingConfig, restarts: int) -> tuple[TrainingConfig, str
     back to it at a tenth of the rate; after that, or for a run from scratch, fresh weights at
     the lower of the failed rate and the recipe's peak rate (a tenth of it from scratch)."""
     if restarts == 0 and not config.from_scratch:
-        lower = config.learning_rate / 10
+        lower = _concrete(config.learning_rate) / 10
         return (
             dataclasses.replace(config, learning_rate=lower),
             f"Restarted from the upload at a tenth of the learning rate ({lower:.3g}).",
         )
-    rate = min(config.learning_rate, PEAK_LR)
+    rate = min(_concrete(config.learning_rate), PEAK_LR)
     if config.from_scratch:
         rate /= 10
     return (
@@ -239,7 +241,8 @@ def _train_once(
     if config.method is Method.PGD:
         step = PgdStep(setting, _concrete(config.attack_steps), config.step_size)
     elif config.method is Method.FGSM:
-        step = FgsmStep(setting, (config.step_size / threat.eps) if config.step_size else 1.25)
+        share = FGSM_STEP_SHARE if config.step_size is None else config.step_size / threat.eps
+        step = FgsmStep(setting, share)
     else:
         step = TradesStep(
             setting, _concrete(config.attack_steps), config.trades_beta, config.step_size
@@ -255,7 +258,7 @@ def _train_once(
         generator=generator,
         setting=setting,
         notes=notes,
-        peak_lr=config.learning_rate,
+        peak_lr=_concrete(config.learning_rate),
         stage="training",
         epochs=_concrete(config.epochs),
         selection=Selection.ROBUST if config.select_best_robust else Selection.LAST,
@@ -266,7 +269,7 @@ def _train_once(
     return resume.annotate(outcome)
 
 
-def _concrete(value: int | None) -> int:
+def _concrete(value: T | None) -> T:
     if value is None:
         raise ValueError("training needs a resolved configuration (see training.recipe)")
     return value
@@ -295,7 +298,7 @@ def _fit(
     batches = Batches(data.x, data.y, _concrete(config.batch_size), device.torch_device, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr)
     lr = one_cycle(peak_lr, epochs)
-    eps = eps_warmup(threat.eps, config.eps_warmup_epochs or 0.0)
+    eps = eps_warmup(threat.eps, _concrete(config.eps_warmup_epochs))
     history: list[EpochRecord] = []
     best_score, best_epoch, best_state = -math.inf, 0, _snapshot(model)
     first_epoch = 0
@@ -402,8 +405,8 @@ def _distill(
     if not config.from_scratch:
         notes.append(_start_at_temperature(student, data, config.temperature, device))
     teacher = copy.deepcopy(student)
-    peak_lr = config.learning_rate
-    teacher_epochs = config.teacher_epochs or _concrete(config.epochs)
+    peak_lr = _concrete(config.learning_rate)
+    teacher_epochs = _concrete(config.teacher_epochs)
     fit = partial(
         _fit,
         threat=threat,

@@ -49,12 +49,18 @@ WARMUP_SHARE = 0.2
 PEAK_LR = 5e-3
 ATTACK_STEPS = 10
 LARGE_SET_ROWS, LARGE_SET_PGD_STEPS = 20_000, 5
+PGD_STEP_SHARE = 2.5
+"""PGD and TRADES step 2.5 * eps / steps (Madry et al. 2018)."""
+FGSM_STEP_SHARE = 1.25
+"""FGSM steps 1.25 * eps from its random start (Wong et al. 2020)."""
 
 
 @dataclass(frozen=True)
 class Recipe:
     config: TrainingConfig
-    """Every field concrete: no ``None`` left for the training code to interpret."""
+    """Every field concrete but ``step_size``, which stays None when the request left it out:
+    the step is then a share of the epsilon in force at each batch (``PGD_STEP_SHARE``,
+    ``FGSM_STEP_SHARE``), and the warm-up ramps that epsilon, so no one number stands for it."""
     early_stopping_patience: int | None
     """Epochs without a better validation score before stopping; None = run every epoch."""
     choices: tuple[str, ...]
@@ -114,12 +120,23 @@ def resolve(config: TrainingConfig, train_rows: int, validation_rows: int) -> Re
                 + (f" ({LARGE_SET_ROWS} training rows or more)" if large else "")
             )
     learning_rate = config.learning_rate
-    if not learning_rate:
+    if learning_rate is None:
         learning_rate = PEAK_LR
         choices.append(
             f"Adam with a one-cycle rate peaking at {learning_rate:g}"
             f" ({'training from scratch' if config.from_scratch else 'fine-tuning the upload'})"
         )
+    if config.step_size is None and config.method is not Method.DISTILLATION:
+        share = (
+            f"{FGSM_STEP_SHARE:g} * epsilon"
+            if config.method is Method.FGSM
+            else f"{PGD_STEP_SHARE:g} * epsilon / {attack_steps}"
+        )
+        choices.append(f"attack step {share}" + (", following the warm-up" if warmup else ""))
+    teacher_epochs = config.teacher_epochs
+    if config.method is Method.DISTILLATION and teacher_epochs is None:
+        teacher_epochs = epochs
+        choices.append(f"teacher trained as many epochs as the student ({epochs})")
     patience = None
     if config.epochs is None and validation_rows > 0 and config.method is not Method.DISTILLATION:
         patience = max(2, epochs // 4)
@@ -134,6 +151,7 @@ def resolve(config: TrainingConfig, train_rows: int, validation_rows: int) -> Re
         attack_steps=attack_steps,
         eps_warmup_epochs=warmup,
         learning_rate=learning_rate,
+        teacher_epochs=teacher_epochs,
         validation_size=validation_rows,
     )
     return Recipe(resolved, patience, tuple(choices))

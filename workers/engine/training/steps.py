@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from workers.engine.attacks.perturb import perturb
 from workers.engine.geometry import Box, NormName
+from workers.engine.training.recipe import FGSM_STEP_SHARE, PGD_STEP_SHARE
 
 Autocast = Callable[[], AbstractContextManager[object]]
 
@@ -37,11 +38,11 @@ class AdversarialSetting:
 class PgdStep:
     setting: AdversarialSetting
     steps: int
-    step_size: float = 0.0
-    """0 means 2.5 * eps / steps (Madry et al.)."""
+    step_size: float | None = None
+    """None: 2.5 * eps / steps of the epsilon in force (Madry et al.)."""
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        alpha = self.step_size or 2.5 * eps / self.steps
+        alpha = _step(self.step_size, eps, self.steps)
         x_adv = perturb(
             model,
             x,
@@ -65,7 +66,7 @@ class FgsmStep:
     catastrophic-overfitting guard lowers it after a collapse."""
 
     setting: AdversarialSetting
-    alpha_factor: float = 1.25
+    alpha_factor: float = FGSM_STEP_SHARE
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         x_adv = perturb(
@@ -90,10 +91,11 @@ class TradesStep:
     setting: AdversarialSetting
     steps: int
     beta: float
-    step_size: float = 0.0
+    step_size: float | None = None
+    """As :class:`PgdStep`'s."""
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        alpha = self.step_size or 2.5 * eps / self.steps
+        alpha = _step(self.step_size, eps, self.steps)
         model.eval()
         with torch.no_grad(), self.setting.autocast():
             clean_probs = F.softmax(model(x).float(), dim=1)
@@ -122,6 +124,10 @@ class TradesStep:
             reduction="batchmean",
         )
         return natural + self.beta * robust, logits_adv
+
+
+def _step(step_size: float | None, eps: float, steps: int) -> float:
+    return PGD_STEP_SHARE * eps / steps if step_size is None else step_size
 
 
 @dataclass
