@@ -72,6 +72,7 @@ def _config(method: Method, **overrides: Any) -> TrainingConfig:
         "temperature": 20.0,
         "teacher_epochs": 2,
         "learning_rate": PEAK_LR,
+        "eps_warmup_epochs": 0.0,
     }
     values.update(overrides)
     return TrainingConfig(**values)
