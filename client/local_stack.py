@@ -44,7 +44,7 @@ def server_command(port_file: Path) -> list[str]:
     ]
 
 
-def _python_path() -> str:
+def child_python_path() -> str:
     """Where this process found the client and the API stubs (a source checkout keeps the stubs
     under proto/), ahead of any PYTHONPATH already set."""
     import tempering
@@ -91,7 +91,7 @@ class LocalStack:
         self._port_file = state_dir / "port"
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TEMPERING_")},
-            "PYTHONPATH": _python_path(),
+            "PYTHONPATH": child_python_path(),
             "TEMPERING_STATE_DIR": str(state_dir),
             "TEMPERING_GRPC_ADDRESS": f"{host}:0",
             "PYTHONUNBUFFERED": "1",

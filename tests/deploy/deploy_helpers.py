@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -342,14 +343,16 @@ def image_command(dockerfile: str, args: list[str] | None = None) -> list[str]:
 
 def worker_invocation(args: list[str], env: Mapping[str, str], monkeypatch: Any) -> list[str]:
     """The ``celery worker`` arguments the worker image's entry point would run with these
-    container args and this environment: ``temper worker ...`` is run for real, up to the point
-    where Celery would start."""
-    import client.cli
+    container args and this environment: ``temper worker ...`` starts ``python -m workers`` with
+    the same arguments, whose entry point is run here for real, up to the point where Celery
+    would start."""
     import workers.celery_app as celery_app
+    from client.commands.stack import child_command
 
     command = image_command("worker.Dockerfile", args)
-    assert command[0] == "temper", command
+    assert command[:2] == ["temper", "worker"], command
     assert pyproject()["project"]["scripts"]["temper"] == "client.cli:main"
+    assert child_command("worker", command[2:]) == [sys.executable, "-m", "workers", *command[2:]]
     captured: list[list[str]] = []
 
     class App:
@@ -361,6 +364,6 @@ def worker_invocation(args: list[str], env: Mapping[str, str], monkeypatch: Any)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(celery_app, "create_app", lambda settings: App())
-    assert client.cli.main(command[1:]) == 0
+    assert celery_app.worker_main(command[2:]) == 0
     (argv,) = captured
     return argv

@@ -22,7 +22,7 @@ from deploy_helpers import (
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from client.commands.stack import ENTRY_POINTS
+from client.commands.stack import MODULES
 
 DOCKERFILES = ("service.Dockerfile", "worker.Dockerfile")
 EXACT_VERSION = re.compile(r":\d+\.\d+\.\d+")
@@ -134,7 +134,7 @@ def test_both_images_can_reach_the_postgresql_job_store() -> None:
 def test_entry_points_are_the_temper_commands() -> None:
     assert image_command("service.Dockerfile") == ["temper", "serve", "--no-worker"]
     assert image_command("worker.Dockerfile") == ["temper", "worker", "--hostname", "worker@%h"]
-    assert {"serve", "worker"} <= ENTRY_POINTS.keys()
+    assert {"serve", "worker"} <= MODULES.keys()
 
 
 def test_service_health_check_runs_the_shipped_script() -> None:
