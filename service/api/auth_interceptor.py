@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from service.api.auth import ApiKeyStore
-from service.api.interceptor import rebuild_handler
+from service.api.handlers import WrappingInterceptor, rebuild_handler
 from service.core.logs import bind_log_context
 from service.core.tenancy import CURRENT_TENANT, DEFAULT_TENANT
 
@@ -41,7 +41,7 @@ MISSING_KEY = (
 INVALID_KEY = "the API key is not valid"
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, keys: ApiKeyStore | None) -> None:
         """``keys`` None or empty: open mode, every caller is the default tenant."""
         self._keys = keys if keys is not None and not keys.is_empty else None
@@ -50,18 +50,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def open_mode(self) -> bool:
         return self._keys is None
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = call.method
+        if method.startswith(OPEN_METHOD_PREFIXES):
             return handler
         if self._keys is None:
             return _with_tenant(handler, DEFAULT_TENANT)
-        token, problem = bearer_token(handler_call_details.invocation_metadata or ())
+        token, problem = bearer_token(call.invocation_metadata or ())
         tenant = self._keys.authenticate(token) if token is not None else None
         if tenant is None:
             return _refusal(handler, method, problem or INVALID_KEY)

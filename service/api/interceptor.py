@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from service.api.handlers import WrappingInterceptor, rebuild_handler
 from service.core.errors import (
     AlreadyExists,
     ChecksumMismatch,
@@ -79,44 +80,16 @@ def status_for(error: BaseException) -> grpc.StatusCode | None:
     return None
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+class ErrorInterceptor(WrappingInterceptor):
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = call.method
         return rebuild_handler(
             handler,
             lambda behavior: _guard_unary(behavior, method),
             lambda behavior: _guard_stream(behavior, method),
         )
-
-
-def rebuild_handler(
-    handler: grpc.RpcMethodHandler,
-    unary: Callable[[Callable[..., Any]], Callable[..., Any]],
-    stream: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
-    *,
-    parse_requests: bool = True,
-) -> grpc.RpcMethodHandler:
-    """The same kind of handler (unary or streaming, either side) around a new behaviour.
-    ``parse_requests=False`` leaves requests undeserialized, for refusals: nothing an
-    unauthenticated caller sends is parsed."""
-    codecs = {
-        "request_deserializer": handler.request_deserializer if parse_requests else None,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **codecs)
-    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **codecs)
 
 
 def _guard_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from service.api.handlers import WrappingInterceptor, rebuild_handler
 from service.api.watch_limit import StreamSlots, TenantSlots
 from service.core.tenancy import current_tenant
 
@@ -174,7 +175,7 @@ class UploadWatchdog:
         return None
 
 
-class UploadLimitInterceptor(grpc.ServerInterceptor):
+class UploadLimitInterceptor(WrappingInterceptor):
     def __init__(
         self,
         slots: StreamSlots,
@@ -191,21 +192,12 @@ class UploadLimitInterceptor(grpc.ServerInterceptor):
     def open_uploads(self, tenant: str) -> int:
         return self._tenants.held(tenant)
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in UPLOAD_METHODS:
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if call.method not in UPLOAD_METHODS:
             return handler
-        if handler.stream_unary is None:
-            return handler
-        return grpc.stream_unary_rpc_method_handler(
-            self._bounded(handler.stream_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rebuild_handler(handler, unary=self._bounded)
 
     def _bounded(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         def bounded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from service.api.handlers import WrappingInterceptor, rebuild_handler
 from service.core.tenancy import current_tenant
 
 WATCH_METHOD = "/tempering.v1.HardeningService/WatchJob"
@@ -82,7 +83,7 @@ class StreamSlots:
         self._slots.release()
 
 
-class WatchLimitInterceptor(grpc.ServerInterceptor):
+class WatchLimitInterceptor(WrappingInterceptor):
     def __init__(
         self,
         max_watches: int,
@@ -103,21 +104,12 @@ class WatchLimitInterceptor(grpc.ServerInterceptor):
         with self._lock:
             return self._open
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method != WATCH_METHOD:
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if call.method != WATCH_METHOD:
             return handler
-        if handler.unary_stream is None:
-            return handler
-        return grpc.unary_stream_rpc_method_handler(
-            self._bounded(handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rebuild_handler(handler, stream=self._bounded)
 
     def _bounded(self, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def bounded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
