@@ -60,8 +60,10 @@ class InputCheck(Protocol):
 
 
 @dataclass(frozen=True)
-class OnnxClassifier:
-    """An ONNX model that takes one float batch and returns one float batch of class scores."""
+class OrtModel:
+    """An uploaded ONNX model in an onnxruntime session, for the submit-time checks: one float
+    batch in, one batch of class scores out. (The engine's ``OnnxClassifier`` is the torch module
+    a worker trains; this one only runs, in the memory-capped checker, never with torch.)"""
 
     session: ort.InferenceSession
     input_name: str
@@ -90,7 +92,7 @@ class OnnxClassifier:
         return int(scores.shape[1])
 
 
-def load_onnx_classifier(path: Path) -> OnnxClassifier:
+def load_ort_model(path: Path) -> OrtModel:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -151,7 +153,7 @@ def load_onnx_classifier(path: Path) -> OnnxClassifier:
         raise UnsupportedModel(
             f"the model's output must be class scores shaped (N, classes), not {model_output.shape}"
         )
-    return OnnxClassifier(
+    return OrtModel(
         session=session,
         input_name=model_input.name,
         sample_shape=tuple(_static(d) for d in model_input.shape[1:]),
@@ -183,7 +185,7 @@ def check_job_inputs(
     submission it is: this check runs the same for everyone, a pool that shares checkers between
     tenants schedules by it."""
     check_declared_format(model_format, model_path)
-    classifier = load_onnx_classifier(model_path) if model_format is ModelFormat.ONNX else None
+    classifier = load_ort_model(model_path) if model_format is ModelFormat.ONNX else None
     for path in dataset_paths:
         dataset = load_npz(path)
         if classifier is not None:
@@ -191,7 +193,7 @@ def check_job_inputs(
         check_bounds(dataset, threat.lower, threat.upper)
 
 
-def _check_fits_model(dataset: Dataset, classifier: OnnxClassifier, limits: CostLimits) -> None:
+def _check_fits_model(dataset: Dataset, classifier: OrtModel, limits: CostLimits) -> None:
     """Shapes first (so a mismatch gets the clear message), then the cost of a pass estimated
     from the graph, then one real inference, whose number of outputs is what the labels must
     fit."""
