@@ -10,7 +10,9 @@ from pathlib import Path
 from client.domain import ArtifactKind
 
 ENGINE_PLOT_NAME = "robustness_curve.png"
-"""The name the engine's model card uses to link the plot."""
+"""The name the engine's model card uses to link the plot (``PLOT_FILE`` of
+``workers/engine/output_files.py``). The client reads it here because it never imports the
+engine; tests/client/test_client_report_local.py checks the two agree."""
 
 
 @dataclass(frozen=True)

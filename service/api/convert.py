@@ -17,7 +17,6 @@ from service.api.request_bounds import check_request
 from service.core.domain import (
     DatasetFormat,
     Download,
-    Interval,
     Job,
     JobEvent,
     JobPage,
@@ -30,7 +29,6 @@ from service.core.domain import (
     OutputKind,
     Progress,
     ResultSummary,
-    Scores,
     UploadHeader,
     UploadKind,
     UploadResult,
@@ -541,19 +539,11 @@ def output_to_pb(output: OutputFile) -> pb.OutputArtifact:
 
 def _result_to_pb(result: ResultSummary) -> pb.ResultSummary:
     return pb.ResultSummary(
-        original=_scores_to_pb(result.original), hardened=_scores_to_pb(result.hardened)
+        **{
+            model: pb.Scores(**{score: pb.Accuracy(**ends) for score, ends in scores.items()})
+            for model, scores in result.headline.items()
+        }
     )
-
-
-def _scores_to_pb(scores: Scores) -> pb.Scores:
-    return pb.Scores(
-        clean_accuracy=_interval_to_pb(scores.clean_accuracy),
-        robust_accuracy=_interval_to_pb(scores.robust_accuracy),
-    )
-
-
-def _interval_to_pb(interval: Interval) -> pb.Accuracy:
-    return pb.Accuracy(value=interval.value, low=interval.low, high=interval.high)
 
 
 def job_query(request: pb.ListJobsRequest) -> JobQuery:

@@ -17,6 +17,7 @@ from typing import Any
 
 from service.core.tenancy import DEFAULT_TENANT
 from workers.engine.errors import InvalidParameter
+from workers.engine.output_files import CARD_FILE, MODEL_FILE, PLOT_FILE, REPORT_FILE
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,
@@ -72,10 +73,10 @@ class OutputKind(StrEnum):
 
 
 _OUTPUT_FILES = {
-    OutputKind.HARDENED_MODEL: ("hardened.onnx", "application/onnx"),
-    OutputKind.REPORT: ("report.json", "application/json"),
-    OutputKind.MODEL_CARD: ("model_card.md", "text/markdown"),
-    OutputKind.ROBUSTNESS_PLOT: ("robustness_curve.png", "image/png"),
+    OutputKind.HARDENED_MODEL: (MODEL_FILE, "application/onnx"),
+    OutputKind.REPORT: (REPORT_FILE, "application/json"),
+    OutputKind.MODEL_CARD: (CARD_FILE, "text/markdown"),
+    OutputKind.ROBUSTNESS_PLOT: (PLOT_FILE, "image/png"),
 }
 
 
@@ -294,32 +295,42 @@ class OutputFile:
         return self.kind.media_type
 
 
-@dataclass(frozen=True)
-class Interval:
-    value: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class Scores:
-    clean_accuracy: Interval
-    robust_accuracy: Interval
+HEADLINE_MODELS = ("original", "hardened")
+HEADLINE_SCORES = ("clean_accuracy", "robust_accuracy")
+HEADLINE_ENDS = ("value", "low", "high")
+Headline = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
 @dataclass(frozen=True)
 class ResultSummary:
-    original: Scores
-    hardened: Scores
+    """The headline of a finished job as the engine's report writes it: for the ``original`` and
+    the ``hardened`` model, ``clean_accuracy`` and ``robust_accuracy``, each a ``value`` with the
+    ``low`` and ``high`` ends of its 95% interval. The service stores it, sends it with webhooks
+    and in the API's ``ResultSummary`` (whose fields have these names), and reads none of its
+    numbers, so it keeps the report's JSON, checked, rather than types of its own; the typed
+    view is the SDK's (``client/domain.py``)."""
+
+    headline: Headline
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            model: {score: dict(ends) for score, ends in scores.items()}
+            for model, scores in self.headline.items()
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ResultSummary | None:
         if not data:
             return None
-        return cls(original=_scores(data["original"]), hardened=_scores(data["hardened"]))
+        return cls(
+            {
+                model: {
+                    score: {end: float(data[model][score][end]) for end in HEADLINE_ENDS}
+                    for score in HEADLINE_SCORES
+                }
+                for model in HEADLINE_MODELS
+            }
+        )
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> ResultSummary | None:
@@ -328,17 +339,6 @@ class ResultSummary:
             return cls.from_json(report)
         except (KeyError, TypeError, ValueError):
             return None
-
-
-def _scores(data: Mapping[str, Any]) -> Scores:
-    return Scores(
-        clean_accuracy=_interval(data["clean_accuracy"]),
-        robust_accuracy=_interval(data["robust_accuracy"]),
-    )
-
-
-def _interval(data: Mapping[str, Any]) -> Interval:
-    return Interval(float(data["value"]), float(data["low"]), float(data["high"]))
 
 
 @dataclass(frozen=True)

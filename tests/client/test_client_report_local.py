@@ -11,6 +11,8 @@ import pytest
 from client_helpers import CliRunner
 from report_sample import PNG_BYTES, sample_report
 
+from client.layout import ENGINE_PLOT_NAME
+
 
 @pytest.fixture
 def local_run(tmp_path: Path) -> Path:
@@ -109,3 +111,9 @@ def test_a_job_id_without_a_server_exits_2(temper: CliRunner) -> None:
 
     assert result.code == 2
     assert "no server given" in result.err
+
+
+def test_the_client_links_the_plot_by_the_name_the_engine_writes() -> None:
+    output_files = pytest.importorskip("workers.engine.output_files")
+
+    assert ENGINE_PLOT_NAME == output_files.PLOT_FILE

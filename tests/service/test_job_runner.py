@@ -92,7 +92,7 @@ def test_success_records_outputs_and_headline_scores(rig: Rig) -> None:
     assert job.state is JobState.SUCCEEDED
     assert {o.kind for o in job.outputs} == set(OutputKind)
     assert job.result is not None
-    assert job.result.hardened.robust_accuracy.value == 0.5
+    assert job.result.headline["hardened"]["robust_accuracy"]["value"] == 0.5
     assert job.progress is not None
     assert job.progress.stage == "training"
 

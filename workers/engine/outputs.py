@@ -1,4 +1,5 @@
-"""What a hardening job leaves behind, and the names of its files, for every kind of model."""
+"""What a hardening job leaves behind, for every kind of model; the files' names are in
+:mod:`workers.engine.output_files`."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ from typing import Any
 
 from workers.engine.export import add_metadata
 from workers.engine.files import sha256_file
+from workers.engine.output_files import CARD_FILE, PLOT_FILE, REPORT_FILE
+from workers.engine.output_files import MODEL_FILE as MODEL_FILE
+from workers.engine.output_files import TOKENIZER_FILE as TOKENIZER_FILE
 from workers.engine.report import model_card, plot_curve
-
-MODEL_FILE = "hardened.onnx"
-REPORT_FILE = "report.json"
-CARD_FILE = "model_card.md"
-PLOT_FILE = "robustness_curve.png"
-TOKENIZER_FILE = "tokenizer.json"
-"""A text model's tokenizer, returned beside the model it encodes texts for."""
 
 
 @dataclass(frozen=True)

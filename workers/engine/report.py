@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engine.evaluation.suite import ModelScores
+from workers.engine.output_files import PLOT_FILE
 from workers.engine.training.methods import EpochRecord
 from workers.engine.verdict import verdict
 
@@ -196,7 +197,7 @@ def _budget(report: dict[str, Any]) -> _Budget:
     )
 
 
-def model_card(report: dict[str, Any], plot_name: str | None = "robustness_curve.png") -> str:
+def model_card(report: dict[str, Any], plot_name: str | None = PLOT_FILE) -> str:
     """A short Markdown card: what was done, the before/after table, the per-attack table,
     the masking verdict and the curve."""
     budget = _budget(report)

@@ -1,0 +1,11 @@
+"""The names of the files a hardening job leaves behind: one place, read by the engine that
+writes them (:mod:`workers.engine.outputs`) and by the server that serves them. It imports
+nothing, so the server reads it without torch."""
+
+MODEL_FILE = "hardened.onnx"
+REPORT_FILE = "report.json"
+CARD_FILE = "model_card.md"
+PLOT_FILE = "robustness_curve.png"
+"""The model card links the plot by this name."""
+TOKENIZER_FILE = "tokenizer.json"
+"""A text model's tokenizer, returned beside the model it encodes texts for."""
