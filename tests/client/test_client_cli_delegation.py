@@ -36,7 +36,7 @@ def test_subcommand_passes_its_arguments_to_the_child_process(
     assert "--state-dir" in out
 
 
-def test_the_childs_exit_code_is_temper_s(capfd: pytest.CaptureFixture[str]) -> None:
+def test_temper_exits_with_the_childs_code(capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("service.ops.cli")
 
     code = main(["serve", "--no-such-flag"])
