@@ -440,18 +440,13 @@ def _named(path: Path, name: str) -> Iterator[Path]:
 def _text_classes(
     classifier: OnnxClassifier, token: TokenIds, ids: np.ndarray, mask: np.ndarray
 ) -> int:
+    """The number of classes the model returns on the encoded texts, fed as its inputs' types
+    say (int64 ids and mask as encoded, cast where the model reads int32 or bool)."""
     types = {i.name: i.type for i in classifier.session.get_inputs()}
     feeds = {token.ids_name: ids}
     if token.mask_name is not None:
         feeds[token.mask_name] = mask
-    feeds = {
-        name: value.astype(np.int32)
-        if types.get(name) == "tensor(int32)"
-        else value.astype(bool)
-        if types.get(name) == "tensor(bool)"
-        else value
-        for name, value in feeds.items()
-    }
+    feeds = {name: _as_input_type(value, types.get(name)) for name, value in feeds.items()}
     try:
         (scores,) = classifier.session.run(None, feeds)[:1]
     except Exception as exc:
@@ -464,6 +459,14 @@ def _text_classes(
             f" {scores.shape} for {ids.shape[0]} text(s)"
         )
     return int(scores.shape[1])
+
+
+def _as_input_type(value: np.ndarray, onnx_type: str | None) -> np.ndarray:
+    if onnx_type == "tensor(int32)":
+        return value.astype(np.int32)
+    if onnx_type == "tensor(bool)":
+        return value.astype(bool)
+    return value
 
 
 def _model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
