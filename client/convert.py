@@ -12,6 +12,7 @@ from tempering.v1 import hardening_pb2 as pb
 
 from client.domain import (
     ArtifactKind,
+    DatasetFormat,
     EvaluationSuite,
     HardeningParams,
     Interval,
@@ -68,6 +69,12 @@ _ARTIFACT_KINDS = {
     ArtifactKind.REPORT: pb.ARTIFACT_KIND_REPORT,
     ArtifactKind.CARD: pb.ARTIFACT_KIND_MODEL_CARD,
     ArtifactKind.PLOT: pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
+    ArtifactKind.TOKENIZER: pb.ARTIFACT_KIND_TOKENIZER,
+}
+_DATASET_FORMATS = {
+    DatasetFormat.NPZ: pb.DATASET_FORMAT_NPZ,
+    DatasetFormat.JSONL: pb.DATASET_FORMAT_JSONL,
+    DatasetFormat.CSV: pb.DATASET_FORMAT_CSV,
 }
 _ARTIFACT_KINDS_BACK = {v: k for k, v in _ARTIFACT_KINDS.items()}
 
@@ -93,18 +100,33 @@ def model_upload_requests(
 
 
 def dataset_upload_requests(
-    name: str, digest: FileDigest, chunks: Iterable[bytes]
+    name: str,
+    digest: FileDigest,
+    chunks: Iterable[bytes],
+    dataset_format: DatasetFormat = DatasetFormat.NPZ,
 ) -> Iterator[pb.UploadDatasetRequest]:
     yield pb.UploadDatasetRequest(
         header=pb.DatasetUploadHeader(
             name=name,
-            format=pb.DATASET_FORMAT_NPZ,
+            format=_DATASET_FORMATS[dataset_format],
             size_bytes=digest.size_bytes,
             sha256=digest.sha256,
         )
     )
     for chunk in chunks:
         yield pb.UploadDatasetRequest(chunk=chunk)
+
+
+def tokenizer_upload_requests(
+    name: str, digest: FileDigest, chunks: Iterable[bytes]
+) -> Iterator[pb.UploadTokenizerRequest]:
+    yield pb.UploadTokenizerRequest(
+        header=pb.TokenizerUploadHeader(
+            name=name, size_bytes=digest.size_bytes, sha256=digest.sha256
+        )
+    )
+    for chunk in chunks:
+        yield pb.UploadTokenizerRequest(chunk=chunk)
 
 
 def submit_request(
@@ -184,6 +206,7 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         webhook_url=spec.webhook_url,
         mlflow=mlflow_to_proto(spec.mlflow),
         text_threat_model=text_threat_to_proto(params.text),
+        tokenizer_id=spec.tokenizer_id or "",
     )
 
 
@@ -304,6 +327,7 @@ def spec(message: pb.JobSpec) -> JobSpec:
             if message.HasField("mlflow")
             else None
         ),
+        tokenizer_id=message.tokenizer_id or None,
     )
 
 

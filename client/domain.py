@@ -57,6 +57,37 @@ class ArtifactKind(StrEnum):
     REPORT = "report"
     CARD = "card"
     PLOT = "plot"
+    TOKENIZER = "tokenizer"
+    """A text model's tokenizer.json, returned unchanged beside the hardened model."""
+
+
+class DatasetFormat(StrEnum):
+    NPZ = "npz"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+DATASET_SUFFIXES: Mapping[str, DatasetFormat] = {
+    ".npz": DatasetFormat.NPZ,
+    ".jsonl": DatasetFormat.JSONL,
+    ".ndjson": DatasetFormat.JSONL,
+    ".json": DatasetFormat.JSONL,
+    ".csv": DatasetFormat.CSV,
+}
+
+
+def dataset_format_of(path: Path) -> DatasetFormat:
+    """The format of a dataset file: from its suffix, else from its first bytes (a zip is an
+    .npz, ``{`` or ``[`` JSON Lines, anything else CSV), as the engine tells them apart."""
+    by_suffix = DATASET_SUFFIXES.get(path.suffix.lower())
+    if by_suffix is not None:
+        return by_suffix
+    with path.open("rb") as handle:
+        start = handle.read(4096)
+    if start.startswith(b"PK"):
+        return DatasetFormat.NPZ
+    start = start.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return DatasetFormat.JSONL if start[:1] in (b"{", b"[") else DatasetFormat.CSV
 
 
 MODEL_SUFFIXES: Mapping[str, ModelFormat] = {
@@ -170,6 +201,8 @@ class JobSpec:
     """Told (signed, see :mod:`client.webhooks`) when the job ends; the server calls only hosts
     its operator allows."""
     mlflow: MlflowTracking | None = None
+    tokenizer_id: str | None = None
+    """A text model's uploaded tokenizer (:meth:`HardeningClient.upload_tokenizer`)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def derive_idempotency_key(
     labels: Mapping[str, str] | None = None,
     webhook_url: str = "",
     mlflow: MlflowTracking | None = None,
+    *,
+    tokenizer_path: Path | None = None,
 ) -> str:
     """``temper-v1-`` and 40 hex digits of the SHA-256 of the inputs' digests, the parameters
     and the labels (the server compares both when a key comes back)."""
@@ -54,6 +56,8 @@ def derive_idempotency_key(
         document["webhook_url"] = webhook_url
     if mlflow is not None:
         document["mlflow"] = dataclasses.asdict(mlflow)
+    if tokenizer_path is not None:
+        document["tokenizer"] = digest_file(tokenizer_path).sha256
     return _key(json.dumps(document, sort_keys=True, separators=(",", ":")))
 
 

@@ -43,15 +43,18 @@ def event_json(event: JobEvent) -> dict[str, Any]:
 def outcome_json(outcome: HardeningOutcome) -> dict[str, Any]:
     """Paths of the files and the headline numbers; the report file has everything else."""
     report = outcome.report
+    outputs = {
+        "model": str(outcome.model_path),
+        "report": str(outcome.report_path),
+        "card": str(outcome.card_path),
+        "plot": str(outcome.plot_path) if outcome.plot_path else None,
+    }
+    if outcome.tokenizer_path is not None:
+        outputs["tokenizer"] = str(outcome.tokenizer_path)
     return {
         "state": "SUCCEEDED",
         "job_id": outcome.job.id if outcome.job else None,
-        "outputs": {
-            "model": str(outcome.model_path),
-            "report": str(outcome.report_path),
-            "card": str(outcome.card_path),
-            "plot": str(outcome.plot_path) if outcome.plot_path else None,
-        },
+        "outputs": outputs,
         **{label: _headline(report[label]) for label in ("original", "hardened")},
     }
 

@@ -41,6 +41,7 @@ class OutputLayout:
             ArtifactKind.REPORT: self.report,
             ArtifactKind.CARD: self.card,
             ArtifactKind.PLOT: self.plot,
+            ArtifactKind.TOKENIZER: self.tokenizer,
         }[kind]
 
 

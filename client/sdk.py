@@ -29,6 +29,7 @@ from tempering.v1 import hardening_pb2, hardening_pb2_grpc
 from client import convert
 from client.domain import (
     ArtifactKind,
+    DatasetFormat,
     HardeningOutcome,
     HardeningParams,
     Job,
@@ -40,6 +41,8 @@ from client.domain import (
     MlflowTracking,
     ModelFormat,
     ServerInfo,
+    TextThreat,
+    dataset_format_of,
     format_from_suffix,
 )
 from client.errors import (
@@ -190,15 +193,39 @@ class HardeningClient:
         return self._call(f"uploading {path.name}", attempt, stream=True)
 
     @translated
-    def upload_dataset(self, path: str | os.PathLike[str]) -> str:
-        """Upload an .npz archive holding ``x`` (inputs) and ``y`` (integer labels)."""
+    def upload_dataset(
+        self, path: str | os.PathLike[str], format: DatasetFormat | str | None = None
+    ) -> str:
+        """Upload a dataset: an .npz archive holding ``x`` (inputs) and ``y`` (integer labels),
+        or a text model's labelled texts as JSON Lines or CSV (docs/text.md). ``format``
+        defaults to the one the file's suffix names, else its first bytes."""
+        path = Path(path)
+        dataset_format = DatasetFormat(format) if format else dataset_format_of(path)
+        digest = digest_file(path)
+
+        def attempt(timeout: float | None) -> str:
+            messages = convert.dataset_upload_requests(
+                path.name, digest, read_chunks(path), dataset_format
+            )
+            return convert.upload_id(
+                self._stub.UploadDataset(messages, metadata=self._metadata, timeout=timeout)
+            )
+
+        return self._call(f"uploading {path.name}", attempt, stream=True)
+
+    @translated
+    def upload_tokenizer(self, path: str | os.PathLike[str]) -> str:
+        """Upload a text model's Hugging Face ``tokenizer.json``; the server refuses a file
+        that is too large, not JSON or not a tokenizer (:class:`~client.errors.InvalidInput`).
+        A server older than this call raises :class:`~client.errors.ServerError` with code
+        UNIMPLEMENTED."""
         path = Path(path)
         digest = digest_file(path)
 
         def attempt(timeout: float | None) -> str:
-            messages = convert.dataset_upload_requests(path.name, digest, read_chunks(path))
+            messages = convert.tokenizer_upload_requests(path.name, digest, read_chunks(path))
             return convert.upload_id(
-                self._stub.UploadDataset(messages, metadata=self._metadata, timeout=timeout)
+                self._stub.UploadTokenizer(messages, metadata=self._metadata, timeout=timeout)
             )
 
         return self._call(f"uploading {path.name}", attempt, stream=True)
@@ -218,6 +245,7 @@ class HardeningClient:
         labels: Mapping[str, str] | None = None,
         webhook_url: str = "",
         mlflow: MlflowTracking | None = None,
+        tokenizer_id: str | None = None,
         **param_fields: Any,
     ) -> Job:
         """Queue a hardening job. Give the parameters as a :class:`HardeningParams`, as keyword
@@ -227,14 +255,17 @@ class HardeningClient:
         Retried on transient errors only when it carries an ``idempotency_key``. With
         ``webhook_url``, the server POSTs a signed notification there when the job ends
         (docs/webhooks.md). With ``mlflow``, the job is logged to the MLflow tracking server of
-        the service's operator (docs/mlflow.md)."""
+        the service's operator (docs/mlflow.md). A text model names its uploaded tokenizer in
+        ``tokenizer_id`` (its threat model is ``params.text``, the engine's defaults when
+        unset; ``eps`` is not used)."""
         spec = JobSpec(
             model_id=model_id,
             train_dataset_id=train_dataset_id,
             eval_dataset_id=eval_dataset_id,
-            params=_params(params, param_fields),
+            params=_params(params, param_fields, text=tokenizer_id is not None),
             webhook_url=webhook_url,
             mlflow=mlflow,
+            tokenizer_id=tokenizer_id,
         )
         request = convert.submit_request(spec, idempotency_key, labels)
         return self._call(
@@ -436,6 +467,7 @@ class HardeningClient:
         *,
         output: str | os.PathLike[str],
         eval_data_path: str | os.PathLike[str] | None = None,
+        tokenizer_path: str | os.PathLike[str] | None = None,
         model_format: ModelFormat | str | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
@@ -455,9 +487,14 @@ class HardeningClient:
         derived from that job's id (:func:`client.idempotency.next_idempotency_key`): running a
         step again retries what failed, and reuses what is queued, running or succeeded.
 
+        A text model comes with ``tokenizer_path`` (its ``tokenizer.json``) and labelled texts
+        as ``data_path`` (JSON Lines or CSV); its tokenizer comes back beside ``output``
+        (``hardened.tokenizer.json``).
+
         Raises :class:`JobFailed` if the job fails or is cancelled.
         """
         model_id = self.upload_model(model_path, format=model_format)
+        tokenizer_id = self.upload_tokenizer(tokenizer_path) if tokenizer_path else None
         train_id = self.upload_dataset(data_path)
         eval_id = self.upload_dataset(eval_data_path) if eval_data_path is not None else None
         submit = functools.partial(
@@ -469,6 +506,7 @@ class HardeningClient:
             labels=labels,
             webhook_url=webhook_url,
             mlflow=mlflow,
+            tokenizer_id=tokenizer_id,
             **param_fields,
         )
         job = submit(idempotency_key=idempotency_key)
@@ -491,6 +529,9 @@ class HardeningClient:
         for kind in (ArtifactKind.MODEL, ArtifactKind.REPORT):
             self.download(final.id, kind, layout.path_for(kind))
         _, plot_path = self._download_card(final, layout.card)
+        tokenizer = None
+        if any(output.kind is ArtifactKind.TOKENIZER for output in final.outputs):
+            tokenizer = self.download(final.id, ArtifactKind.TOKENIZER, layout.tokenizer)
         return HardeningOutcome(
             model_path=layout.model,
             report_path=layout.report,
@@ -498,6 +539,7 @@ class HardeningClient:
             plot_path=plot_path,
             report=json.loads(layout.report.read_text()),
             job=final,
+            tokenizer_path=tokenizer,
         )
 
     def _options(self, timeout: float | None) -> dict[str, Any]:
@@ -561,16 +603,23 @@ def _open_channel(
     return grpc.secure_channel(target, credentials)
 
 
-def _params(params: HardeningParams | None, fields: Mapping[str, Any]) -> HardeningParams:
+def _params(
+    params: HardeningParams | None, fields: Mapping[str, Any], *, text: bool = False
+) -> HardeningParams:
+    """A text job (``text``) needs no ``eps``; its threat model defaults to the engine's."""
     unknown = set(fields) - HardeningParams.field_names()
     if unknown:
         raise TypeError(f"unknown hardening parameters: {sorted(unknown)}")
     if params is None:
-        missing = {"method", "eps"} - set(fields)
+        missing = ({"method"} if text else {"method", "eps"}) - set(fields)
         if missing:
             raise TypeError(f"missing hardening parameters: {sorted(missing)}")
-        return HardeningParams(**fields)
-    return dataclasses.replace(params, **fields)
+        params = HardeningParams(**({"eps": 0.0} if text else {}) | dict(fields))
+    else:
+        params = dataclasses.replace(params, **fields)
+    if text and params.text is None:
+        params = dataclasses.replace(params, text=TextThreat())
+    return params
 
 
 def _states(state: JobState | str | Iterable[JobState | str] | None) -> tuple[JobState, ...]:

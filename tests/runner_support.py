@@ -49,6 +49,7 @@ class StandInOutcome:
     card_path: Path
     plot_path: Path
     report: dict[str, Any]
+    tokenizer_path: Path | None = None
 
 
 def write_outputs(output_dir: Path, report: dict[str, Any]) -> StandInOutcome:

@@ -79,6 +79,11 @@ class HardeningOutcome(Protocol):
     @property
     def report(self) -> dict[str, Any]: ...
 
+    @property
+    def tokenizer_path(self) -> Path | None:
+        """A text model's tokenizer, returned beside it; None for other models."""
+        ...
+
 
 HardenFunction = Callable[..., HardeningOutcome]
 """``(request, output_dir, reporter)``, plus ``checkpoint_path=`` and ``after_checkpoint=`` (to
@@ -502,12 +507,18 @@ class JobRunner:
 
             model_path = link(model.sha256, "model" + _MODEL_SUFFIX[model_format])
             train = self._catalog.get(spec.train_dataset_id, UploadKind.DATASET, tenant)
-            train_path = link(train.sha256, "train.npz")
+            train_path = link(train.sha256, f"train.{train.format}")
             eval_path = None
             if spec.eval_dataset_id:
                 evaluation = self._catalog.get(spec.eval_dataset_id, UploadKind.DATASET, tenant)
-                eval_path = link(evaluation.sha256, "eval.npz")
-            files = JobFiles(model_path, model_format, train_path, eval_path, verified)
+                eval_path = link(evaluation.sha256, f"eval.{evaluation.format}")
+            tokenizer_path = None
+            if spec.tokenizer_id:
+                tokenizer = self._catalog.get(spec.tokenizer_id, UploadKind.TOKENIZER, tenant)
+                tokenizer_path = link(tokenizer.sha256, "tokenizer.json")
+            files = JobFiles(
+                model_path, model_format, train_path, eval_path, verified, tokenizer_path
+            )
             yield engine_request(
                 spec, files, allow_trusted_formats=self._config.allow_trusted_formats
             )
@@ -518,9 +529,12 @@ class JobRunner:
             (OutputKind.REPORT, outcome.report_path),
             (OutputKind.MODEL_CARD, outcome.card_path),
             (OutputKind.ROBUSTNESS_PLOT, outcome.plot_path),
+            (OutputKind.TOKENIZER, outcome.tokenizer_path),
         )
         outputs = []
         for kind, path in files:
+            if path is None:
+                continue
             blob = self._artifacts.put_file(path)
             outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes))
         return outputs

@@ -72,6 +72,8 @@ examples:
   temper harden model.onnx --data train.npz --method pgd --eps 0.1 --server "$TEMPERING_SERVER" \\
       --min-robust-accuracy 0.80 --max-clean-drop 0.02 --fail-on-masking --timeout 7200 \\
       --cancel-on-timeout -o hardened.onnx
+  temper harden text.onnx --tokenizer tokenizer.json --data train.jsonl --eval-data test.jsonl \
+      --server localhost:50051 -o hardened.onnx   # also writes hardened.tokenizer.json
 """
 
 
@@ -84,7 +86,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("model", type=Path, help="the model: .onnx, .safetensors, .pt, .pt2")
     parser.add_argument(
-        "--data", type=Path, required=True, metavar="TRAIN.npz", help="training data (x, y)"
+        "--data",
+        type=Path,
+        required=True,
+        metavar="TRAIN.npz",
+        help="training data: an .npz of x and y, or a text model's JSON Lines or CSV",
     )
     parser.add_argument(
         "--eval-data",
@@ -405,11 +411,6 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def check_text_inputs(args: argparse.Namespace) -> None:
-    if not args.local:
-        raise UsageError(
-            "text models run with --local in this release; the server takes them once it"
-            " accepts tokenizer uploads"
-        )
     if args.eps is not None or args.lower or args.upper:
         raise UsageError(
             "--eps, --lower and --upper bound an image or tabular model's inputs; a text"
@@ -505,6 +506,7 @@ def _run_on_server(
         labels,
         args.webhook_url,
         mlflow_of(args),
+        tokenizer_path=args.tokenizer,
     )
     with connect(args) as api:
         try:
@@ -515,6 +517,7 @@ def _run_on_server(
                     params,
                     output=args.output,
                     eval_data_path=args.eval_data,
+                    tokenizer_path=args.tokenizer,
                     model_format=model_format,
                     labels=labels,
                     idempotency_key=key,
@@ -550,6 +553,8 @@ def report_outcome(
     print(f"model card:     {outcome.card_path}")
     if outcome.plot_path:
         print(f"curve:          {outcome.plot_path}")
+    if outcome.tokenizer_path:
+        print(f"tokenizer:      {outcome.tokenizer_path}")
     if verdict is not None and verdict.outputs is not None:
         print(f"junit:          {verdict.outputs.junit}")
         print(f"summary:        {verdict.outputs.summary}")

@@ -21,7 +21,7 @@ from client.commands.common import (
     print_json_line,
     resolve_job_id,
 )
-from client.domain import ArtifactKind, JobState
+from client.domain import ArtifactKind, Job, JobState
 from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.exit_codes import ExitCode
 from client.job_format import JOB_COLUMNS, event_json, job_json, job_row, table
@@ -88,8 +88,9 @@ def register(subparsers: Any) -> None:
         "--kind",
         choices=[k.value for k in ArtifactKind],
         default=ArtifactKind.MODEL.value,
-        help="model (hardened ONNX, default), report (JSON), card (Markdown; its plot is"
-        " written beside it) or plot (PNG)",
+        help="model (hardened ONNX, default; a text model's tokenizer is written beside it),"
+        " report (JSON), card (Markdown; its plot is written beside it), plot (PNG) or"
+        " tokenizer (a text model's tokenizer.json)",
     )
     download.add_argument(
         "-o",
@@ -97,7 +98,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="PATH",
         help="where to write it (default: in the current folder, ID.onnx, ID.report.json,"
-        " ID.model_card.md or ID.robustness_curve.png)",
+        " ID.model_card.md, ID.robustness_curve.png or ID.tokenizer.json)",
     )
     download.add_argument(
         "--force", action="store_true", help="replace a file already at the default name"
@@ -176,6 +177,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 def run_download(args: argparse.Namespace) -> int:
     plot: Path | None = None
+    tokenizer: Path | None = None
     with connect(args) as api:
         args.job_id = resolve_job_id(api, args.job_id)
         output = args.output or default_download_path(args.job_id, ArtifactKind(args.kind))
@@ -185,6 +187,9 @@ def run_download(args: argparse.Namespace) -> int:
             path, plot = api.download_card(args.job_id, output)
         else:
             path = api.download(args.job_id, ArtifactKind(args.kind), output)
+        if args.kind == ArtifactKind.MODEL and _has_tokenizer(api.get(args.job_id)):
+            beside = OutputLayout.beside(path).tokenizer
+            tokenizer = api.download(args.job_id, ArtifactKind.TOKENIZER, beside)
     if args.json:
         written: dict[str, str | None] = {
             "job_id": args.job_id,
@@ -193,12 +198,20 @@ def run_download(args: argparse.Namespace) -> int:
         }
         if args.kind == ArtifactKind.CARD:
             written["plot"] = str(plot) if plot else None
+        if tokenizer is not None:
+            written["tokenizer"] = str(tokenizer)
         print_json(written)
     else:
         print(path)
-        if plot is not None:
-            print(plot)
+        for extra in (plot, tokenizer):
+            if extra is not None:
+                print(extra)
     return ExitCode.OK
+
+
+def _has_tokenizer(job: Job) -> bool:
+    """A text model's job: its model is useless without the tokenizer that encodes its ids."""
+    return any(output.kind is ArtifactKind.TOKENIZER for output in job.outputs)
 
 
 def human_bytes(count: int) -> str:

@@ -15,6 +15,7 @@ from tempering.v1 import hardening_pb2 as pb
 
 from service.api.request_bounds import check_request
 from service.core.domain import (
+    TOKENIZER_FORMAT,
     DatasetFormat,
     Download,
     Job,
@@ -56,7 +57,11 @@ _MODEL_FORMATS = {
     pb.MODEL_FORMAT_TORCHSCRIPT: ModelFormat.TORCHSCRIPT,
     pb.MODEL_FORMAT_TORCH_EXPORT: ModelFormat.TORCH_EXPORT,
 }
-_DATASET_FORMATS = {pb.DATASET_FORMAT_NPZ: DatasetFormat.NPZ}
+_DATASET_FORMATS = {
+    pb.DATASET_FORMAT_NPZ: DatasetFormat.NPZ,
+    pb.DATASET_FORMAT_JSONL: DatasetFormat.JSONL,
+    pb.DATASET_FORMAT_CSV: DatasetFormat.CSV,
+}
 _NORMS = {pb.NORM_UNSPECIFIED: Norm.LINF, pb.NORM_LINF: Norm.LINF, pb.NORM_L2: Norm.L2}
 _SUITES = {
     pb.EVALUATION_SUITE_UNSPECIFIED: EvaluationSuite.STANDARD,
@@ -75,6 +80,7 @@ _KINDS = {
     OutputKind.REPORT: pb.ARTIFACT_KIND_REPORT,
     OutputKind.MODEL_CARD: pb.ARTIFACT_KIND_MODEL_CARD,
     OutputKind.ROBUSTNESS_PLOT: pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
+    OutputKind.TOKENIZER: pb.ARTIFACT_KIND_TOKENIZER,
 }
 
 K = TypeVar("K")
@@ -146,8 +152,15 @@ def dataset_upload(
     requests: Iterator[pb.UploadDatasetRequest],
 ) -> tuple[UploadHeader, Iterator[bytes]]:
     first = _first_header(requests)
-    fmt = _lookup(_DATASET_FORMATS, first.header.format, "header.format", "npz")
+    fmt = _lookup(_DATASET_FORMATS, first.header.format, "header.format", "npz, jsonl or csv")
     return _header(UploadKind.DATASET, fmt.value, first.header), _chunks(requests)
+
+
+def tokenizer_upload(
+    requests: Iterator[pb.UploadTokenizerRequest],
+) -> tuple[UploadHeader, Iterator[bytes]]:
+    first = _first_header(requests)
+    return _header(UploadKind.TOKENIZER, TOKENIZER_FORMAT, first.header), _chunks(requests)
 
 
 def _first_header(requests: Iterator[Any]) -> Any:
@@ -203,7 +216,9 @@ def new_job(request: pb.SubmitJobRequest) -> NewJob:
 
 
 def job_spec(spec: pb.JobSpec) -> JobSpec:
-    text = spec.HasField("text_threat_model")
+    """A spec with a tokenizer or a text threat model is a text job: its ``threat_model`` is
+    not read, and an unset ``text_threat_model`` takes the engine's defaults."""
+    text = spec.HasField("text_threat_model") or bool(spec.tokenizer_id)
     return JobSpec(
         model_id=required(spec.model_id, "spec.model_id"),
         train_dataset_id=required(spec.train_dataset_id, "spec.train_dataset_id"),
@@ -211,6 +226,7 @@ def job_spec(spec: pb.JobSpec) -> JobSpec:
         training=_training(spec.training),
         threat=ThreatModel() if text else _threat(spec.threat_model),
         text_threat=_text_threat(spec.text_threat_model) if text else None,
+        tokenizer_id=spec.tokenizer_id or None,
         evaluation=_evaluation(spec.evaluation),
         seed=spec.seed,
         time_limit_seconds=_time_limit(spec.time_limit_seconds),
@@ -430,6 +446,7 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
             if spec.text_threat is not None
             else None
         ),
+        tokenizer_id=spec.tokenizer_id or "",
     )
 
 
@@ -614,7 +631,10 @@ def job_event_to_pb(event: JobEvent) -> pb.JobEvent:
 
 def output_kind(kind: int) -> OutputKind:
     return _lookup(
-        _KINDS_FROM_PB, kind, "kind", "HARDENED_MODEL, REPORT, MODEL_CARD or ROBUSTNESS_PLOT"
+        _KINDS_FROM_PB,
+        kind,
+        "kind",
+        "HARDENED_MODEL, REPORT, MODEL_CARD, ROBUSTNESS_PLOT or TOKENIZER",
     )
 
 

@@ -99,6 +99,11 @@ def start_server(settings: Settings) -> RunningServer:
     stores = Stores.open(settings)
     metrics = ServerMetrics(stores.database) if metrics_at is not None else None
     queue = CeleryJobQueue(producer_app(settings), settings.queue)
+    validation = ValidationPool(
+        settings.validation_memory_limit,
+        time_limit=settings.validation_time_limit,
+        max_gflops=settings.validation_max_gflops,
+    )
     uploads = Uploads(
         stores.artifacts,
         stores.uploads,
@@ -106,11 +111,7 @@ def start_server(settings: Settings) -> RunningServer:
         allow_trusted_formats=settings.allow_trusted_formats,
         quotas=quotas,
         count_received=metrics.count_upload if metrics is not None else None,
-    )
-    validation = ValidationPool(
-        settings.validation_memory_limit,
-        time_limit=settings.validation_time_limit,
-        max_gflops=settings.validation_max_gflops,
+        check_tokenizer=lambda path, tenant: validation.check_tokenizer(path, tenant=tenant),
     )
     jobs = Jobs(
         stores.jobs,

@@ -40,6 +40,14 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
             self._uploads.receive(header, chunks, tenant=current_tenant())
         )
 
+    def UploadTokenizer(
+        self, request_iterator: Iterator[pb.UploadTokenizerRequest], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
+        header, chunks = convert.tokenizer_upload(request_iterator)
+        return convert.upload_response(
+            self._uploads.receive(header, chunks, tenant=current_tenant())
+        )
+
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.Job:
         new = convert.new_job(request)
         return convert.job_to_pb(self._jobs.submit(new, tenant=current_tenant()))

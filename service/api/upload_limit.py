@@ -35,6 +35,7 @@ UPLOAD_METHODS = frozenset(
     {
         "/tempering.v1.HardeningService/UploadModel",
         "/tempering.v1.HardeningService/UploadDataset",
+        "/tempering.v1.HardeningService/UploadTokenizer",
     }
 )
 

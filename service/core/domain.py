@@ -17,7 +17,13 @@ from typing import Any
 
 from service.core.tenancy import DEFAULT_TENANT
 from workers.engine.errors import InvalidParameter
-from workers.engine.output_files import CARD_FILE, MODEL_FILE, PLOT_FILE, REPORT_FILE
+from workers.engine.output_files import (
+    CARD_FILE,
+    MODEL_FILE,
+    PLOT_FILE,
+    REPORT_FILE,
+    TOKENIZER_FILE,
+)
 from workers.engine.spec import (
     EvaluationConfig,
     EvaluationSuite,
@@ -51,10 +57,23 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 class UploadKind(StrEnum):
     MODEL = "model"
     DATASET = "dataset"
+    TOKENIZER = "tokenizer"
 
 
 class DatasetFormat(StrEnum):
     NPZ = "npz"
+    JSONL = "jsonl"
+    """Labelled texts for a text model, one JSON object a line (docs/text.md)."""
+    CSV = "csv"
+    """Labelled texts for a text model, with a header row naming text and label."""
+
+    @property
+    def is_text(self) -> bool:
+        return self is not DatasetFormat.NPZ
+
+
+TOKENIZER_FORMAT = "tokenizer_json"
+"""The one format of a tokenizer upload: a Hugging Face ``tokenizer.json``."""
 
 
 class OutputKind(StrEnum):
@@ -62,6 +81,7 @@ class OutputKind(StrEnum):
     REPORT = "report"
     MODEL_CARD = "model_card"
     ROBUSTNESS_PLOT = "robustness_plot"
+    TOKENIZER = "tokenizer"
 
     @property
     def filename(self) -> str:
@@ -77,6 +97,7 @@ _OUTPUT_FILES = {
     OutputKind.REPORT: (REPORT_FILE, "application/json"),
     OutputKind.MODEL_CARD: (CARD_FILE, "text/markdown"),
     OutputKind.ROBUSTNESS_PLOT: (PLOT_FILE, "image/png"),
+    OutputKind.TOKENIZER: (TOKENIZER_FILE, "application/json"),
 }
 
 
@@ -86,7 +107,7 @@ class UploadHeader:
 
     kind: UploadKind
     format: str
-    """A :class:`ModelFormat` or :class:`DatasetFormat` value."""
+    """A :class:`ModelFormat` or :class:`DatasetFormat` value, or :data:`TOKENIZER_FORMAT`."""
     size_bytes: int
     sha256: str
     name: str = ""
@@ -144,6 +165,8 @@ class JobSpec:
     mlflow: MlflowTracking | None = None
     text_threat: TextThreatModel | None = None
     """Set for a text model, whose threat model it is; ``threat`` is then not used."""
+    tokenizer_id: str | None = None
+    """A text model's uploaded tokenizer."""
 
     def validate(self) -> None:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
@@ -196,6 +219,7 @@ class JobSpec:
                 if (text := data.get("text_threat"))
                 else None
             ),
+            tokenizer_id=data.get("tokenizer_id"),
         )
 
 

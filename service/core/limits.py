@@ -18,6 +18,7 @@ MAX_LABEL_KEY_CHARS = 63
 MAX_CHARS: dict[str, int] = {
     "ModelUploadHeader.name": 300,
     "DatasetUploadHeader.name": 300,
+    "TokenizerUploadHeader.name": 300,
     "SubmitJobRequest.idempotency_key": 200,
     "JobSpec.architecture": 4096,
     "JobSpec.webhook_url": 2048,

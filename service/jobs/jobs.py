@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from service.core.domain import (
+    DatasetFormat,
     Download,
     Job,
     JobEvent,
@@ -31,7 +32,7 @@ from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Un
 from service.core.limits import DEFAULT_MAX_CHARS, MAX_CHARS, MAX_ITEMS, quoted
 from service.core.logs import log_context
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
-from service.jobs.validation import InputCheck, check_job_inputs
+from service.jobs.validation import InputCheck, TextInputs, check_job_inputs
 from service.store.artifacts import ArtifactStore, verified_chunks
 from service.store.catalog import UploadCatalog
 from service.store.jobstore import JobStore
@@ -289,13 +290,33 @@ class Jobs:
                 "safetensors holds weights only: set spec.architecture to the built-in"
                 " architecture they belong to"
             )
+        tokenizer = (
+            self._catalog.get(spec.tokenizer_id, UploadKind.TOKENIZER, tenant)
+            if spec.tokenizer_id
+            else None
+        )
+        text_data = any(DatasetFormat(d.format).is_text for d in datasets)
         with contextlib.ExitStack() as stack:
             model_path = stack.enter_context(self._artifacts.local_path(model.sha256))
             dataset_paths = [
                 stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
             ]
+            if tokenizer is None and not text_data:
+                self._check_job_inputs(
+                    model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+                )
+                return
+            text = TextInputs(
+                tokenizer=(
+                    stack.enter_context(self._artifacts.local_path(tokenizer.sha256))
+                    if tokenizer is not None
+                    else None
+                ),
+                formats=tuple(d.format for d in datasets),
+                max_length=spec.text_threat.max_length if spec.text_threat else None,
+            )
             self._check_job_inputs(
-                model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+                model_format, model_path, dataset_paths, spec.threat, tenant=tenant, text=text
             )
 
 

@@ -1,11 +1,27 @@
-"""Receiving uploads: stream to the artifact store, enforce the size limit, verify the hash."""
+"""Receiving uploads: stream to the artifact store, enforce the size limit, verify the hash.
+
+A tokenizer is small (:data:`~workers.engine.text.tokenizer.MAX_TOKENIZER_BYTES` at most) and
+is checked before it is kept: its bytes are copied aside as they arrive and handed, once all are
+in, to ``check_tokenizer`` (the submit-time checker's process, memory-capped and timed), so a
+file that is not JSON or not a tokenizer is refused at upload and never stored.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
-from service.core.domain import DatasetFormat, UploadHeader, UploadKind, UploadResult
+from service.core.domain import (
+    TOKENIZER_FORMAT,
+    DatasetFormat,
+    UploadHeader,
+    UploadKind,
+    UploadResult,
+)
 from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
 from service.core.limits import MAX_CHARS
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
@@ -13,9 +29,15 @@ from service.store.artifacts import ArtifactStore
 from service.store.catalog import UploadCatalog
 from workers.engine.errors import UntrustedFormat
 from workers.engine.spec import ModelFormat
+from workers.engine.text.tokenizer import MAX_TOKENIZER_BYTES, tokenizer_too_large
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_NAME_CHARS = MAX_CHARS["ModelUploadHeader.name"]
+TOKENIZER_NAME = "tokenizer.json"
+"""The name a tokenizer upload is checked under, so that the engine's messages name it so."""
+
+TokenizerCheck = Callable[[Path, str], None]
+"""``(path, tenant)``: raise the engine's InvalidModel if the file is not a usable tokenizer."""
 
 
 class Uploads:
@@ -28,6 +50,7 @@ class Uploads:
         allow_trusted_formats: bool,
         quotas: QuotaPolicy = UNLIMITED,
         count_received: Callable[[UploadKind, int], None] | None = None,
+        check_tokenizer: TokenizerCheck | None = None,
     ) -> None:
         self._artifacts = artifacts
         self._catalog = catalog
@@ -35,6 +58,7 @@ class Uploads:
         self._allow_trusted_formats = allow_trusted_formats
         self._quotas = quotas
         self._count_received = count_received
+        self._check_tokenizer = check_tokenizer
 
     def receive(
         self, header: UploadHeader, chunks: Iterable[bytes], *, tenant: str
@@ -45,13 +69,17 @@ class Uploads:
         atomically with recording the upload, once the bytes are in (see docs/security.md)."""
         self._check_header(header)
         self._check_quota(tenant, header)
-        with self._artifacts.new_blob() as blob:
+        with self._artifacts.new_blob() as blob, self._copy_aside(header) as aside:
             for chunk in chunks:
                 blob.write(chunk)
+                if aside is not None:
+                    aside.write(chunk)
                 if blob.size_bytes > self._max_bytes:
                     raise UploadTooLarge(
                         self._too_large(f"the stream passed {blob.size_bytes} bytes")
                     )
+                if header.kind is UploadKind.TOKENIZER and blob.size_bytes > MAX_TOKENIZER_BYTES:
+                    raise tokenizer_too_large(TOKENIZER_NAME, blob.size_bytes)
                 if blob.size_bytes > header.size_bytes:
                     raise IncompleteUpload(
                         f"the stream carried more than the {header.size_bytes} bytes its header"
@@ -63,6 +91,8 @@ class Uploads:
                     " its header declared; upload the whole file again"
                 )
             self._check_quota(tenant, header)  # again: another upload may have ended meanwhile
+            if aside is not None:
+                self._check_aside(aside, tenant)
             stored = blob.commit(expected_sha256=header.sha256)
         artifact, already_present = self._catalog.record(
             header.kind,
@@ -76,6 +106,23 @@ class Uploads:
         if self._count_received is not None:
             self._count_received(header.kind, stored.size_bytes)
         return UploadResult(artifact, already_present)
+
+    @contextlib.contextmanager
+    def _copy_aside(self, header: UploadHeader) -> Iterator[BinaryIO | None]:
+        """Where a tokenizer's bytes are copied for its check; None for other uploads."""
+        if header.kind is not UploadKind.TOKENIZER or self._check_tokenizer is None:
+            yield None
+            return
+        with (
+            tempfile.TemporaryDirectory(prefix="tempering-tokenizer-") as folder,
+            (Path(folder) / TOKENIZER_NAME).open("wb") as handle,
+        ):
+            yield handle
+
+    def _check_aside(self, aside: BinaryIO, tenant: str) -> None:
+        assert self._check_tokenizer is not None
+        aside.flush()
+        self._check_tokenizer(Path(aside.name), tenant)
 
     def _admission(self, tenant: str, size_bytes: int) -> Callable[[int], None] | None:
         if not self._quotas.limits_for(tenant).max_stored_bytes:
@@ -102,8 +149,13 @@ class Uploads:
             raise InvalidRequest(f"header.name must be at most {MAX_NAME_CHARS} characters")
         if header.kind is UploadKind.MODEL:
             self._check_model_format(header.format)
+        elif header.kind is UploadKind.TOKENIZER:
+            if header.format != TOKENIZER_FORMAT:
+                raise InvalidRequest(f"a tokenizer's format is {TOKENIZER_FORMAT}")
+            if header.size_bytes > MAX_TOKENIZER_BYTES:
+                raise tokenizer_too_large(TOKENIZER_NAME, header.size_bytes)
         elif header.format not in {f.value for f in DatasetFormat}:
-            raise InvalidRequest("header.format must be a dataset format: npz")
+            raise InvalidRequest("header.format must be a dataset format: npz, jsonl or csv")
 
     def _check_model_format(self, value: str) -> None:
         try:

@@ -1,7 +1,8 @@
 """The child side of :mod:`service.jobs.validation_pool`:
 ``python -m service.jobs.validation_checker READ_FD WRITE_FD MEMORY_LIMIT`` caps its own address
-space, warms up and says :data:`READY`, then runs one :class:`CheckRequest` after another from the
-pipe and answers each with a :class:`CheckOutcome`, until the pipe closes."""
+space, warms up and says :data:`READY`, then runs one :class:`CheckRequest` (a job's inputs) or
+:class:`TokenizerCheckRequest` (an uploaded tokenizer) after another from the pipe and answers
+each with a :class:`CheckOutcome`, until the pipe closes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from service.jobs.graph_cost import CostLimits
+from service.jobs.validation import TextInputs
 from workers.engine.errors import TemperingError
 from workers.engine.spec import ModelFormat, ThreatModel
 
@@ -26,6 +28,26 @@ class CheckRequest:
     dataset_paths: tuple[Path, ...]
     threat: ThreatModel
     limits: CostLimits
+    text: TextInputs | None = None
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        tokenizer = (
+            () if self.text is None or self.text.tokenizer is None else (self.text.tokenizer,)
+        )
+        return (self.model_path, *self.dataset_paths, *tokenizer)
+
+
+@dataclass(frozen=True)
+class TokenizerCheckRequest:
+    """Read an uploaded ``tokenizer.json`` as the engine will (size, JSON, a tokenizer the
+    library can read, with a padding and an unknown token it knows)."""
+
+    path: Path
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.path,)
 
 
 @dataclass(frozen=True)
@@ -42,22 +64,27 @@ def main() -> None:
 
 def serve(requests: Connection, outcomes: Connection) -> None:
     from service.jobs.validation import check_job_inputs
+    from workers.engine.text.tokenizer import load_tokenizer
 
     _warm_up()
     outcomes.send(READY)
     while True:
         try:
-            request: CheckRequest = requests.recv()
+            request: CheckRequest | TokenizerCheckRequest = requests.recv()
         except EOFError:
             return
         try:
-            check_job_inputs(
-                request.model_format,
-                request.model_path,
-                request.dataset_paths,
-                request.threat,
-                limits=request.limits,
-            )
+            if isinstance(request, TokenizerCheckRequest):
+                load_tokenizer(request.path)
+            else:
+                check_job_inputs(
+                    request.model_format,
+                    request.model_path,
+                    request.dataset_paths,
+                    request.threat,
+                    limits=request.limits,
+                    text=request.text,
+                )
             outcome = CheckOutcome()
         except MemoryError:
             outcome = CheckOutcome(out_of_memory=True)

@@ -32,7 +32,13 @@ from service.core.errors import ResourceExhausted, Unavailable
 from service.core.tenancy import DEFAULT_TENANT
 from service.jobs.check_slots import CheckSlots
 from service.jobs.graph_cost import DEFAULT_LIMITS, CostLimits
-from service.jobs.validation_checker import READY, CheckOutcome, CheckRequest
+from service.jobs.validation import TextInputs
+from service.jobs.validation_checker import (
+    READY,
+    CheckOutcome,
+    CheckRequest,
+    TokenizerCheckRequest,
+)
 from workers.engine.spec import ModelFormat, ThreatModel
 
 MEMORY_LIMIT_VARIABLE = "TEMPERING_VALIDATION_MEMORY_LIMIT"
@@ -83,14 +89,27 @@ class ValidationPool:
         threat: ThreatModel,
         *,
         tenant: str = DEFAULT_TENANT,
+        text: TextInputs | None = None,
     ) -> None:
         """Raise what :func:`check_job_inputs` raises, ResourceExhausted past a limit,
         Unavailable if no checker came free in time for ``tenant``."""
-        request = CheckRequest(model_format, model_path, tuple(dataset_paths), threat, self._limits)
+        request = CheckRequest(
+            model_format, model_path, tuple(dataset_paths), threat, self._limits, text
+        )
         self._refusals.raise_if_refused(request)
         self._slots.acquire(tenant, self._wait_limit)
         try:
             self._run(request, tenant)
+        finally:
+            self._slots.release(tenant)
+
+    def check_tokenizer(self, path: Path, tenant: str = DEFAULT_TENANT) -> None:
+        """Raise the engine's InvalidModel when the file at ``path`` is not a tokenizer the
+        engine can read; the limits and the fairness of :meth:`check` apply. Refusals are not
+        remembered: ``path`` is an upload's temporary copy, gone once it is checked."""
+        self._slots.acquire(tenant, self._wait_limit)
+        try:
+            self._run(TokenizerCheckRequest(path), tenant)
         finally:
             self._slots.release(tenant)
 
@@ -111,7 +130,7 @@ class ValidationPool:
         for checker in idle:
             checker.stop()
 
-    def _run(self, check: CheckRequest, tenant: str) -> None:
+    def _run(self, check: CheckRequest | TokenizerCheckRequest, tenant: str) -> None:
         checker = self._take(tenant)
         try:
             outcome = checker.run(check, self._time_limit)
@@ -144,7 +163,8 @@ class ValidationPool:
             )
         self._give_back(checker)
         if outcome.error is not None:
-            self._refusals.remember(check, outcome.error)
+            if isinstance(check, CheckRequest):
+                self._refusals.remember(check, outcome.error)
             raise outcome.error
 
     def _take(self, tenant: str) -> _Checker:
@@ -221,7 +241,7 @@ class _Checker:
         self.tenant: str | None = None
         """Whose check it ran last (or its predecessor, killed, ran)."""
 
-    def run(self, check: CheckRequest, time_limit: float) -> CheckOutcome:
+    def run(self, check: CheckRequest | TokenizerCheckRequest, time_limit: float) -> CheckOutcome:
         """Raise TimeoutError past ``time_limit``, counted from when the process is ready (a
         fresh one's start-up is not the check's time), CheckerDidNotStart if it is not ready
         within STARTUP_LIMIT, EOFError or OSError if the process died."""
@@ -314,7 +334,7 @@ def _identity(request: CheckRequest) -> tuple[object, ...] | None:
     try:
         files = tuple(
             (info.st_ino, info.st_size, info.st_mtime_ns)
-            for info in (path.stat() for path in (request.model_path, *request.dataset_paths))
+            for info in (path.stat() for path in request.paths)
         )
     except OSError:
         return None

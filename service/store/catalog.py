@@ -23,7 +23,11 @@ from service.core.tenancy import DEFAULT_TENANT
 from service.store.db import Database, as_utc
 from service.store.tenant_lock import TenantLock
 
-_UPLOAD_RPC = {UploadKind.MODEL: "UploadModel", UploadKind.DATASET: "UploadDataset"}
+_UPLOAD_RPC = {
+    UploadKind.MODEL: "UploadModel",
+    UploadKind.DATASET: "UploadDataset",
+    UploadKind.TOKENIZER: "UploadTokenizer",
+}
 
 
 def upload_id(kind: UploadKind, sha256: str) -> str:

@@ -63,15 +63,6 @@ def test_a_text_model_is_not_given_an_eps(
     assert "--word-share and --char-share" in result.err
 
 
-def test_a_text_model_on_a_server_is_refused_until_the_server_takes_tokenizers(
-    temper: CliRunner, text_inputs: dict[str, Path], tmp_path: Path
-) -> None:
-    result = temper(*text_args(text_inputs, tmp_path / "h.onnx", "--server", "127.0.0.1:9"))
-
-    assert result.code == 2
-    assert "--local in this release" in result.err
-
-
 def test_an_image_model_still_needs_an_eps(
     temper: CliRunner, text_inputs: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -32,6 +32,8 @@ from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from service.api.server import RunningServer
 from service.core.domain import JobState, OutputFile, OutputKind
+from tests.engine.text import support
+from tests.service.text_support import tokenizer_requests
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
@@ -130,6 +132,30 @@ def test_another_tenants_upload_cannot_be_used(stub: Stub, alice: Metadata, bob:
 
     assert shape(theirs, alices_model) == shape(nobodys, unknown)
     assert theirs.code() is NOT_FOUND
+
+
+def test_another_tenants_tokenizer_cannot_be_used(
+    stub: Stub, alice: Metadata, bob: Metadata
+) -> None:
+    tokenizer = support.word_level_tokenizer(support.sentences(20)).to_str().encode()
+    alices = stub.UploadTokenizer(
+        tokenizer_requests(tokenizer), metadata=alice, timeout=60
+    ).artifact_id
+    model = upload_model(stub, bob, linear_onnx(seed=6)).artifact_id
+    data = upload_dataset(stub, bob, dataset()).artifact_id
+    unknown = "tokenizer-" + "0" * 64
+
+    def with_tokenizer(tokenizer_id: str) -> pb.JobSpec:
+        job_spec = spec(model, data)
+        job_spec.tokenizer_id = tokenizer_id
+        return job_spec
+
+    theirs = error_of(lambda: submit(stub, bob, with_tokenizer(alices)))
+    nobodys = error_of(lambda: submit(stub, bob, with_tokenizer(unknown)))
+
+    assert shape(theirs, alices) == shape(nobodys, unknown)
+    assert theirs.code() is NOT_FOUND
+    assert "UploadTokenizer" in (theirs.details() or "")
 
 
 def test_the_same_bytes_uploaded_by_two_tenants_tell_neither_about_the_other(

@@ -11,6 +11,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -19,8 +20,11 @@ from e2e_support import RssSampler, Stack, running_stack, state_changes, watch_t
 from service_support import unique_prefix
 from svc_helpers import download, fgsm_spec
 from tempering.v1 import hardening_pb2 as pb
+from text_support import make_text_inputs
 
+from client.sdk import HardeningClient
 from service.store.db import Database
+from tests.engine.text import support as text_support
 from tests.shared_support import (
     POSTGRES_URL,
     base_env,
@@ -195,3 +199,28 @@ def test_same_idempotency_key_returns_the_same_job(
 
     assert second.id == first.id
     assert second.idempotency_key == key
+
+
+def test_the_sdk_hardens_a_text_model_from_csv(stack: Stack, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    inputs = make_text_inputs(tmp_path / "text")
+    train = text_support.write_csv(tmp_path / "train.csv", text_support.labelled(80, seed=1))
+    port = (stack.server.log_path.parent / "port").read_text()
+
+    with HardeningClient(f"127.0.0.1:{port}") as api:
+        outcome = api.harden(
+            inputs.model,
+            train,
+            method="pgd",
+            epochs=1,
+            eval_samples=12,
+            tokenizer_path=inputs.tokenizer,
+            eval_data_path=inputs.test,
+            output=tmp_path / "out" / "hardened.onnx",
+            timeout=240,
+        )
+
+    assert outcome.report["modality"] == "text", stack.logs()
+    assert outcome.report["hardened"]["clean_accuracy"]["total"] == 12
+    assert outcome.tokenizer_path == tmp_path / "out" / "hardened.tokenizer.json"
+    assert outcome.tokenizer_path.read_bytes() == inputs.tokenizer.read_bytes()

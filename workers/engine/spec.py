@@ -173,6 +173,9 @@ class TrainingConfig:
 
 IMAGE_EVAL_SAMPLES = 500
 TEXT_EVAL_SAMPLES = 1000
+TEXT_MAX_LENGTH = 256
+"""Tokens kept of a text when the model accepts any length and neither the job nor the
+tokenizer file names a limit."""
 
 
 @dataclass(frozen=True)

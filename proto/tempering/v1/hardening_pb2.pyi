@@ -22,6 +22,8 @@ class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DATASET_FORMAT_UNSPECIFIED: _ClassVar[DatasetFormat]
     DATASET_FORMAT_NPZ: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_JSONL: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_CSV: _ClassVar[DatasetFormat]
 
 class Norm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +53,7 @@ class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_KIND_REPORT: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_MODEL_CARD: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_ROBUSTNESS_PLOT: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_TOKENIZER: _ClassVar[ArtifactKind]
 MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_SAFETENSORS: ModelFormat
@@ -58,6 +61,8 @@ MODEL_FORMAT_TORCHSCRIPT: ModelFormat
 MODEL_FORMAT_TORCH_EXPORT: ModelFormat
 DATASET_FORMAT_UNSPECIFIED: DatasetFormat
 DATASET_FORMAT_NPZ: DatasetFormat
+DATASET_FORMAT_JSONL: DatasetFormat
+DATASET_FORMAT_CSV: DatasetFormat
 NORM_UNSPECIFIED: Norm
 NORM_LINF: Norm
 NORM_L2: Norm
@@ -75,6 +80,7 @@ ARTIFACT_KIND_HARDENED_MODEL: ArtifactKind
 ARTIFACT_KIND_REPORT: ArtifactKind
 ARTIFACT_KIND_MODEL_CARD: ArtifactKind
 ARTIFACT_KIND_ROBUSTNESS_PLOT: ArtifactKind
+ARTIFACT_KIND_TOKENIZER: ArtifactKind
 
 class ModelUploadHeader(_message.Message):
     __slots__ = ("name", "format", "size_bytes", "sha256")
@@ -115,6 +121,24 @@ class UploadDatasetRequest(_message.Message):
     header: DatasetUploadHeader
     chunk: bytes
     def __init__(self, header: _Optional[_Union[DatasetUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class TokenizerUploadHeader(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadTokenizerRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: TokenizerUploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[TokenizerUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class UploadResponse(_message.Message):
     __slots__ = ("artifact_id", "sha256", "size_bytes", "already_present")
@@ -233,7 +257,7 @@ class MlflowTracking(_message.Message):
     def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow", "text_threat_model")
+    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow", "text_threat_model", "tokenizer_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     EVAL_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +271,7 @@ class JobSpec(_message.Message):
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_FIELD_NUMBER: _ClassVar[int]
     TEXT_THREAT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     train_dataset_id: str
     eval_dataset_id: str
@@ -260,7 +285,8 @@ class JobSpec(_message.Message):
     webhook_url: str
     mlflow: MlflowTracking
     text_threat_model: TextThreatModel
-    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ..., text_threat_model: _Optional[_Union[TextThreatModel, _Mapping]] = ...) -> None: ...
+    tokenizer_id: str
+    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ..., text_threat_model: _Optional[_Union[TextThreatModel, _Mapping]] = ..., tokenizer_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "epoch", "epochs", "step", "steps", "loss", "clean_accuracy", "robust_accuracy", "eta_seconds", "message", "update_time")

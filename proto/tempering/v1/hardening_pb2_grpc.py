@@ -44,6 +44,11 @@ class HardeningServiceStub:
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
                 _registered_method=True)
+        self.UploadTokenizer = channel.stream_unary(
+                '/tempering.v1.HardeningService/UploadTokenizer',
+                request_serializer=tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.SerializeToString,
+                response_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/tempering.v1.HardeningService/SubmitJob',
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.SubmitJobRequest.SerializeToString,
@@ -98,7 +103,18 @@ class HardeningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadDataset(self, request_iterator, context):
-        """Streams an .npz dataset holding arrays x (inputs) and y (integer labels).
+        """Streams a dataset: an .npz holding arrays x (inputs) and y (integer labels), or labelled
+        texts for a text model (JSON Lines or CSV, see DatasetFormat).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadTokenizer(self, request_iterator, context):
+        """Streams a text model's Hugging Face tokenizer.json (docs/text.md); JobSpec.tokenizer_id
+        names it. A file larger than the tokenizer limit (50 MiB), or one that is not JSON or not
+        a tokenizer, is refused with INVALID_ARGUMENT. Added within v1: a server older than this
+        RPC answers UNIMPLEMENTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +193,11 @@ def add_HardeningServiceServicer_to_server(servicer, server):
             'UploadDataset': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadDataset,
                     request_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.SerializeToString,
+            ),
+            'UploadTokenizer': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadTokenizer,
+                    request_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.FromString,
                     response_serializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.SerializeToString,
             ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
@@ -273,6 +294,33 @@ class HardeningService:
             target,
             '/tempering.v1.HardeningService/UploadDataset',
             tempering_dot_v1_dot_hardening__pb2.UploadDatasetRequest.SerializeToString,
+            tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadTokenizer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tempering.v1.HardeningService/UploadTokenizer',
+            tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.SerializeToString,
             tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
             options,
             channel_credentials,

@@ -64,6 +64,7 @@ from workers.engine.text.training import (
     split_validation,
     train_text,
 )
+from workers.engine.text.truncation import truncation_section
 from workers.engine.text.victim import DEFAULT_MAX_LENGTH, TextVictim
 from workers.engine.training.schedules import eps_warmup, one_cycle
 from workers.engine.verdict import verdict
@@ -112,6 +113,9 @@ def harden_text(
     texts = _read_texts(request, model.num_classes)
     max_length = _max_length(request, tokenizer, token.max_length)
     encoder = Encoder(tokenizer, max_length, pad_to_max_length=token.max_length is not None)
+    truncated, truncation_notes = truncation_section(
+        encoder, texts.train.texts, texts.evaluation.texts
+    )
     model.to(device.torch_device)
     reporter.check()
 
@@ -141,7 +145,7 @@ def harden_text(
         "kind": KIND,
         "modality": "text",
         "request": request.to_dict(),
-        "inputs": _inputs(request, texts, training, model),
+        "inputs": {**_inputs(request, texts, training, model), "notes": truncation_notes},
         "threat_model": {**asdict(request.text_threat), "max_length": max_length},
         "evaluation": {
             "suite": request.evaluation.suite.value,
@@ -171,6 +175,7 @@ def harden_text(
         "text": {
             "tokenizer_sha256": sha256_file(request.tokenizer),
             "max_length": max_length,
+            "truncated": truncated,
             "original": original.details,
             "hardened": hardened.details,
         },

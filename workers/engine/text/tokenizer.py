@@ -109,13 +109,18 @@ def read_tokenizer_json(path: Path, *, max_bytes: int = MAX_TOKENIZER_BYTES) -> 
     return _read_document(path, max_bytes)[0]
 
 
+def tokenizer_too_large(name: str, size: int, max_bytes: int = MAX_TOKENIZER_BYTES) -> InvalidModel:
+    """The refusal of a tokenizer file of ``size`` bytes, over ``max_bytes``."""
+    return InvalidModel(
+        f"the tokenizer file {name} is too large: {size:,} bytes, the limit is"
+        f" {max_bytes:,}; a tokenizer.json is usually well under 20 MB"
+    )
+
+
 def _read_document(path: Path, max_bytes: int) -> tuple[str, dict[str, Any]]:
     size = path.stat().st_size
     if size > max_bytes:
-        raise InvalidModel(
-            f"the tokenizer file {path.name} is too large: {size:,} bytes, the limit is"
-            f" {max_bytes:,}; a tokenizer.json is usually well under 20 MB"
-        )
+        raise tokenizer_too_large(path.name, size, max_bytes)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

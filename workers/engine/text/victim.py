@@ -14,11 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from workers.engine.spec import TEXT_MAX_LENGTH
 from workers.engine.text.model import TextClassifier, as_module, metadata, model_device
 from workers.engine.text.tokenizer import TextTokenizer
 from workers.engine.text.training.batches import Encoder
 
-DEFAULT_MAX_LENGTH = 256
+DEFAULT_MAX_LENGTH = TEXT_MAX_LENGTH
 """Tokens kept of a text when the model accepts any length and the caller names no limit."""
 
 
