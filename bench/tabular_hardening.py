@@ -183,6 +183,9 @@ def valid_rows(point: np.ndarray, clean: np.ndarray) -> np.ndarray:
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
+    if args.immutable_rating:
+        SCHEMA["features"][0] = {**SCHEMA["features"][0], "mutable": False}
+        del SCHEMA["features"][0]["budget"]
     x, y = load_fair()
     if args.balanced:
         x, y = balance(x, y, args.seed)
@@ -359,6 +362,11 @@ def _parse() -> argparse.Namespace:
         "--method", default=TrainingConfig().method.value, help="default: the engine's (pgd)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--immutable-rating",
+        action="store_true",
+        help="the attacker cannot change rate_marriage (the strongest predictor)",
+    )
     parser.add_argument(
         "--balanced",
         action="store_true",

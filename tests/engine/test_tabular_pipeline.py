@@ -117,3 +117,16 @@ def test_a_schema_is_recorded_in_the_request(hardened: HardeningResult) -> None:
     assert json.loads(json.dumps(hardened.report["request"]))["feature_schema"].endswith(
         "schema.json"
     )
+
+
+def test_the_html_page_shows_the_schema_the_attacks_and_the_sanity_line(
+    hardened: HardeningResult,
+) -> None:
+    from client.html_report import render
+
+    page = render(hardened.report)
+
+    assert "<h2>Feature schema</h2>" in page
+    assert "<strong>account_age</strong></td><td>integer</td><td>no</td>" in page
+    assert "<h2>Constrained attacks</h2>" in page
+    assert "UNCONSTRAINED SANITY LINE (not the headline)" in page

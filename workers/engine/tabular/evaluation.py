@@ -394,7 +394,8 @@ def tabular_section(
         },
         "headline": HEADLINE,
         "curve": "robust accuracy with every budget scaled by the factor on the axis (flips and"
-        " immutable features as they are), under a cheap CAPGD cascade; 1 is the headline",
+        " immutable features as they are), under a cheap CAPGD cascade; a point at 1 is the"
+        " headline",
         "original": original.to_dict(),
         "hardened": hardened.to_dict(),
     }
