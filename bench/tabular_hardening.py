@@ -24,6 +24,11 @@ schema's JSON alone (the share that passes must be 100%).
 
     python bench/tabular_hardening.py
     python bench/tabular_hardening.py --json /tmp/tabular.json
+    python bench/tabular_hardening.py --method trades    # or --balanced, --immutable-rating
+
+It also prints, per model, how often it answers "affair" and its clean and robust accuracy per
+class, beside a constant "no affair" answer's: on this weakly predictive data a model can buy
+robustness by answering the majority class (docs/benchmarks.md).
 """
 
 from __future__ import annotations
