@@ -192,3 +192,27 @@ def test_capgd_breaks_a_linear_model_wherever_the_exact_constrained_optimum_does
     broken = linear(threat.constraints.repair(found, xt)).argmax(1) != y
     assert int(breakable.sum()) > 20
     assert torch.equal(broken, breakable)
+
+
+def test_the_search_spends_at_most_its_query_budget_per_sample(
+    case: tuple[torch.nn.Module, np.ndarray, np.ndarray, TabularThreat],
+) -> None:
+    model, x, y, threat = case
+    rows_seen = []
+
+    def counting(points: torch.Tensor) -> torch.Tensor:
+        rows_seen.append(len(points))
+        return model(points)
+
+    attacks.evolution_search(
+        counting,
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        schema=threat.schema,
+        constraints=threat.constraints,
+        queries=60,
+        population=20,
+    )
+
+    assert sum(rows_seen) <= len(y) * (60 + 1)
+    assert sum(rows_seen) > len(y) * 20
