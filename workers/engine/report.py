@@ -17,7 +17,7 @@ from workers.engine.evaluation.suite import ModelScores
 from workers.engine.training.methods import EpochRecord
 from workers.engine.verdict import verdict
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 KIND = "tempering.robustness_report"
 
 
