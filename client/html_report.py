@@ -61,6 +61,8 @@ def render(
         "<h2>Gradient masking</h2>",
         _masking_list(original, hardened),
     ]
+    if report.get("tabular"):
+        body += _tabular(report["tabular"])
     notes = [*report.get("model_notes", []), *report.get("training", {}).get("notes", [])]
     if notes:
         body += ["<h2>Notes</h2>", _list(_e(note) for note in notes)]
@@ -152,6 +154,64 @@ def _masking_list(original: Mapping[str, Any], hardened: Mapping[str, Any]) -> s
                 f" ({_e(check['detail'])}). {_e(check['explanation'])}"
             )
     return _list(items)
+
+
+def _tabular(section: Mapping[str, Any]) -> list[str]:
+    """A model scored under a feature schema: the schema, what each constrained attack's
+    candidates respected and how many repair dropped, and the unconstrained sanity line."""
+    features = [
+        [
+            f"<strong>{_e(f['name'])}</strong>",
+            _e(f["kind"]),
+            "yes" if f["mutable"] else "no",
+            _e(f"[{_plain(f['lower'])}, {_plain(f['upper'])}]"),
+            _e(f["budget"]),
+        ]
+        for f in section["schema"]["features"]
+    ]
+    audits = [
+        [
+            _e(label),
+            f"<strong>{_e(a['name'])}</strong>",
+            *(
+                _e(a[key])
+                for key in (
+                    "candidates",
+                    "invalid_before_repair",
+                    "dropped_after_repair",
+                    "counted",
+                )
+            ),
+            _e(", ".join(a["respected"]) or "none"),
+        ]
+        for label in ("original", "hardened")
+        for a in section[label]["attacks"]
+    ]
+    sanity = [
+        f"{label}: {_cell(section[label]['unconstrained']['robust_accuracy'])}"
+        for label in ("original", "hardened")
+    ]
+    return [
+        "<h2>Feature schema</h2>",
+        _table(["feature", "kind", "mutable", "range", "budget"], features),
+        "<h2>Constrained attacks</h2>",
+        '<p class="muted">A candidate counts only if its repair onto the schema is'
+        " misclassified and passes an independent check of every constraint.</p>",
+        _table(
+            [
+                "model",
+                "attack",
+                "candidates",
+                "invalid before repair",
+                "dropped after repair",
+                "counted",
+                "respected as returned",
+            ],
+            audits,
+        ),
+        f"<p><strong>{_e(section['original']['unconstrained']['label'])}</strong></p>",
+        _list(sanity),
+    ]
 
 
 def _curve_table(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> str:

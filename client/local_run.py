@@ -59,6 +59,7 @@ def harden_locally(
     *,
     eval_data_path: Path | None = None,
     tokenizer_path: Path | None = None,
+    schema_path: Path | None = None,
     allow_trusted_formats: bool = False,
     on_event: Callable[[JobEvent], None] | None = None,
     deadline: Deadline | None = None,
@@ -85,6 +86,7 @@ def harden_locally(
         eval_data_path,
         params,
         tokenizer_path=tokenizer_path,
+        schema_path=schema_path,
         allow_trusted_formats=allow_trusted_formats,
     )
     run = _open_run(mlflow, request, engine)
@@ -190,6 +192,7 @@ def engine_request(
     params: HardeningParams,
     *,
     tokenizer_path: Path | None = None,
+    schema_path: Path | None = None,
     allow_trusted_formats: bool = False,
 ) -> Any:
     """The engine's ``HardeningRequest`` for ``params``, made from the message this CLI would
@@ -211,6 +214,7 @@ def engine_request(
         data_path,
         eval_data_path,
         tokenizer=tokenizer_path,
+        schema=schema_path,
     )
     try:
         return engine.engine_request(message, files, allow_trusted_formats=allow_trusted_formats)

@@ -29,6 +29,8 @@ class JobFiles:
     hash them again for the report."""
     tokenizer: Path | None = None
     """A text model's tokenizer.json."""
+    schema: Path | None = None
+    """A tabular model's feature schema (JSON)."""
 
 
 def engine_request(
@@ -52,4 +54,5 @@ def engine_request(
         verified_sha256=files.verified_sha256,
         tokenizer=files.tokenizer,
         text_threat=spec.text_threat or TextThreatModel(),
+        feature_schema=files.schema,
     )

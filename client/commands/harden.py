@@ -107,6 +107,7 @@ def register(subparsers: Any) -> None:
     where.add_argument("--local", action="store_true", help="run the engine in this process")
     _add_threat_arguments(parser)
     _add_text_arguments(parser)
+    _add_tabular_arguments(parser)
     _add_training_arguments(parser)
     _add_evaluation_arguments(parser)
     _add_model_arguments(parser)
@@ -211,6 +212,20 @@ def _add_text_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-length", type=positive_int, help="tokens kept per text (default: the model's)"
+    )
+
+
+def _add_tabular_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "tabular models (docs/tabular.md): rows of features described by a feature schema"
+    )
+    group.add_argument(
+        "--schema",
+        type=Path,
+        metavar="PATH",
+        help="the data's feature schema (JSON): kinds, ranges, immutable features and budgets;"
+        " attacks and training then stay inside it, --eps is the budget of features that name"
+        " none, and the schema's ranges replace --lower/--upper (--local only for now)",
     )
 
 
@@ -394,6 +409,7 @@ def check_inputs(args: argparse.Namespace) -> None:
         ("--data", args.data),
         ("--eval-data", args.eval_data),
         ("--tokenizer", args.tokenizer),
+        ("--schema", args.schema),
     ):
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file: {path}")
@@ -405,6 +421,9 @@ def check_inputs(args: argparse.Namespace) -> None:
             "--eps is required: the radius of the attacker's norm ball (a text model takes"
             " --tokenizer instead)"
         )
+    if args.schema is not None:
+        check_schema_inputs(args)
+        return
     if len(args.lower) != len(args.upper) and args.lower and args.upper:
         raise UsageError("--lower and --upper need the same number of values")
     check_eps_fits_the_domain(args.eps, Norm(args.norm), *bounds(args))
@@ -415,6 +434,18 @@ def check_text_inputs(args: argparse.Namespace) -> None:
         raise UsageError(
             "--eps, --lower and --upper bound an image or tabular model's inputs; a text"
             " model's attacks are bounded by --word-share and --char-share"
+        )
+
+
+def check_schema_inputs(args: argparse.Namespace) -> None:
+    if not args.local:
+        raise UsageError(
+            "feature schemas run with --local in this release; the server takes them once it"
+            " accepts schema uploads"
+        )
+    if args.lower or args.upper:
+        raise UsageError(
+            "--lower and --upper are given by the schema's ranges: leave them out with --schema"
         )
 
 
@@ -471,6 +502,7 @@ def _run_locally(
         args.output,
         eval_data_path=args.eval_data,
         tokenizer_path=args.tokenizer,
+        schema_path=args.schema,
         allow_trusted_formats=args.allow_trusted_formats,
         on_event=on_event,
         deadline=deadline,

@@ -15,10 +15,11 @@ import onnxruntime
 import torch
 
 from workers.engine import data as datasets
+from workers.engine.attacks.region import FeatureRegion
 from workers.engine.checkpoint import Checkpointer
 from workers.engine.device import Device, pick_device, seed_everything
 from workers.engine.errors import ExportCheckFailed, InvalidData, InvalidParameter
-from workers.engine.evaluation.suite import EvaluationTarget, evaluate
+from workers.engine.evaluation.suite import EvaluationTarget, ModelScores, evaluate
 from workers.engine.export import PARITY_TOLERANCE, check_parity, export_onnx
 from workers.engine.geometry import Box
 from workers.engine.memory import phase
@@ -32,6 +33,9 @@ from workers.engine.report import (
     TrainingSummary,
 )
 from workers.engine.spec import IMAGE_EVAL_SAMPLES, HardeningRequest, ModelFormat
+from workers.engine.tabular.evaluation import TabularScores, evaluate_tabular, tabular_section
+from workers.engine.tabular.schema import load_schema
+from workers.engine.tabular.threat import TabularThreat, load_threat
 from workers.engine.text.pipeline import harden_text
 from workers.engine.threads import governed_threads
 from workers.engine.training import recipe as recipes
@@ -96,7 +100,8 @@ def _harden(
         num_classes=request.model.num_classes or int(train_set.y.max()) + 1,
     )
     prepared = prepare_data(request, loaded, train_set)
-    box = _box(request, prepared.train.sample_shape)
+    tabular = _tabular_threat(request, prepared)
+    box = tabular.box if tabular else _box(request, prepared.train.sample_shape)
     reporter.check()
 
     with phase("training", prepared.recipe.config.batch_size or 0):
@@ -116,15 +121,17 @@ def _harden(
             generator=generator,
             checkpointer=checkpointer,
             early_stopping_patience=prepared.recipe.early_stopping_patience,
+            region=FeatureRegion(tabular.constraints, request.threat.eps) if tabular else None,
         )
     trained_with = outcome.config
 
     target = _evaluation_target(request, prepared.evaluation, box, loaded.num_classes)
+    scored: dict[str, TabularScores] = {}
     with phase("scoring the original model", target.batch_size):
         original = loaded.module.to(device.torch_device)
-        original_scores = evaluate(original, target, reporter, "original")
+        original_scores = _score(original, target, tabular, reporter, "original", scored)
     with phase("scoring the hardened model", target.batch_size):
-        hardened_scores = evaluate(outcome.model, target, reporter, "hardened")
+        hardened_scores = _score(outcome.model, target, tabular, reporter, "hardened", scored)
 
     reporter.emit(ProgressEvent(stage="exporting", message="writing and checking the ONNX file"))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -171,8 +178,39 @@ def _harden(
             "onnxruntime": onnxruntime.__version__,
             "device": device.name,
         },
+        tabular=tabular_section(tabular, scored["original"], scored["hardened"])
+        if tabular
+        else None,
     )
     return _write_outputs(output_dir, model_path, report, reporter)
+
+
+def _tabular_threat(request: HardeningRequest, prepared: PreparedData) -> TabularThreat | None:
+    if request.feature_schema is None:
+        return None
+    return load_threat(
+        request.feature_schema,
+        request.threat.eps,
+        prepared.train.x,
+        prepared.validation.x,
+        prepared.evaluation.x,
+    )
+
+
+def _score(
+    model: torch.nn.Module,
+    target: EvaluationTarget,
+    tabular: TabularThreat | None,
+    reporter: Reporter,
+    label: str,
+    scored: dict[str, TabularScores],
+) -> ModelScores:
+    """The image suite, or with a feature schema the constrained suite (its full results kept
+    in ``scored`` for the report's tabular section)."""
+    if tabular is None:
+        return evaluate(model, target, reporter, label)
+    scored[label] = evaluate_tabular(model, target, tabular, reporter, label)
+    return scored[label].scores
 
 
 def _read_onnx_first(request: HardeningRequest) -> LoadedModel | None:
@@ -190,11 +228,11 @@ def prepare_data(
     uploaded one, or a seeded hold-out) and a validation set for checkpoint selection, sized by
     the recipe, which then fixes every training parameter left to it."""
     datasets.check_fits(train_set, loaded.input_shape, loaded.num_classes)
-    datasets.check_bounds(train_set, request.threat.lower, request.threat.upper)
+    _check_domain(request, train_set)
     if request.eval_data is not None:
         eval_set = datasets.load_npz(request.eval_data)
         datasets.check_fits(eval_set, loaded.input_shape, loaded.num_classes)
-        datasets.check_bounds(eval_set, request.threat.lower, request.threat.upper)
+        _check_domain(request, eval_set)
         eval_source = "eval_data"
     else:
         train_set, eval_set = datasets.split_holdout(
@@ -210,6 +248,15 @@ def prepare_data(
     eval_set = eval_set.subset(np.sort(order[: request.evaluation.samples_or(IMAGE_EVAL_SAMPLES)]))
     recipe = recipes.resolve(request.training, len(train_set), len(validation))
     return PreparedData(train_set, validation, eval_set, eval_source, recipe)
+
+
+def _check_domain(request: HardeningRequest, dataset: datasets.Dataset) -> None:
+    """The data lies in the threat model's box, or, with a feature schema, fits the schema
+    (checked there with row numbers of the file as uploaded)."""
+    if request.feature_schema is not None:
+        load_schema(request.feature_schema).check_against(dataset.x)
+        return
+    datasets.check_bounds(dataset, request.threat.lower, request.threat.upper)
 
 
 def _box(request: HardeningRequest, sample_shape: tuple[int, ...]) -> Box:

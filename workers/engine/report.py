@@ -18,7 +18,7 @@ from workers.engine.output_files import PLOT_FILE
 from workers.engine.training.methods import EpochRecord
 from workers.engine.verdict import verdict
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 KIND = "tempering.robustness_report"
 
 
@@ -58,8 +58,20 @@ class RobustnessReport:
     training: TrainingSummary
     export: ExportCheck
     environment: dict[str, str]
+    tabular: dict[str, Any] | None = None
+    """A model scored under a feature schema: the schema, the constrained attacks' audit and
+    the unconstrained sanity line (:func:`workers.engine.tabular.evaluation.tabular_section`)."""
 
     def to_dict(self) -> dict[str, Any]:
+        report = self._common_dict()
+        if self.tabular is not None:
+            report["modality"] = "tabular"
+            report["tabular"] = self.tabular
+            report["threat_model"] = {**report["threat_model"], **self.tabular["box"]}
+            report["evaluation"]["headline"] = self.tabular["headline"]
+        return report
+
+    def _common_dict(self) -> dict[str, Any]:
         original, hardened = _scores_dict(self.original), _scores_dict(self.hardened)
         return {
             "schema_version": SCHEMA_VERSION,
@@ -181,6 +193,14 @@ class _Budget:
 
 def _budget(report: dict[str, Any]) -> _Budget:
     threat = report["threat_model"]
+    if report.get("modality") == "tabular":
+        return _Budget(
+            1.0,
+            "multiple of the schema's budgets",
+            "budget x",
+            "the feature schema (per-feature budgets, immutable features fixed, integers"
+            " integral, one category per group; see the tabular section)",
+        )
     if report.get("modality") == "text":
         return _Budget(
             threat["word_share"],
@@ -249,6 +269,7 @@ def model_card(report: dict[str, Any], plot_name: str | None = PLOT_FILE) -> str
             lines.append(
                 f"- **{label}: {check['check']}** ({check['detail']}). {check['explanation']}"
             )
+    lines += _tabular_lines(report.get("tabular"))
     if report["training"]["notes"] or report["model_notes"]:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in report["model_notes"] + report["training"]["notes"]]
@@ -273,6 +294,63 @@ def model_card(report: dict[str, Any], plot_name: str | None = PLOT_FILE) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def _tabular_lines(section: dict[str, Any] | None) -> list[str]:
+    """The schema, what each constrained attack respected, the repair counts and the
+    unconstrained sanity line."""
+    if not section:
+        return []
+    lines = [
+        "",
+        "## Feature schema",
+        "",
+        "| feature | kind | mutable | range | budget |",
+        "|---|---|---|---|---|",
+    ]
+    for f in section["schema"]["features"]:
+        low = "" if f["lower"] is None else f"{f['lower']:g}"
+        high = "" if f["upper"] is None else f"{f['upper']:g}"
+        kind = f["kind"] + (f" ({len(f['columns'])} columns)" if f["kind"] == "categorical" else "")
+        mutable = "yes" if f["mutable"] else "no"
+        lines.append(f"| {f['name']} | {kind} | {mutable} | [{low}, {high}] | {f['budget']} |")
+    lines += [
+        "",
+        "## Constrained attacks",
+        "",
+        "A candidate counts only if its repair onto the schema is misclassified and passes an"
+        " independent check of every constraint.",
+        "",
+        "| model | attack | candidates | invalid before repair | fooled before repair |"
+        " dropped after repair | counted | constraints respected as returned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in ("original", "hardened"):
+        for a in section[label]["attacks"]:
+            lines.append(
+                f"| {label} | {a['name']} | {a['candidates']} | {a['invalid_before_repair']} |"
+                f" {a['fooled_before_repair']} | {a['dropped_after_repair']} | {a['counted']} |"
+                f" {', '.join(a['respected']) or 'none'} |"
+            )
+    lines += [
+        "",
+        "**Unconstrained sanity line (not the headline).** "
+        + (section["original"]["unconstrained"]["label"])
+        + ":",
+        "",
+    ]
+    for label in ("original", "hardened"):
+        sanity = section[label]["unconstrained"]
+        lines.append(
+            f"- {label}: {_pct(sanity['robust_accuracy'])} robust unconstrained"
+            + (
+                ""
+                if sanity["at_most_constrained"]
+                else " (ABOVE the constrained worst case:"
+                " the constrained attacks found what the plain ball's attacks missed)"
+            )
+        )
+    return lines
 
 
 def _verdict_lines(judgement: dict[str, Any] | None) -> list[str]:

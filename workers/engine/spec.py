@@ -266,6 +266,11 @@ class HardeningRequest:
     labelled texts (:mod:`workers.engine.text.data`)."""
     text_threat: TextThreatModel = field(default_factory=TextThreatModel)
     """The threat model of a text model; ``threat`` is that of every other model."""
+    feature_schema: Path | None = None
+    """A tabular model's feature schema (JSON, :mod:`workers.engine.tabular.schema`): each
+    feature's kind, range, mutability and budget. With one, attacks and training stay inside
+    the schema; ``threat.eps`` is the budget of features that name none, and the schema's
+    ranges replace ``threat.lower`` / ``threat.upper``."""
 
     def validate(self) -> None:
         self.threat.validate()
@@ -273,6 +278,10 @@ class HardeningRequest:
         self.training.validate()
         self.evaluation.validate()
         _require(0 <= self.seed < 2**63, "seed must be a non-negative 64-bit integer")
+        _require(
+            self.tokenizer is None or self.feature_schema is None,
+            "a feature schema describes tabular data; a text model (with a tokenizer) takes none",
+        )
         _require(
             _finite(self.time_limit_seconds) and self.time_limit_seconds >= 0,
             "time_limit_seconds must be >= 0",

@@ -10,6 +10,7 @@ that went wrong is caught rather than counted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -46,6 +47,19 @@ class FeatureConstraints:
             tuple(g.to(device) for g in self.groups),
             tuple(g.to(device) for g in self.frozen_groups),
         )
+
+    def scaled(self, factor: float) -> FeatureConstraints:
+        """The same schema with every finite budget times ``factor`` (flips and immutables as
+        they are): how epsilon warm-up and the robustness curve shrink or grow the threat."""
+        if factor < 0:
+            raise ValueError(f"a budget factor is non-negative, got {factor}")
+        radius = torch.where(torch.isinf(self.radius), self.radius, self.radius * factor)
+        return dataclasses.replace(self, radius=radius)
+
+    def step_unit(self) -> Tensor:
+        """Per column, the length an attack step is measured in: the column's budget, or 1 (its
+        0/1 range) for a flip; 0 for immutable columns."""
+        return torch.where(torch.isinf(self.radius), torch.ones_like(self.radius), self.radius)
 
     def bounds_around(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per sample and column, the interval the attacker may reach from ``x``: the valid
@@ -121,31 +135,48 @@ def _radius(feature: Feature, default: float, column: np.ndarray) -> float:
     return budget.std_share * float(np.std(column))
 
 
+CONSTRAINT_KINDS = ("immutable", "range", "budget", "integer", "binary", "one_hot")
+"""What :func:`violations_by_kind` tells apart, in the order reports list them."""
+
+
 def violations(
     schema: FeatureSchema, constraints: FeatureConstraints, point: Tensor, x: Tensor
 ) -> Tensor:
     """Per sample, whether ``point`` breaks the schema relative to its clean ``x``: written
     apart from :meth:`FeatureConstraints.repair`, column by column from the schema itself."""
     bad = torch.zeros(point.shape[0], dtype=torch.bool, device=point.device)
+    for broken in violations_by_kind(schema, constraints, point, x).values():
+        bad |= broken
+    return bad
+
+
+def violations_by_kind(
+    schema: FeatureSchema, constraints: FeatureConstraints, point: Tensor, x: Tensor
+) -> dict[str, Tensor]:
+    """Per kind of constraint (:data:`CONSTRAINT_KINDS`), which samples of ``point`` break it."""
+    bad = {
+        kind: torch.zeros(point.shape[0], dtype=torch.bool, device=point.device)
+        for kind in CONSTRAINT_KINDS
+    }
     start = 0
     for feature in schema.features:
         span = slice(start, start + len(feature.columns))
         start += len(feature.columns)
         block, clean = point[:, span], x[:, span]
         if not feature.mutable:
-            bad |= (block != clean).any(dim=1)
+            bad["immutable"] |= (block != clean).any(dim=1)
             continue
         if feature.kind is Kind.CATEGORICAL:
             is_binary = (block == 0) | (block == 1)
-            bad |= ~is_binary.all(dim=1) | (block.sum(dim=1) != 1)
+            bad["one_hot"] |= ~is_binary.all(dim=1) | (block.sum(dim=1) != 1)
             continue
         value = block[:, 0]
-        bad |= (value < feature.lower - TOLERANCE) | (value > feature.upper + TOLERANCE)
+        bad["range"] |= (value < feature.lower - TOLERANCE) | (value > feature.upper + TOLERANCE)
         if feature.kind is Kind.BINARY:
-            bad |= (value != 0) & (value != 1)
+            bad["binary"] |= (value != 0) & (value != 1)
             continue
         if feature.kind is Kind.INTEGER:
-            bad |= value != torch.round(value)
+            bad["integer"] |= value != torch.round(value)
         limit = constraints.radius[span.start]
-        bad |= (value - clean[:, 0]).abs() > limit + TOLERANCE * max(1.0, float(limit))
+        bad["budget"] |= (value - clean[:, 0]).abs() > limit + TOLERANCE * max(1.0, float(limit))
     return bad

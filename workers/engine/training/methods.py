@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.engine.attacks.perturb import perturb
+from workers.engine.attacks.region import FeatureRegion
 from workers.engine.checkpoint import Checkpointer, State, capture_rng, restore_rng
 from workers.engine.device import Device
 from workers.engine.errors import TrainingDiverged
@@ -106,8 +107,11 @@ def train(
     generator: torch.Generator,
     checkpointer: Checkpointer | None = None,
     early_stopping_patience: int | None = None,
+    region: FeatureRegion | None = None,
 ) -> TrainingOutcome:
     """Harden a copy of ``model`` with ``config.method``; the argument is left untouched.
+    With a ``region`` (a tabular model's feature schema) the attacks of training and of the
+    checkpoint selection stay inside it instead of the norm ball.
 
     ``config`` must be concrete (see :func:`workers.engine.training.recipe.resolve`). With a
     ``checkpointer``, the state is saved after every epoch, and a saved state of the same run
@@ -131,6 +135,7 @@ def train(
                 checkpointer=checkpointer,
                 early_stopping_patience=early_stopping_patience,
                 guard=guard if len(recoveries) < MAX_RESTARTS else CollapseGuard(None),
+                region=region,
             )
         except (Collapsed, TrainingDiverged) as failure:
             if len(recoveries) >= MAX_RESTARTS:
@@ -222,6 +227,7 @@ def _train_once(
     checkpointer: Checkpointer | None,
     early_stopping_patience: int | None,
     guard: CollapseGuard,
+    region: FeatureRegion | None = None,
 ) -> TrainingOutcome:
     student = copy.deepcopy(model).to(device.torch_device)
     notes: list[str] = []
@@ -229,7 +235,11 @@ def _train_once(
         notes.append(reinitialize(student, generator))
         guard = CollapseGuard(None)
     setting = AdversarialSetting(
-        threat.norm.value, box.to(device.torch_device), generator, device.training_autocast()
+        threat.norm.value,
+        box.to(device.torch_device),
+        generator,
+        device.training_autocast(),
+        region=region,
     )
     resume = Resume.load(checkpointer, _fingerprint(student, data, config), generator)
     if config.method is Method.DISTILLATION:
@@ -493,16 +503,13 @@ def validate(
         with torch.no_grad():
             clean += int((model(xb).argmax(1) == yb).sum())
         if robust and setting is not None:
-            x_adv = perturb(
+            x_adv = dataclasses.replace(setting, autocast=nullcontext).perturb(
                 model,
                 xb,
                 partial(_cross_entropy, labels=yb),
-                norm=setting.norm,
                 eps=eps,
                 alpha=2.5 * eps / VALIDATION_PGD_STEPS,
                 steps=VALIDATION_PGD_STEPS,
-                box=setting.box,
-                generator=setting.generator,
             )
             with torch.no_grad():
                 adversarial += int((model(x_adv).argmax(1) == yb).sum())

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.engine.attacks.perturb import perturb
+from workers.engine.attacks.perturb import Objective, perturb
+from workers.engine.attacks.region import FeatureRegion, perturb_in_region
 from workers.engine.geometry import Box, NormName
 from workers.engine.training.recipe import FGSM_STEP_SHARE, PGD_STEP_SHARE
 
@@ -32,6 +33,45 @@ class AdversarialSetting:
     box: Box
     generator: torch.Generator
     autocast: Autocast = nullcontext
+    region: FeatureRegion | None = None
+    """A tabular model's feature schema: attacks move inside it instead of the norm ball."""
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        objective: Objective,
+        *,
+        eps: float,
+        alpha: float,
+        steps: int,
+    ) -> Tensor:
+        """The training attack of this setting: PGD in the ball and the box, or, with a
+        ``region``, in the schema (``alpha / eps`` is then the step as a share of each budget)."""
+        if self.region is not None:
+            return perturb_in_region(
+                model,
+                x,
+                objective,
+                region=self.region,
+                eps=eps,
+                step=alpha / eps if eps > 0 else 0.0,
+                steps=steps,
+                generator=self.generator,
+                autocast=self.autocast,
+            )
+        return perturb(
+            model,
+            x,
+            objective,
+            norm=self.norm,
+            eps=eps,
+            alpha=alpha,
+            steps=steps,
+            box=self.box,
+            generator=self.generator,
+            autocast=self.autocast,
+        )
 
 
 @dataclass
@@ -43,17 +83,13 @@ class PgdStep:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         alpha = _step(self.step_size, eps, self.steps)
-        x_adv = perturb(
+        x_adv = self.setting.perturb(
             model,
             x,
             lambda logits: F.cross_entropy(logits.float(), y),
-            norm=self.setting.norm,
             eps=eps,
             alpha=alpha,
             steps=self.steps,
-            box=self.setting.box,
-            generator=self.setting.generator,
-            autocast=self.setting.autocast,
         )
         with self.setting.autocast():
             logits = model(x_adv)
@@ -69,17 +105,13 @@ class FgsmStep:
     alpha_factor: float = FGSM_STEP_SHARE
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        x_adv = perturb(
+        x_adv = self.setting.perturb(
             model,
             x,
             lambda logits: F.cross_entropy(logits.float(), y),
-            norm=self.setting.norm,
             eps=eps,
             alpha=self.alpha_factor * eps,
             steps=1,
-            box=self.setting.box,
-            generator=self.setting.generator,
-            autocast=self.setting.autocast,
         )
         with self.setting.autocast():
             logits = model(x_adv)
@@ -99,19 +131,15 @@ class TradesStep:
         model.eval()
         with torch.no_grad(), self.setting.autocast():
             clean_probs = F.softmax(model(x).float(), dim=1)
-        x_adv = perturb(
+        x_adv = self.setting.perturb(
             model,
             x,
             lambda logits: F.kl_div(
                 F.log_softmax(logits.float(), dim=1), clean_probs, reduction="sum"
             ),
-            norm=self.setting.norm,
             eps=eps,
             alpha=alpha,
             steps=self.steps,
-            box=self.setting.box,
-            generator=self.setting.generator,
-            autocast=self.setting.autocast,
         )
         model.train()
         with self.setting.autocast():
