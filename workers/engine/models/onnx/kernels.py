@@ -498,6 +498,13 @@ def _range(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     )
 
 
+def _gather_elements(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
+    data, indices = _req(x, 0), _req(x, 1).long()
+    axis = _axis(node.attrs.get("axis", 0), data.dim())
+    indices = torch.where(indices < 0, indices + data.shape[axis], indices)
+    return torch.gather(data, axis, indices)
+
+
 def _where(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     return torch.where(_req(x, 0).bool(), _req(x, 1), _req(x, 2))
 
