@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "a2t-words-0.3": {"a2t_share_of_words": 0.3},
     "a2t-0.75": {"a2t_share_of_batch": 0.75},
     "trades-12-epochs": {"method": Method.TRADES, "epochs": 12},
+    "a2t-all-eps-0.06": {"a2t_share_of_batch": 1.0, "embedding_eps": 0.06},
+    "a2t-all-12-epochs": {"a2t_share_of_batch": 1.0, "epochs": 12},
 }
 VALIDATION_PERCENT = 20
 

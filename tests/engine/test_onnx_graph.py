@@ -1077,6 +1077,32 @@ OP_CASES = [
         C4,
         axis=np.asarray(1, np.int32),
     ),
+    _case(
+        "gather_nd",
+        [
+            _n("Transpose", ["x"], ["t"], perm=[1, 2, 3, 0]),
+            _n("GatherND", ["t", "idx"], ["g"]),
+            _n("Transpose", ["g"], perm=[2, 0, 1]),
+        ],
+        C4,
+        idx=np.asarray([[0, 3], [1, -2], [1, 6]], np.int64),
+    ),
+    _case(
+        "gather_nd_batch_dims",
+        [
+            _n("Transpose", ["x"], ["t"], perm=[1, 2, 3, 0]),
+            _n("GatherND", ["t", "idx"], ["g"], batch_dims=1),
+            _n("Transpose", ["g"], perm=[3, 0, 1, 2]),
+        ],
+        C4,
+        idx=np.asarray([[[0], [4], [6]], [[2], [-1], [3]]], np.int64),
+    ),
+    _case(
+        "isnan_in_where",
+        [_n("IsNaN", ["x"], ["nan"]), _n("Where", ["nan", "zero", "x"])],
+        C4,
+        zero=np.asarray(0.0, np.float32),
+    ),
 ]
 
 

@@ -505,6 +505,27 @@ def _gather_elements(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     return torch.gather(data, axis, indices)
 
 
+def _gather_nd(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
+    """ONNX GatherND: the last axis of ``indices`` addresses the first k axes of ``data`` after
+    its ``batch_dims`` leading ones; gathered by one flat index so gradients reach ``data``."""
+    data, indices = _req(x, 0), _req(x, 1).long()
+    batch_dims = int(node.attrs.get("batch_dims", 0))
+    k = int(indices.shape[-1])
+    addressed = data.shape[batch_dims : batch_dims + k]
+    sizes = torch.tensor(addressed, dtype=torch.long, device=indices.device)
+    indices = torch.where(indices < 0, indices + sizes, indices)
+    strides = torch.ones(k, dtype=torch.long, device=indices.device)
+    for axis in range(k - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * addressed[axis + 1]
+    flat = (indices * strides).sum(dim=-1)
+    batch = math.prod(data.shape[:batch_dims])
+    rest = data.shape[batch_dims + k :]
+    table = data.reshape(batch, math.prod(addressed), *rest)
+    rows = torch.arange(batch, device=data.device).unsqueeze(1)
+    picked = table[rows, flat.reshape(batch, -1)]
+    return picked.reshape(*indices.shape[:-1], *rest)
+
+
 def _where(run: _Run, node: _Node, x: list[Tensor | None]) -> Tensor:
     return torch.where(_req(x, 0).bool(), _req(x, 1), _req(x, 2))
 
