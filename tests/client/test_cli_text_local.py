@@ -73,3 +73,18 @@ def test_an_image_model_still_needs_an_eps(
 
     assert result.code == 2
     assert "--eps is required" in result.err
+
+
+def test_the_ci_gates_hold_a_text_model_to_its_worst_case(
+    temper: CliRunner, text_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    output = tmp_path / "gated" / "hardened.onnx"
+
+    result = temper(*text_args(text_inputs, output, "--local", "--min-robust-accuracy", "1.0"))
+
+    report = json.loads((tmp_path / "gated" / "hardened.report.json").read_text())
+    worst = report["hardened"]["robust_accuracy"]["value"]
+    assert worst < 1.0
+    assert result.code == 5, result.err
+    assert "GATE FAILED: robust accuracy" in result.err
+    assert (tmp_path / "gated" / "hardened.junit.xml").is_file()
