@@ -23,7 +23,11 @@ def documented_numbers() -> list[tuple[str, float, str, str]]:
 def test_the_table_lists_the_recipes_and_the_specs_defaults() -> None:
     modules = {module for _, _, module, _ in documented_numbers()}
 
-    assert modules == {"workers.engine.training.recipe", "workers.engine.spec"}
+    assert modules == {
+        "workers.engine.training.recipe",
+        "workers.engine.text.recipe",
+        "workers.engine.spec",
+    }
 
 
 @pytest.mark.parametrize(

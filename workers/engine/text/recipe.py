@@ -18,8 +18,6 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 3e-3
 """Peak of the one-cycle schedule, with Adam."""
 DEFAULT_ATTACK_STEPS = 3
-DEFAULT_TRADES_BETA = 6.0
-DEFAULT_TEMPERATURE = 20.0
 EPS_WARMUP_EPOCHS = 1.0
 A2T_SHARE = 1.0
 """Share of each batch that gets A2T synonym-substituted copies: all of it. Embedding-space
@@ -44,8 +42,8 @@ class TextRecipe:
     attack_steps: int
     a2t_share_of_batch: float
     a2t_share_of_words: float
-    trades_beta: float = DEFAULT_TRADES_BETA
-    temperature: float = DEFAULT_TEMPERATURE
+    trades_beta: float
+    temperature: float
     eps_warmup_epochs: float = EPS_WARMUP_EPOCHS
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +82,6 @@ def text_recipe(request: HardeningRequest) -> TextRecipe:
         attack_steps=config.attack_steps or DEFAULT_ATTACK_STEPS,
         a2t_share_of_batch=A2T_SHARE,
         a2t_share_of_words=request.text_threat.word_share,
-        trades_beta=config.trades_beta or DEFAULT_TRADES_BETA,
-        temperature=config.temperature or DEFAULT_TEMPERATURE,
+        trades_beta=config.trades_beta,
+        temperature=config.temperature,
     )
