@@ -203,6 +203,17 @@ def test_distillation_trains_a_teacher_then_a_student_on_its_soft_labels(
     assert max(e.val_accuracy for e in student.history) > 0.8
 
 
+def test_distillation_says_in_its_notes_what_it_buys_against_text_attacks(
+    tokenizer: TextTokenizer,
+) -> None:
+    texts, labels = _corpus(40)
+    data = split_validation(texts, labels, Encoder(tokenizer, 16), share=0.25)
+    student, _ = distill_text(
+        _model(tokenizer), data, lambda m: torch.optim.Adam(m.parameters()), 1, temperature=10.0
+    )
+    assert any("Soll et al. 2019" in note for note in student.notes)
+
+
 def test_training_imports_nothing_of_the_scoring_attacks() -> None:
     package = Path(training.__file__).parent
     imported = set()

@@ -206,6 +206,12 @@ def distill_text(
         f"teacher trained {epochs} epochs at T={temperature:g}; the student learned its soft"
         " labels at the same T and is deployed at T=1"
     )
+    student_run.notes.append(
+        "defensive distillation flattens gradients, which the scores here do not rely on: the"
+        " character and synonym attacks search with the model's probabilities only, so the gain"
+        " they show is real and usually small (Soll et al. 2019); adversarial training (pgd,"
+        " trades) is what moves them"
+    )
     return student_run, teacher_run
 
 
