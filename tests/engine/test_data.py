@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.engine.data import check_bounds, check_fits, load_npz, split_holdout
+from workers.engine.data import (
+    bounds_arrays,
+    channels_last_note,
+    check_bounds,
+    check_fits,
+    load_npz,
+    split_holdout,
+)
 from workers.engine.errors import InvalidData
 
 
@@ -137,6 +144,36 @@ def test_inputs_outside_the_declared_bounds_are_refused(tmp_path: Path) -> None:
     dataset = load_npz(_npz(tmp_path / "d.npz", **_good()))
     with pytest.raises(InvalidData, match="outside the declared input bounds"):
         check_bounds(dataset, (0.0,), (0.5,))
+
+
+def test_per_channel_bounds_follow_axis_one_of_a_channels_first_image() -> None:
+    lower, _ = bounds_arrays((0.0, 1.0, 2.0), (1.0, 2.0, 3.0), (3, 8, 8))
+
+    assert lower.shape == (1, 3, 1, 1)
+    assert channels_last_note(3, (3, 8, 8)) is None
+
+
+def test_per_channel_bounds_follow_the_last_axis_of_a_channels_last_image() -> None:
+    lower, upper = bounds_arrays((0.0, -1.0, -2.0), (1.0, 1.0, 2.0), (8, 8, 3))
+
+    assert lower.shape == (1, 1, 1, 3)
+    assert upper.ravel().tolist() == [1.0, 1.0, 2.0]
+    assert "channels last" in (channels_last_note(3, (8, 8, 3)) or "")
+
+
+def test_channels_last_data_is_checked_against_its_own_channels(tmp_path: Path) -> None:
+    x = np.zeros((4, 5, 5, 2), np.float32)
+    x[..., 1] = -3.0
+    dataset = load_npz(_npz(tmp_path / "d.npz", x=x, y=np.arange(4) % 2))
+
+    check_bounds(dataset, (0.0, -4.0), (1.0, 0.0))
+    with pytest.raises(InvalidData, match="outside the declared input bounds"):
+        check_bounds(dataset, (-4.0, 0.0), (0.0, 1.0))
+
+
+def test_bound_pairs_that_match_no_channel_axis_are_refused() -> None:
+    with pytest.raises(InvalidData, match="2 bound pairs given but inputs shaped"):
+        bounds_arrays((0.0, 0.0), (1.0, 1.0), (3, 8, 8))
 
 
 def test_holdout_split_is_fixed_by_the_seed(tmp_path: Path) -> None:

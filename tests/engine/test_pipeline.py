@@ -258,3 +258,43 @@ def test_uint8_data_is_scaled_and_the_report_says_so(
 
 def test_float_data_gets_no_input_note(pgd_result: HardeningResult) -> None:
     assert pgd_result.report["inputs"]["notes"] == []
+
+
+class _ChannelsLastNet(torch.nn.Module):
+    """A Keras-style model: NHWC in, transposed to NCHW for its convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3)
+        self.out = torch.nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.conv(x.permute(0, 3, 1, 2))).flatten(1))
+
+
+def test_a_channels_last_model_takes_per_channel_bounds(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model_path = tmp_path / "nhwc.onnx"
+    torch.onnx.export(
+        _ChannelsLastNet().eval(),
+        (torch.zeros(2, 6, 6, 2),),
+        str(model_path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.random((200, 6, 6)), -rng.random((200, 6, 6))], axis=-1).astype(np.float32)
+    y = (x[..., 0].mean(axis=(1, 2)) > 0.5).astype(np.int64)
+    np.savez(tmp_path / "nhwc.npz", x=x, y=y)
+    request = replace(
+        _request(model_path, tmp_path / "nhwc.npz", validation_size=40),
+        threat=ThreatModel(eps=0.1, lower=(0.0, -1.0), upper=(1.0, 0.0)),
+    )
+
+    result = harden(request, tmp_path / "out")
+
+    assert any("channels last" in note for note in result.report["inputs"]["notes"])
+    assert result.report["export"]["passed"]

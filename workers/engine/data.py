@@ -195,20 +195,43 @@ def bounds_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bounds shaped to broadcast against a batch ``(N, *sample_shape)``.
 
-    One pair applies everywhere; k pairs apply per channel (axis 1) for images and per
-    feature for flat inputs, so k must equal ``sample_shape[0]``.
+    One pair applies everywhere; k pairs apply along the axis :func:`channel_axis` finds.
     """
     if len(lower) == 1:
         return np.full((1,), lower[0], np.float32), np.full((1,), upper[0], np.float32)
-    if len(lower) != sample_shape[0]:
-        raise InvalidData(
-            f"{len(lower)} bound pairs given but inputs have {sample_shape[0]} channels/features;"
-            " give one pair, or one per channel"
-        )
-    shape = (1, len(lower)) + (1,) * (len(sample_shape) - 1)
+    shape = [1] * (len(sample_shape) + 1)
+    shape[1 + channel_axis(len(lower), sample_shape)] = len(lower)
     return (
         np.asarray(lower, np.float32).reshape(shape),
         np.asarray(upper, np.float32).reshape(shape),
+    )
+
+
+def channel_axis(count: int, sample_shape: tuple[int, ...]) -> int:
+    """The axis of a sample that ``count`` per-channel bounds follow: the first (a
+    channels-first image, as torch exports, or the features of a flat input), else the last for
+    a channels-last image (NHWC, as Keras and TensorFlow exports are) whose first axis is not of
+    that size. A sample whose first and last axes both have ``count`` entries is read channels
+    first."""
+    if sample_shape[0] == count:
+        return 0
+    if len(sample_shape) >= 3 and sample_shape[-1] == count:
+        return len(sample_shape) - 1
+    raise InvalidData(
+        f"{count} bound pairs given but inputs shaped {list(sample_shape)} have"
+        f" {sample_shape[0]} channels/features on their first axis"
+        + (f" and {sample_shape[-1]} on their last" if len(sample_shape) >= 3 else "")
+        + "; give one pair, or one per channel"
+    )
+
+
+def channels_last_note(count: int, sample_shape: tuple[int, ...]) -> str | None:
+    """The report's note when per-channel bounds follow the last axis, None otherwise."""
+    if count == 1 or channel_axis(count, sample_shape) == 0:
+        return None
+    return (
+        f"inputs shaped {list(sample_shape)} read as channels last: the {count} per-channel"
+        " bounds apply along the last axis"
     )
 
 

@@ -300,6 +300,11 @@ def _inputs(
 
 def _input_notes(request: HardeningRequest, prepared: PreparedData) -> list[str]:
     notes = []
+    channels_last = datasets.channels_last_note(
+        len(request.threat.lower), prepared.train.sample_shape
+    )
+    if request.feature_schema is None and channels_last is not None:
+        notes.append(channels_last)
     if prepared.train.scaled_from_uint8:
         notes.append(datasets.uint8_scaling_note("training"))
     if request.eval_data is not None and prepared.evaluation.scaled_from_uint8:
