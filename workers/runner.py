@@ -516,8 +516,18 @@ class JobRunner:
             if spec.tokenizer_id:
                 tokenizer = self._catalog.get(spec.tokenizer_id, UploadKind.TOKENIZER, tenant)
                 tokenizer_path = link(tokenizer.sha256, "tokenizer.json")
+            schema_path = None
+            if spec.feature_schema_id:
+                schema = self._catalog.get(spec.feature_schema_id, UploadKind.SCHEMA, tenant)
+                schema_path = link(schema.sha256, "schema.json")
             files = JobFiles(
-                model_path, model_format, train_path, eval_path, verified, tokenizer_path
+                model_path,
+                model_format,
+                train_path,
+                eval_path,
+                verified,
+                tokenizer=tokenizer_path,
+                schema=schema_path,
             )
             yield engine_request(
                 spec, files, allow_trusted_formats=self._config.allow_trusted_formats

@@ -15,6 +15,7 @@ from tempering.v1 import hardening_pb2 as pb
 
 from service.api.request_bounds import check_request
 from service.core.domain import (
+    SCHEMA_FORMAT,
     TOKENIZER_FORMAT,
     DatasetFormat,
     Download,
@@ -163,6 +164,13 @@ def tokenizer_upload(
     return _header(UploadKind.TOKENIZER, TOKENIZER_FORMAT, first.header), _chunks(requests)
 
 
+def schema_upload(
+    requests: Iterator[pb.UploadSchemaRequest],
+) -> tuple[UploadHeader, Iterator[bytes]]:
+    first = _first_header(requests)
+    return _header(UploadKind.SCHEMA, SCHEMA_FORMAT, first.header), _chunks(requests)
+
+
 def _first_header(requests: Iterator[Any]) -> Any:
     first = next(requests, None)
     if first is None or first.WhichOneof("payload") != "header":
@@ -217,16 +225,20 @@ def new_job(request: pb.SubmitJobRequest) -> NewJob:
 
 def job_spec(spec: pb.JobSpec) -> JobSpec:
     """A spec with a tokenizer or a text threat model is a text job: its ``threat_model`` is
-    not read, and an unset ``text_threat_model`` takes the engine's defaults."""
+    not read, and an unset ``text_threat_model`` takes the engine's defaults. With a feature
+    schema, the schema's ranges are the domain: ``threat_model.lower``/``upper`` are not read and
+    ``epsilon`` (a feature's budget when its entry sets none) is not held to their width."""
     text = spec.HasField("text_threat_model") or bool(spec.tokenizer_id)
+    schema = bool(spec.feature_schema_id)
     return JobSpec(
         model_id=required(spec.model_id, "spec.model_id"),
         train_dataset_id=required(spec.train_dataset_id, "spec.train_dataset_id"),
         eval_dataset_id=spec.eval_dataset_id or None,
         training=_training(spec.training),
-        threat=ThreatModel() if text else _threat(spec.threat_model),
+        threat=ThreatModel() if text else _threat(spec.threat_model, schema=schema),
         text_threat=_text_threat(spec.text_threat_model) if text else None,
         tokenizer_id=spec.tokenizer_id or None,
+        feature_schema_id=spec.feature_schema_id or None,
         evaluation=_evaluation(spec.evaluation),
         seed=spec.seed,
         time_limit_seconds=_time_limit(spec.time_limit_seconds),
@@ -328,7 +340,7 @@ def _above_zero(message: Any, name: str, field: str, unset: str) -> Any:
     return value
 
 
-def _threat(threat: pb.ThreatModel) -> ThreatModel:
+def _threat(threat: pb.ThreatModel, *, schema: bool = False) -> ThreatModel:
     if not threat.epsilon > 0:
         raise InvalidRequest(
             "spec.threat_model.epsilon is required: the attacker's budget in input units (> 0)"
@@ -346,6 +358,8 @@ def _threat(threat: pb.ThreatModel) -> ThreatModel:
             f" (at most {FLOAT32_MAX:.4g} in magnitude)"
         )
     norm = _lookup(_NORMS, threat.norm, "spec.threat_model.norm", "linf or l2")
+    if schema:
+        return ThreatModel(norm=norm, eps=threat.epsilon)
     _check_ball_inside_domain(norm, threat.epsilon, lower, upper)
     return ThreatModel(norm=norm, eps=threat.epsilon, lower=lower, upper=upper)
 
@@ -447,6 +461,7 @@ def job_spec_to_pb(spec: JobSpec) -> pb.JobSpec:
             else None
         ),
         tokenizer_id=spec.tokenizer_id or "",
+        feature_schema_id=spec.feature_schema_id or "",
     )
 
 

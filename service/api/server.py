@@ -112,6 +112,7 @@ def start_server(settings: Settings) -> RunningServer:
         quotas=quotas,
         count_received=metrics.count_upload if metrics is not None else None,
         check_tokenizer=lambda path, tenant: validation.check_tokenizer(path, tenant=tenant),
+        check_schema=lambda path, tenant: validation.check_schema(path, tenant=tenant),
     )
     jobs = Jobs(
         stores.jobs,

@@ -48,6 +48,14 @@ class HardeningServicer(pb_grpc.HardeningServiceServicer):
             self._uploads.receive(header, chunks, tenant=current_tenant())
         )
 
+    def UploadSchema(
+        self, request_iterator: Iterator[pb.UploadSchemaRequest], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
+        header, chunks = convert.schema_upload(request_iterator)
+        return convert.upload_response(
+            self._uploads.receive(header, chunks, tenant=current_tenant())
+        )
+
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.Job:
         new = convert.new_job(request)
         return convert.job_to_pb(self._jobs.submit(new, tenant=current_tenant()))

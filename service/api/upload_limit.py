@@ -36,6 +36,7 @@ UPLOAD_METHODS = frozenset(
         "/tempering.v1.HardeningService/UploadModel",
         "/tempering.v1.HardeningService/UploadDataset",
         "/tempering.v1.HardeningService/UploadTokenizer",
+        "/tempering.v1.HardeningService/UploadSchema",
     }
 )
 

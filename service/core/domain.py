@@ -58,6 +58,7 @@ class UploadKind(StrEnum):
     MODEL = "model"
     DATASET = "dataset"
     TOKENIZER = "tokenizer"
+    SCHEMA = "schema"
 
 
 class DatasetFormat(StrEnum):
@@ -74,6 +75,9 @@ class DatasetFormat(StrEnum):
 
 TOKENIZER_FORMAT = "tokenizer_json"
 """The one format of a tokenizer upload: a Hugging Face ``tokenizer.json``."""
+
+SCHEMA_FORMAT = "feature_schema_json"
+"""The one format of a schema upload: a tabular model's feature schema (docs/tabular.md)."""
 
 
 class OutputKind(StrEnum):
@@ -107,7 +111,8 @@ class UploadHeader:
 
     kind: UploadKind
     format: str
-    """A :class:`ModelFormat` or :class:`DatasetFormat` value, or :data:`TOKENIZER_FORMAT`."""
+    """A :class:`ModelFormat` or :class:`DatasetFormat` value, :data:`TOKENIZER_FORMAT` or
+    :data:`SCHEMA_FORMAT`."""
     size_bytes: int
     sha256: str
     name: str = ""
@@ -167,6 +172,9 @@ class JobSpec:
     """Set for a text model, whose threat model it is; ``threat`` is then not used."""
     tokenizer_id: str | None = None
     """A text model's uploaded tokenizer."""
+    feature_schema_id: str | None = None
+    """A tabular model's uploaded feature schema: its ranges are the input domain and
+    ``threat.eps`` the budget, in its units, of a feature whose entry sets none."""
 
     def validate(self) -> None:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
@@ -220,6 +228,7 @@ class JobSpec:
                 else None
             ),
             tokenizer_id=data.get("tokenizer_id"),
+            feature_schema_id=data.get("feature_schema_id"),
         )
 
 

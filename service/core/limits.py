@@ -19,6 +19,7 @@ MAX_CHARS: dict[str, int] = {
     "ModelUploadHeader.name": 300,
     "DatasetUploadHeader.name": 300,
     "TokenizerUploadHeader.name": 300,
+    "SchemaUploadHeader.name": 300,
     "SubmitJobRequest.idempotency_key": 200,
     "JobSpec.architecture": 4096,
     "JobSpec.webhook_url": 2048,
@@ -35,6 +36,11 @@ MAX_ITEMS: dict[str, int] = {
 }
 """Most elements of the repeated and map fields that differ from the default. Input bounds
 come one per channel or per feature; 4096 covers per-feature bounds of 64x64 images."""
+
+MAX_SCHEMA_BYTES = 1_000_000
+"""Largest feature schema upload (UploadSchema): a schema describes columns and holds no data,
+and the engine's schema reader refuses a larger file
+(:data:`workers.engine.tabular.schema.MAX_SCHEMA_BYTES`)."""
 
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 """Largest ListJobs response: a page is cut short (with a next_page_token) before it passes

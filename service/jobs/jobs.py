@@ -295,15 +295,36 @@ class Jobs:
             if spec.tokenizer_id
             else None
         )
+        schema = (
+            self._catalog.get(spec.feature_schema_id, UploadKind.SCHEMA, tenant)
+            if spec.feature_schema_id
+            else None
+        )
         text_data = any(DatasetFormat(d.format).is_text for d in datasets)
+        if schema is not None and (tokenizer is not None or text_data):
+            raise InvalidRequest(
+                "a feature schema describes rows of features (.npz); a text job names a tokenizer"
+                " and texts instead: leave one of them out"
+            )
         with contextlib.ExitStack() as stack:
             model_path = stack.enter_context(self._artifacts.local_path(model.sha256))
             dataset_paths = [
                 stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
             ]
             if tokenizer is None and not text_data:
+                if schema is None:
+                    self._check_job_inputs(
+                        model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+                    )
+                    return
+                schema_path = stack.enter_context(self._artifacts.local_path(schema.sha256))
                 self._check_job_inputs(
-                    model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+                    model_format,
+                    model_path,
+                    dataset_paths,
+                    spec.threat,
+                    tenant=tenant,
+                    schema=schema_path,
                 )
                 return
             text = TextInputs(

@@ -3,7 +3,9 @@
 A tokenizer is small (:data:`~workers.engine.text.tokenizer.MAX_TOKENIZER_BYTES` at most) and
 is checked before it is kept: its bytes are copied aside as they arrive and handed, once all are
 in, to ``check_tokenizer`` (the submit-time checker's process, memory-capped and timed), so a
-file that is not JSON or not a tokenizer is refused at upload and never stored.
+file that is not JSON or not a tokenizer is refused at upload and never stored. A feature schema
+(:data:`~service.core.limits.MAX_SCHEMA_BYTES` at most) is copied aside and checked the same way,
+by ``check_schema``, with the engine's schema reader.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from service.core.domain import (
+    SCHEMA_FORMAT,
     TOKENIZER_FORMAT,
     DatasetFormat,
     UploadHeader,
@@ -23,11 +26,11 @@ from service.core.domain import (
     UploadResult,
 )
 from service.core.errors import IncompleteUpload, InvalidRequest, UploadTooLarge
-from service.core.limits import MAX_CHARS
+from service.core.limits import MAX_CHARS, MAX_SCHEMA_BYTES
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
 from service.store.artifacts import ArtifactStore
 from service.store.catalog import UploadCatalog
-from workers.engine.errors import UntrustedFormat
+from workers.engine.errors import InvalidData, UntrustedFormat
 from workers.engine.spec import ModelFormat
 from workers.engine.text.tokenizer import MAX_TOKENIZER_BYTES, tokenizer_too_large
 
@@ -36,8 +39,14 @@ MAX_NAME_CHARS = MAX_CHARS["ModelUploadHeader.name"]
 TOKENIZER_NAME = "tokenizer.json"
 """The name a tokenizer upload is checked under, so that the engine's messages name it so."""
 
+SCHEMA_NAME = "schema.json"
+"""The name a schema upload is checked under."""
+
 TokenizerCheck = Callable[[Path, str], None]
 """``(path, tenant)``: raise the engine's InvalidModel if the file is not a usable tokenizer."""
+SchemaCheck = Callable[[Path, str], None]
+"""``(path, tenant)``: raise the engine's InvalidData, naming the feature, if the file is not a
+feature schema the engine can read."""
 
 
 class Uploads:
@@ -51,6 +60,7 @@ class Uploads:
         quotas: QuotaPolicy = UNLIMITED,
         count_received: Callable[[UploadKind, int], None] | None = None,
         check_tokenizer: TokenizerCheck | None = None,
+        check_schema: SchemaCheck | None = None,
     ) -> None:
         self._artifacts = artifacts
         self._catalog = catalog
@@ -58,7 +68,11 @@ class Uploads:
         self._allow_trusted_formats = allow_trusted_formats
         self._quotas = quotas
         self._count_received = count_received
-        self._check_tokenizer = check_tokenizer
+        self._checks: dict[UploadKind, tuple[Callable[[Path, str], None], str]] = {}
+        if check_tokenizer is not None:
+            self._checks[UploadKind.TOKENIZER] = (check_tokenizer, TOKENIZER_NAME)
+        if check_schema is not None:
+            self._checks[UploadKind.SCHEMA] = (check_schema, SCHEMA_NAME)
 
     def receive(
         self, header: UploadHeader, chunks: Iterable[bytes], *, tenant: str
@@ -80,6 +94,8 @@ class Uploads:
                     )
                 if header.kind is UploadKind.TOKENIZER and blob.size_bytes > MAX_TOKENIZER_BYTES:
                     raise tokenizer_too_large(TOKENIZER_NAME, blob.size_bytes)
+                if header.kind is UploadKind.SCHEMA and blob.size_bytes > MAX_SCHEMA_BYTES:
+                    raise schema_too_large(blob.size_bytes)
                 if blob.size_bytes > header.size_bytes:
                     raise IncompleteUpload(
                         f"the stream carried more than the {header.size_bytes} bytes its header"
@@ -92,7 +108,7 @@ class Uploads:
                 )
             self._check_quota(tenant, header)  # again: another upload may have ended meanwhile
             if aside is not None:
-                self._check_aside(aside, tenant)
+                self._check_aside(header.kind, aside, tenant)
             stored = blob.commit(expected_sha256=header.sha256)
         artifact, already_present = self._catalog.record(
             header.kind,
@@ -109,20 +125,22 @@ class Uploads:
 
     @contextlib.contextmanager
     def _copy_aside(self, header: UploadHeader) -> Iterator[BinaryIO | None]:
-        """Where a tokenizer's bytes are copied for its check; None for other uploads."""
-        if header.kind is not UploadKind.TOKENIZER or self._check_tokenizer is None:
+        """Where a tokenizer's or a schema's bytes are copied for its check; None for other
+        uploads."""
+        if header.kind not in self._checks:
             yield None
             return
+        _, name = self._checks[header.kind]
         with (
-            tempfile.TemporaryDirectory(prefix="tempering-tokenizer-") as folder,
-            (Path(folder) / TOKENIZER_NAME).open("wb") as handle,
+            tempfile.TemporaryDirectory(prefix=f"tempering-{header.kind.value}-") as folder,
+            (Path(folder) / name).open("wb") as handle,
         ):
             yield handle
 
-    def _check_aside(self, aside: BinaryIO, tenant: str) -> None:
-        assert self._check_tokenizer is not None
+    def _check_aside(self, kind: UploadKind, aside: BinaryIO, tenant: str) -> None:
+        check, _ = self._checks[kind]
         aside.flush()
-        self._check_tokenizer(Path(aside.name), tenant)
+        check(Path(aside.name), tenant)
 
     def _admission(self, tenant: str, size_bytes: int) -> Callable[[int], None] | None:
         if not self._quotas.limits_for(tenant).max_stored_bytes:
@@ -154,6 +172,11 @@ class Uploads:
                 raise InvalidRequest(f"a tokenizer's format is {TOKENIZER_FORMAT}")
             if header.size_bytes > MAX_TOKENIZER_BYTES:
                 raise tokenizer_too_large(TOKENIZER_NAME, header.size_bytes)
+        elif header.kind is UploadKind.SCHEMA:
+            if header.format != SCHEMA_FORMAT:
+                raise InvalidRequest(f"a feature schema's format is {SCHEMA_FORMAT}")
+            if header.size_bytes > MAX_SCHEMA_BYTES:
+                raise schema_too_large(header.size_bytes)
         elif header.format not in {f.value for f in DatasetFormat}:
             raise InvalidRequest("header.format must be a dataset format: npz, jsonl or csv")
 
@@ -177,3 +200,10 @@ class Uploads:
             f"{what} but this server accepts at most {self._max_bytes} bytes"
             " (its operator sets TEMPERING_MAX_UPLOAD_BYTES)"
         )
+
+
+def schema_too_large(size_bytes: int) -> InvalidData:
+    return InvalidData(
+        f"the feature schema is {size_bytes} bytes; a schema may have at most {MAX_SCHEMA_BYTES}"
+        " (it describes the columns, it holds no data)"
+    )

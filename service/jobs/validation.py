@@ -42,6 +42,7 @@ from workers.engine.errors import (
 )
 from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import TEXT_MAX_LENGTH, ModelFormat, ThreatModel
+from workers.engine.tabular.schema import load_schema
 from workers.engine.text.data import TextDataset, TextFormat, check_labels, load_text_dataset
 from workers.engine.text.tokenizer import check_vocabulary, encode, load_tokenizer
 
@@ -103,6 +104,7 @@ class InputCheck(Protocol):
         *,
         tenant: str,
         text: TextInputs | None = None,
+        schema: Path | None = None,
     ) -> None: ...
 
 
@@ -329,6 +331,7 @@ def check_job_inputs(
     tenant: str = DEFAULT_TENANT,
     limits: CostLimits = DEFAULT_LIMITS,
     text: TextInputs | None = None,
+    schema: Path | None = None,
 ) -> None:
     """Raise InvalidModel/InvalidData if the job could not run, ResourceExhausted if one pass of
     the model on one sample is estimated over ``limits``. ONNX models are loaded, estimated and
@@ -343,11 +346,15 @@ def check_job_inputs(
     if text is not None or (classifier is not None and classifier.token is not None):
         check_text_job(classifier, dataset_paths, text, limits)
         return
+    feature_schema = load_schema(schema) if schema is not None else None
     for path in dataset_paths:
         dataset = load_npz(path)
         if classifier is not None:
             _check_fits_model(dataset, classifier, limits)
-        check_bounds(dataset, threat.lower, threat.upper)
+        if feature_schema is not None:
+            feature_schema.check_against(dataset.x)
+        else:
+            check_bounds(dataset, threat.lower, threat.upper)
 
 
 def _check_fits_model(dataset: Dataset, classifier: OrtModel, limits: CostLimits) -> None:

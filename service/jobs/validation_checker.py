@@ -29,19 +29,33 @@ class CheckRequest:
     threat: ThreatModel
     limits: CostLimits
     text: TextInputs | None = None
+    schema: Path | None = None
 
     @property
     def paths(self) -> tuple[Path, ...]:
         tokenizer = (
             () if self.text is None or self.text.tokenizer is None else (self.text.tokenizer,)
         )
-        return (self.model_path, *self.dataset_paths, *tokenizer)
+        schema = () if self.schema is None else (self.schema,)
+        return (self.model_path, *self.dataset_paths, *tokenizer, *schema)
 
 
 @dataclass(frozen=True)
 class TokenizerCheckRequest:
     """Read an uploaded ``tokenizer.json`` as the engine will (size, JSON, a tokenizer the
     library can read, with a padding and an unknown token it knows)."""
+
+    path: Path
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class SchemaCheckRequest:
+    """Read an uploaded feature schema as the engine will (size, JSON, known keys, bounds that
+    agree, budgets that make sense), each problem named by its feature."""
 
     path: Path
 
@@ -64,18 +78,21 @@ def main() -> None:
 
 def serve(requests: Connection, outcomes: Connection) -> None:
     from service.jobs.validation import check_job_inputs
+    from workers.engine.tabular.schema import load_schema
     from workers.engine.text.tokenizer import load_tokenizer
 
     _warm_up()
     outcomes.send(READY)
     while True:
         try:
-            request: CheckRequest | TokenizerCheckRequest = requests.recv()
+            request: CheckRequest | TokenizerCheckRequest | SchemaCheckRequest = requests.recv()
         except EOFError:
             return
         try:
             if isinstance(request, TokenizerCheckRequest):
                 load_tokenizer(request.path)
+            elif isinstance(request, SchemaCheckRequest):
+                load_schema(request.path)
             else:
                 check_job_inputs(
                     request.model_format,
@@ -84,6 +101,7 @@ def serve(requests: Connection, outcomes: Connection) -> None:
                     request.threat,
                     limits=request.limits,
                     text=request.text,
+                    schema=request.schema,
                 )
             outcome = CheckOutcome()
         except MemoryError:

@@ -37,6 +37,7 @@ from service.jobs.validation_checker import (
     READY,
     CheckOutcome,
     CheckRequest,
+    SchemaCheckRequest,
     TokenizerCheckRequest,
 )
 from workers.engine.spec import ModelFormat, ThreatModel
@@ -90,11 +91,12 @@ class ValidationPool:
         *,
         tenant: str = DEFAULT_TENANT,
         text: TextInputs | None = None,
+        schema: Path | None = None,
     ) -> None:
         """Raise what :func:`check_job_inputs` raises, ResourceExhausted past a limit,
         Unavailable if no checker came free in time for ``tenant``."""
         request = CheckRequest(
-            model_format, model_path, tuple(dataset_paths), threat, self._limits, text
+            model_format, model_path, tuple(dataset_paths), threat, self._limits, text, schema
         )
         self._refusals.raise_if_refused(request)
         self._slots.acquire(tenant, self._wait_limit)
@@ -110,6 +112,15 @@ class ValidationPool:
         self._slots.acquire(tenant, self._wait_limit)
         try:
             self._run(TokenizerCheckRequest(path), tenant)
+        finally:
+            self._slots.release(tenant)
+
+    def check_schema(self, path: Path, tenant: str = DEFAULT_TENANT) -> None:
+        """Raise the engine's InvalidData, naming the feature, when the file at ``path`` is not a
+        feature schema the engine can read; as :meth:`check_tokenizer` otherwise."""
+        self._slots.acquire(tenant, self._wait_limit)
+        try:
+            self._run(SchemaCheckRequest(path), tenant)
         finally:
             self._slots.release(tenant)
 
@@ -130,7 +141,9 @@ class ValidationPool:
         for checker in idle:
             checker.stop()
 
-    def _run(self, check: CheckRequest | TokenizerCheckRequest, tenant: str) -> None:
+    def _run(
+        self, check: CheckRequest | TokenizerCheckRequest | SchemaCheckRequest, tenant: str
+    ) -> None:
         checker = self._take(tenant)
         try:
             outcome = checker.run(check, self._time_limit)
@@ -241,7 +254,9 @@ class _Checker:
         self.tenant: str | None = None
         """Whose check it ran last (or its predecessor, killed, ran)."""
 
-    def run(self, check: CheckRequest | TokenizerCheckRequest, time_limit: float) -> CheckOutcome:
+    def run(
+        self, check: CheckRequest | TokenizerCheckRequest | SchemaCheckRequest, time_limit: float
+    ) -> CheckOutcome:
         """Raise TimeoutError past ``time_limit``, counted from when the process is ready (a
         fresh one's start-up is not the check's time), CheckerDidNotStart if it is not ready
         within STARTUP_LIMIT, EOFError or OSError if the process died."""

@@ -27,6 +27,7 @@ _UPLOAD_RPC = {
     UploadKind.MODEL: "UploadModel",
     UploadKind.DATASET: "UploadDataset",
     UploadKind.TOKENIZER: "UploadTokenizer",
+    UploadKind.SCHEMA: "UploadSchema",
 }
 
 

@@ -186,6 +186,26 @@ def test_an_eps_inside_the_domain_and_an_l2_eps_are_accepted() -> None:
     assert l2.threat.eps == 3.0
 
 
+def test_under_a_schema_eps_is_a_budget_in_its_units_not_held_to_the_default_domain() -> None:
+    message = _threat_spec(epsilon=5.0)
+    message.feature_schema_id = "schema-1"
+
+    spec = convert.job_spec(message)
+
+    assert spec.threat.eps == 5.0
+    assert spec.feature_schema_id == "schema-1"
+    assert convert.job_spec_to_pb(spec).feature_schema_id == "schema-1"
+
+
+@pytest.mark.parametrize("eps", [float("inf"), float("nan"), 3.5e38, 0.0, -1.0])
+def test_under_a_schema_an_eps_that_is_not_positive_and_finite_is_refused(eps: float) -> None:
+    message = _threat_spec(epsilon=eps)
+    message.feature_schema_id = "schema-1"
+
+    with pytest.raises(InvalidRequest, match="epsilon"):
+        convert.job_spec(message)
+
+
 def test_bounds_beyond_float32_are_refused() -> None:
     with pytest.raises(InvalidRequest, match="finite float32"):
         convert.job_spec(_threat_spec(epsilon=0.1, lower=[-1e39], upper=[1.0]))

@@ -140,6 +140,24 @@ class UploadTokenizerRequest(_message.Message):
     chunk: bytes
     def __init__(self, header: _Optional[_Union[TokenizerUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class SchemaUploadHeader(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadSchemaRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SchemaUploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[SchemaUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
 class UploadResponse(_message.Message):
     __slots__ = ("artifact_id", "sha256", "size_bytes", "already_present")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -257,7 +275,7 @@ class MlflowTracking(_message.Message):
     def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow", "text_threat_model", "tokenizer_id")
+    __slots__ = ("model_id", "train_dataset_id", "eval_dataset_id", "training", "threat_model", "evaluation", "seed", "time_limit_seconds", "architecture", "num_classes", "webhook_url", "mlflow", "text_threat_model", "tokenizer_id", "feature_schema_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     EVAL_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +290,7 @@ class JobSpec(_message.Message):
     MLFLOW_FIELD_NUMBER: _ClassVar[int]
     TEXT_THREAT_MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SCHEMA_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     train_dataset_id: str
     eval_dataset_id: str
@@ -286,7 +305,8 @@ class JobSpec(_message.Message):
     mlflow: MlflowTracking
     text_threat_model: TextThreatModel
     tokenizer_id: str
-    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ..., text_threat_model: _Optional[_Union[TextThreatModel, _Mapping]] = ..., tokenizer_id: _Optional[str] = ...) -> None: ...
+    feature_schema_id: str
+    def __init__(self, model_id: _Optional[str] = ..., train_dataset_id: _Optional[str] = ..., eval_dataset_id: _Optional[str] = ..., training: _Optional[_Union[Training, _Mapping]] = ..., threat_model: _Optional[_Union[ThreatModel, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., seed: _Optional[int] = ..., time_limit_seconds: _Optional[float] = ..., architecture: _Optional[str] = ..., num_classes: _Optional[int] = ..., webhook_url: _Optional[str] = ..., mlflow: _Optional[_Union[MlflowTracking, _Mapping]] = ..., text_threat_model: _Optional[_Union[TextThreatModel, _Mapping]] = ..., tokenizer_id: _Optional[str] = ..., feature_schema_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "epoch", "epochs", "step", "steps", "loss", "clean_accuracy", "robust_accuracy", "eta_seconds", "message", "update_time")

@@ -49,6 +49,11 @@ class HardeningServiceStub:
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.SerializeToString,
                 response_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
                 _registered_method=True)
+        self.UploadSchema = channel.stream_unary(
+                '/tempering.v1.HardeningService/UploadSchema',
+                request_serializer=tempering_dot_v1_dot_hardening__pb2.UploadSchemaRequest.SerializeToString,
+                response_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/tempering.v1.HardeningService/SubmitJob',
                 request_serializer=tempering_dot_v1_dot_hardening__pb2.SubmitJobRequest.SerializeToString,
@@ -115,6 +120,16 @@ class HardeningServiceServicer:
         names it. A file larger than the tokenizer limit (50 MiB), or one that is not JSON or not
         a tokenizer, is refused with INVALID_ARGUMENT. Added within v1: a server older than this
         RPC answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadSchema(self, request_iterator, context):
+        """Streams a tabular model's feature schema (JSON, docs/tabular.md); JobSpec.feature_schema_id
+        names it. A file larger than the schema limit (1 MiB), or one the engine's schema reader
+        refuses (not JSON, unknown keys, contradictory bounds), is refused with INVALID_ARGUMENT
+        naming the feature. Added within v1: a server older than this RPC answers UNIMPLEMENTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +213,11 @@ def add_HardeningServiceServicer_to_server(servicer, server):
             'UploadTokenizer': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadTokenizer,
                     request_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.FromString,
+                    response_serializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.SerializeToString,
+            ),
+            'UploadSchema': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadSchema,
+                    request_deserializer=tempering_dot_v1_dot_hardening__pb2.UploadSchemaRequest.FromString,
                     response_serializer=tempering_dot_v1_dot_hardening__pb2.UploadResponse.SerializeToString,
             ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
@@ -321,6 +341,33 @@ class HardeningService:
             target,
             '/tempering.v1.HardeningService/UploadTokenizer',
             tempering_dot_v1_dot_hardening__pb2.UploadTokenizerRequest.SerializeToString,
+            tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadSchema(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tempering.v1.HardeningService/UploadSchema',
+            tempering_dot_v1_dot_hardening__pb2.UploadSchemaRequest.SerializeToString,
             tempering_dot_v1_dot_hardening__pb2.UploadResponse.FromString,
             options,
             channel_credentials,
