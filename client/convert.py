@@ -129,6 +129,16 @@ def tokenizer_upload_requests(
         yield pb.UploadTokenizerRequest(chunk=chunk)
 
 
+def schema_upload_requests(
+    name: str, digest: FileDigest, chunks: Iterable[bytes]
+) -> Iterator[pb.UploadSchemaRequest]:
+    yield pb.UploadSchemaRequest(
+        header=pb.SchemaUploadHeader(name=name, size_bytes=digest.size_bytes, sha256=digest.sha256)
+    )
+    for chunk in chunks:
+        yield pb.UploadSchemaRequest(chunk=chunk)
+
+
 def submit_request(
     spec: JobSpec, idempotency_key: str | None, labels: Mapping[str, str] | None
 ) -> pb.SubmitJobRequest:
@@ -207,6 +217,7 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         mlflow=mlflow_to_proto(spec.mlflow),
         text_threat_model=text_threat_to_proto(params.text),
         tokenizer_id=spec.tokenizer_id or "",
+        feature_schema_id=spec.feature_schema_id or "",
     )
 
 
@@ -328,6 +339,7 @@ def spec(message: pb.JobSpec) -> JobSpec:
             else None
         ),
         tokenizer_id=message.tokenizer_id or None,
+        feature_schema_id=message.feature_schema_id or None,
     )
 
 

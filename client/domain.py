@@ -203,6 +203,8 @@ class JobSpec:
     mlflow: MlflowTracking | None = None
     tokenizer_id: str | None = None
     """A text model's uploaded tokenizer (:meth:`HardeningClient.upload_tokenizer`)."""
+    feature_schema_id: str | None = None
+    """A tabular model's uploaded feature schema (:meth:`HardeningClient.upload_schema`)."""
 
 
 @dataclass(frozen=True)

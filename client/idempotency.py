@@ -42,6 +42,7 @@ def derive_idempotency_key(
     mlflow: MlflowTracking | None = None,
     *,
     tokenizer_path: Path | None = None,
+    schema_path: Path | None = None,
 ) -> str:
     """``temper-v1-`` and 40 hex digits of the SHA-256 of the inputs' digests, the parameters
     and the labels (the server compares both when a key comes back)."""
@@ -58,6 +59,8 @@ def derive_idempotency_key(
         document["mlflow"] = dataclasses.asdict(mlflow)
     if tokenizer_path is not None:
         document["tokenizer"] = digest_file(tokenizer_path).sha256
+    if schema_path is not None:
+        document["schema"] = digest_file(schema_path).sha256
     return _key(json.dumps(document, sort_keys=True, separators=(",", ":")))
 
 

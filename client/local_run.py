@@ -206,6 +206,7 @@ def engine_request(
             train_dataset_id=LOCAL_JOB_ID,
             eval_dataset_id=LOCAL_JOB_ID if eval_data_path is not None else None,
             params=params,
+            feature_schema_id=LOCAL_JOB_ID if schema_path is not None else None,
         )
     )
     files = engine.JobFiles(

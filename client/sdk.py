@@ -230,6 +230,23 @@ class HardeningClient:
 
         return self._call(f"uploading {path.name}", attempt, stream=True)
 
+    @translated
+    def upload_schema(self, path: str | os.PathLike[str]) -> str:
+        """Upload a tabular model's feature schema (JSON, docs/tabular.md); the server reads it
+        as the engine will and refuses a file that is too large, not JSON or not a schema, the
+        feature named (:class:`~client.errors.InvalidInput`). A server older than this call
+        raises :class:`~client.errors.ServerError` with code UNIMPLEMENTED."""
+        path = Path(path)
+        digest = digest_file(path)
+
+        def attempt(timeout: float | None) -> str:
+            messages = convert.schema_upload_requests(path.name, digest, read_chunks(path))
+            return convert.upload_id(
+                self._stub.UploadSchema(messages, metadata=self._metadata, timeout=timeout)
+            )
+
+        return self._call(f"uploading {path.name}", attempt, stream=True)
+
     # -----------------------------------------------------------------------------------------
     # Jobs
 
@@ -246,6 +263,7 @@ class HardeningClient:
         webhook_url: str = "",
         mlflow: MlflowTracking | None = None,
         tokenizer_id: str | None = None,
+        feature_schema_id: str | None = None,
         **param_fields: Any,
     ) -> Job:
         """Queue a hardening job. Give the parameters as a :class:`HardeningParams`, as keyword
@@ -257,7 +275,10 @@ class HardeningClient:
         (docs/webhooks.md). With ``mlflow``, the job is logged to the MLflow tracking server of
         the service's operator (docs/mlflow.md). A text model names its uploaded tokenizer in
         ``tokenizer_id`` (its threat model is ``params.text``, the engine's defaults when
-        unset; ``eps`` is not used)."""
+        unset; ``eps`` is not used). A tabular model names its uploaded feature schema in
+        ``feature_schema_id``: the schema's ranges are the input domain (``lower`` and ``upper``
+        are not used) and ``eps`` is the budget, in the schema's units, of a feature whose
+        entry sets none."""
         spec = JobSpec(
             model_id=model_id,
             train_dataset_id=train_dataset_id,
@@ -266,6 +287,7 @@ class HardeningClient:
             webhook_url=webhook_url,
             mlflow=mlflow,
             tokenizer_id=tokenizer_id,
+            feature_schema_id=feature_schema_id,
         )
         request = convert.submit_request(spec, idempotency_key, labels)
         return self._call(
@@ -468,6 +490,7 @@ class HardeningClient:
         output: str | os.PathLike[str],
         eval_data_path: str | os.PathLike[str] | None = None,
         tokenizer_path: str | os.PathLike[str] | None = None,
+        schema_path: str | os.PathLike[str] | None = None,
         model_format: ModelFormat | str | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
@@ -489,12 +512,14 @@ class HardeningClient:
 
         A text model comes with ``tokenizer_path`` (its ``tokenizer.json``) and labelled texts
         as ``data_path`` (JSON Lines or CSV); its tokenizer comes back beside ``output``
-        (``hardened.tokenizer.json``).
+        (``hardened.tokenizer.json``). A tabular model comes with ``schema_path``, its feature
+        schema (docs/tabular.md), and ``eps`` in the schema's units.
 
         Raises :class:`JobFailed` if the job fails or is cancelled.
         """
         model_id = self.upload_model(model_path, format=model_format)
         tokenizer_id = self.upload_tokenizer(tokenizer_path) if tokenizer_path else None
+        schema_id = self.upload_schema(schema_path) if schema_path else None
         train_id = self.upload_dataset(data_path)
         eval_id = self.upload_dataset(eval_data_path) if eval_data_path is not None else None
         submit = functools.partial(
@@ -507,6 +532,7 @@ class HardeningClient:
             webhook_url=webhook_url,
             mlflow=mlflow,
             tokenizer_id=tokenizer_id,
+            feature_schema_id=schema_id,
             **param_fields,
         )
         job = submit(idempotency_key=idempotency_key)

@@ -225,7 +225,7 @@ def _add_tabular_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the data's feature schema (JSON): kinds, ranges, immutable features and budgets;"
         " attacks and training then stay inside it, --eps is the budget of features that name"
-        " none, and the schema's ranges replace --lower/--upper (--local only for now)",
+        " none, in the schema's units, and the schema's ranges replace --lower/--upper",
     )
 
 
@@ -438,11 +438,6 @@ def check_text_inputs(args: argparse.Namespace) -> None:
 
 
 def check_schema_inputs(args: argparse.Namespace) -> None:
-    if not args.local:
-        raise UsageError(
-            "feature schemas run with --local in this release; the server takes them once it"
-            " accepts schema uploads"
-        )
     if args.lower or args.upper:
         raise UsageError(
             "--lower and --upper are given by the schema's ranges: leave them out with --schema"
@@ -539,6 +534,7 @@ def _run_on_server(
         args.webhook_url,
         mlflow_of(args),
         tokenizer_path=args.tokenizer,
+        schema_path=args.schema,
     )
     with connect(args) as api:
         try:
@@ -550,6 +546,7 @@ def _run_on_server(
                     output=args.output,
                     eval_data_path=args.eval_data,
                     tokenizer_path=args.tokenizer,
+                    schema_path=args.schema,
                     model_format=model_format,
                     labels=labels,
                     idempotency_key=key,

@@ -44,15 +44,6 @@ def test_a_tabular_model_hardens_locally_under_its_schema(
     assert output.is_file()
 
 
-def test_a_schema_on_a_server_is_refused_until_the_server_takes_schemas(
-    temper: CliRunner, tabular_inputs: tuple[Path, Path, Path], tmp_path: Path
-) -> None:
-    result = temper(*tabular_args(tabular_inputs, tmp_path / "h.onnx", "--server", "127.0.0.1:9"))
-
-    assert result.code == 2
-    assert "--local in this release" in result.err
-
-
 def test_bounds_beside_a_schema_are_refused(
     temper: CliRunner, tabular_inputs: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -71,3 +62,24 @@ def test_a_schema_that_does_not_parse_is_refused_with_exit_4(
 
     assert result.code == 4, result.err
     assert "kind must be one of" in result.err
+
+
+def test_eps_above_one_is_a_budget_in_the_schemas_units_locally(
+    tabular_inputs: tuple[Path, Path, Path],
+) -> None:
+    from client.domain import HardeningParams, Method, ModelFormat
+    from client.local_run import engine_request
+
+    model, data, schema = tabular_inputs
+
+    request = engine_request(
+        model,
+        ModelFormat.ONNX,
+        data,
+        None,
+        HardeningParams(Method.FGSM, eps=5.0),
+        schema_path=schema,
+    )
+
+    assert request.threat.eps == 5.0
+    assert request.feature_schema == schema

@@ -1,0 +1,103 @@
+"""A tabular model end to end on the single-machine stack (`python -m service`: the gRPC server on
+port 0 and a real Celery worker): ``temper harden --schema ... --eps 0.5 --server`` uploads the
+model, its .npz rows and its feature schema, a worker hardens it under the schema, and the model
+and a report with its tabular section come back."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from e2e_support import Stack, running_stack
+
+from client.cli import main
+from tests.shared_support import base_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EVAL_SAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Hardened:
+    code: int
+    out: str
+    err: str
+    output: Path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("tabular-stack")
+    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0", "OMP_NUM_THREADS": "1"})
+    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def address(stack: Stack) -> str:
+    port = (Path(stack.server.log_path).parent / "port").read_text()
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    pytest.importorskip("torch")
+    from tests.engine.tabular_support import write_case
+
+    return write_case(tmp_path_factory.mktemp("tabular-inputs"), n=300)
+
+
+@pytest.fixture(scope="module")
+def hardened(
+    address: str, case: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Hardened:
+    """One tabular job through the CLI, shared by the tests that read what it left."""
+    model, data, schema = case
+    output = tmp_path_factory.mktemp("out") / "hardened.onnx"
+    args = [
+        "harden", model, "--data", data, "--schema", schema, "--eps", "0.5",
+        "--method", "fgsm", "--epochs", "1", "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
+        "--server", address, "--timeout", "300", "-o", output, "--json",
+    ]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Hardened(code, out.getvalue(), err.getvalue(), output)
+
+
+def test_temper_hardens_a_tabular_model_under_its_schema_on_a_server(
+    hardened: Hardened, stack: Stack
+) -> None:
+    assert hardened.code == 0, hardened.err + stack.logs()
+    report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
+    assert report["modality"] == "tabular"
+    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+    assert report["threat_model"]["upper"][:3] == [1000.0, 5000.0, 50.0]
+    assert hardened.output.is_file()
+
+
+def test_the_report_shows_the_uploaded_schemas_features(hardened: Hardened) -> None:
+    from tests.engine.tabular_support import SCHEMA
+
+    report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
+    features = {f["name"]: f for f in report["tabular"]["schema"]["features"]}
+
+    assert list(features) == [f["name"] for f in SCHEMA["features"]]
+    assert features["account_age"]["budget"] == "immutable"
+    assert features["tx_24h"]["radius"] == 2.0
+    assert features["foreign"]["budget"] == "flip"
+
+
+def test_the_constrained_attacks_scored_both_models(hardened: Hardened) -> None:
+    report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
+
+    for label in ("original", "hardened"):
+        audits = {a["name"] for a in report["tabular"][label]["attacks"]}
+        assert audits == {"capgd-ce", "capgd-t", "evolution"}
+        assert report["tabular"][label]["unconstrained"]["at_most_constrained"] is True
