@@ -266,3 +266,21 @@ def test_another_tenants_schema_is_not_found_like_an_unknown_one(
 
     assert theirs[0] is missing[0] is grpc.StatusCode.NOT_FOUND
     assert theirs[1] == missing[1].replace(unknown, ids["schema"])
+
+
+def test_a_schema_beside_a_tokenizer_is_refused(
+    stub: pb_grpc.HardeningServiceStub, ids: dict[str, str], alice: Metadata
+) -> None:
+    from tests.engine.text import support
+    from tests.service.text_support import tokenizer_requests
+
+    tokenizer = support.word_level_tokenizer(support.sentences(20)).to_str().encode()
+    spec = tabular_spec(ids)
+    spec.tokenizer_id = stub.UploadTokenizer(
+        tokenizer_requests(tokenizer), metadata=alice, timeout=60
+    ).artifact_id
+
+    code, message = submit_refused(stub, spec, alice)
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "a feature schema describes rows of features" in message
