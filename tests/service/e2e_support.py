@@ -75,6 +75,8 @@ class Stack:
     stub: pb_grpc.HardeningServiceStub
     server: Process
     workers: list[Process] = field(default_factory=list)
+    address: str = ""
+    """Where the server answers, ``127.0.0.1:PORT``."""
 
     def logs(self) -> str:
         return "\n".join(
@@ -100,7 +102,7 @@ def running_stack(
         port = wait_for_port(port_file, server)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel)
-            yield Stack(pb_grpc.HardeningServiceStub(channel), server, workers)
+            yield Stack(pb_grpc.HardeningServiceStub(channel), server, workers, f"127.0.0.1:{port}")
     finally:
         for process in [server, *workers]:
             process.stop()

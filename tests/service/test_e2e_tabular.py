@@ -41,8 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def address(stack: Stack) -> str:
-    port = (Path(stack.server.log_path).parent / "port").read_text()
-    return f"127.0.0.1:{port}"
+    return stack.address
 
 
 @pytest.fixture(scope="module")
