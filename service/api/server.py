@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
+from service.api.admission_interceptor import AdmissionInterceptor
 from service.api.auth_interceptor import AuthInterceptor
 from service.api.interceptor import ErrorInterceptor
 from service.api.metrics import ServerMetrics, metrics_address
@@ -31,6 +32,7 @@ from service.api.watch_limit import (
     tenant_watch_limit,
     watch_limit,
 )
+from service.core.admission import Admission, active_calls
 from service.core.metrics_endpoint import MetricsEndpoint
 from service.core.periodic import Periodic
 from service.core.settings import Settings
@@ -72,6 +74,7 @@ class RunningServer:
         """Refuse new calls, give open ones ``grace`` seconds, then cancel the rest (watchers)."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.jobs.close()
         if self.upload_limit is not None:
             self.upload_limit.watchdog.stop()
         if self.reconciler is not None:
@@ -146,6 +149,7 @@ def start_server(settings: Settings) -> RunningServer:
                 streams,
             ),
             upload_limit,
+            AdmissionInterceptor(_admission(settings, exposure)),
         ],
         options=[("grpc.so_reuseport", 0)],
     )
@@ -202,6 +206,14 @@ def start_server(settings: Settings) -> RunningServer:
         sweeper=sweeper,
         upload_limit=upload_limit,
     )
+
+
+def _admission(settings: Settings, exposure: Exposure) -> Admission:
+    """With API keys, a tenant may have an eighth of the server's threads waiting to run; in
+    open mode every caller is the one tenant, bounded only by the threads."""
+    open_mode = exposure.keys is None or exposure.keys.is_empty
+    waiting = settings.grpc_threads if open_mode else max(4, settings.grpc_threads // 8)
+    return Admission(active_calls(settings.grpc_active_calls), max_waiting_per_tenant=waiting)
 
 
 SWEEP_INTERVAL_SECONDS = 600.0

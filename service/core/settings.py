@@ -42,6 +42,9 @@ class Settings:
     grpc_threads: int = 128
     """Server threads; every open WatchJob stream holds one, and watches may take at most 3/4
     of them (:mod:`service.api.watch_limit`)."""
+    grpc_active_calls: int = 0
+    """Unary calls running at once, the rest waiting fairly between tenants; 0: two per CPU plus
+    two (:mod:`service.core.admission`)."""
     tenant_max_watches: int = 0
     """Open WatchJob streams one tenant may hold, within the server's; 0: half of the server's."""
     tenant_max_uploads: int = 0
@@ -148,6 +151,10 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}MAX_ATTEMPTS must be at least 1")
         if self.grpc_threads < 2:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
+        if self.grpc_active_calls < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}GRPC_ACTIVE_CALLS must be 0 (two per CPU plus two) or more"
+            )
         if self.tenant_max_watches < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}TENANT_MAX_WATCHES must be 0 (half the server's watches) or more"
@@ -299,6 +306,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
     FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
+    FieldSpec("grpc_active_calls", int, "unary calls running at once (0: 2 per CPU + 2)"),
     FieldSpec("tenant_max_watches", int, "open WatchJob streams per tenant (0: half the server's)"),
     FieldSpec("tenant_max_uploads", int, "open upload streams per tenant (0: a quarter of slots)"),
     FieldSpec("upload_idle_timeout", float, "seconds an upload may send nothing before it ends"),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
+from service.core.admission import stepped_aside
 from service.core.domain import (
     DatasetFormat,
     Download,
@@ -31,6 +32,7 @@ from service.core.domain import (
 from service.core.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from service.core.limits import DEFAULT_MAX_CHARS, MAX_CHARS, MAX_ITEMS, quoted
 from service.core.logs import log_context
+from service.jobs.job_versions import JobVersionPoller
 from service.jobs.quotas import UNLIMITED, QuotaPolicy
 from service.jobs.validation import InputCheck, TextInputs, check_job_inputs
 from service.store.artifacts import ArtifactStore, verified_chunks
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT_SECONDS = 20.0
 """How long deleting a running job with ``cancel`` waits for its worker to stop."""
+LIVENESS_SECONDS = 1.0
+"""How often a waiting watch asks whether its caller is still there."""
+MIN_POLL_SECONDS = 0.01
 
 MAX_LABELS = MAX_ITEMS["SubmitJobRequest.labels"]
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
@@ -96,6 +101,7 @@ class Jobs:
         self._job_time_limit = job_time_limit
         self._allow_trusted_formats = allow_trusted_formats
         self._watch_poll_seconds = watch_poll_seconds
+        self._versions = JobVersionPoller(store.versions, max(watch_poll_seconds, MIN_POLL_SECONDS))
         self._quotas = quotas
         self._mlflow_tracking = mlflow_tracking
         self._webhooks = webhooks
@@ -132,6 +138,10 @@ class Jobs:
                 log.info("job %s queued (%s)", job.id, new.spec.training.method.value)
         return job
 
+    def close(self) -> None:
+        """Stop the watchers' shared poll (open watches then wait out their liveness check)."""
+        self._versions.close()
+
     def requeue_interrupted(self) -> int:
         """Queue again every unfinished job. For a server that owns the only worker, at start-up,
         when nothing can be running: a local broker may have lost the message of a job whose
@@ -158,8 +168,9 @@ class Jobs:
     ) -> Iterator[JobEvent]:
         """The job as it is now, then every state change and progress update until it ends.
 
-        Polls the job store (cheap: one indexed read per poll), which works the same for every
-        database and for workers on other machines."""
+        Watches share one poll of the job store (:mod:`service.jobs.job_versions`), which works
+        the same for every database and for workers on other machines; ``is_active`` is asked
+        at least every :data:`LIVENESS_SECONDS`, so a watch whose caller left ends soon after."""
         return self._follow(self._store.get(job_id, tenant), is_active)
 
     def download(self, job_id: str, kind: OutputKind, *, tenant: str) -> Download:
@@ -221,13 +232,14 @@ class Jobs:
 
     def _await_stop(self, job_id: str, tenant: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self._store.get(job_id, tenant).state.is_terminal:
-            if time.monotonic() >= deadline:
-                raise FailedPrecondition(
-                    f"job {job_id} was asked to stop and is still running after {seconds:.0f} s;"
-                    " delete it again once it is CANCELLED"
-                )
-            time.sleep(self._watch_poll_seconds)
+        with stepped_aside():
+            while not self._store.get(job_id, tenant).state.is_terminal:
+                if time.monotonic() >= deadline:
+                    raise FailedPrecondition(
+                        f"job {job_id} was asked to stop and is still running after"
+                        f" {seconds:.0f} s; delete it again once it is CANCELLED"
+                    )
+                time.sleep(self._watch_poll_seconds)
 
     def _follow(self, job: Job, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
         """When one poll finds both a new state and new progress, a running state comes before
@@ -236,7 +248,8 @@ class Jobs:
         sent_state, sent_progress, seen_version = job.state, job.progress, job.version
         said = job.progress.last_said if job.progress is not None else 0
         while not sent_state.is_terminal and is_active():
-            time.sleep(self._watch_poll_seconds)
+            if not self._versions.wait_for_change(job.id, seen_version, LIVENESS_SECONDS):
+                continue
             job = self._store.get(job.id)
             if job.version == seen_version:
                 continue

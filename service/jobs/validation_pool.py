@@ -5,7 +5,7 @@ fails the one submission with a clear error instead of taking the server's memor
 A check is bounded three ways: its cost is estimated from the graph before anything runs
 (:mod:`service.jobs.graph_cost`, limits from ``max_gflops`` and a quarter of the memory limit),
 its process is killed past ``time_limit`` seconds (TEMPERING_VALIDATION_TIME_LIMIT), and the
-processes are shared fairly between tenants (:mod:`service.jobs.check_slots`), so that a tenant
+processes are shared fairly between tenants (:mod:`service.core.fair_slots`), so that a tenant
 submitting costly models in a loop cannot make another tenant's submission wait.
 
 A few checker processes (:mod:`service.jobs.validation_checker`, started with subprocess, so that
@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from service.core.admission import stepped_aside
 from service.core.errors import ResourceExhausted, Unavailable
+from service.core.fair_slots import FairSlots
 from service.core.tenancy import DEFAULT_TENANT
-from service.jobs.check_slots import CheckSlots
 from service.jobs.graph_cost import DEFAULT_LIMITS, CostLimits
 from service.jobs.validation import TextInputs
 from service.jobs.validation_checker import (
@@ -41,6 +42,8 @@ from service.jobs.validation_checker import (
     TokenizerCheckRequest,
 )
 from workers.engine.spec import ModelFormat, ThreatModel
+
+AnyCheck = CheckRequest | TokenizerCheckRequest | SchemaCheckRequest
 
 MEMORY_LIMIT_VARIABLE = "TEMPERING_VALIDATION_MEMORY_LIMIT"
 TIME_LIMIT_VARIABLE = "TEMPERING_VALIDATION_TIME_LIMIT"
@@ -75,7 +78,7 @@ class ValidationPool:
         self._time_limit = time_limit
         self._wait_limit = wait_limit
         self._limits = CostLimits(max_flops=max_gflops * 1e9, max_tensor_bytes=memory_limit // 4)
-        self._slots = CheckSlots(processes, max_waiting_per_tenant=WAITING_PER_SLOT * processes)
+        self._slots = FairSlots(processes, max_waiting_per_tenant=WAITING_PER_SLOT * processes)
         self._lock = threading.Lock()
         self._idle: list[_Checker] = [self._new_checker() for _ in range(processes)]
         self._busy: set[_Checker] = set()
@@ -99,30 +102,37 @@ class ValidationPool:
             model_format, model_path, tuple(dataset_paths), threat, self._limits, text, schema
         )
         self._refusals.raise_if_refused(request)
-        self._slots.acquire(tenant, self._wait_limit)
-        try:
-            self._run(request, tenant)
-        finally:
-            self._slots.release(tenant)
+        self._run_in_turn(request, tenant)
 
     def check_tokenizer(self, path: Path, tenant: str = DEFAULT_TENANT) -> None:
         """Raise the engine's InvalidModel when the file at ``path`` is not a tokenizer the
         engine can read; the limits and the fairness of :meth:`check` apply. Refusals are not
         remembered: ``path`` is an upload's temporary copy, gone once it is checked."""
-        self._slots.acquire(tenant, self._wait_limit)
-        try:
-            self._run(TokenizerCheckRequest(path), tenant)
-        finally:
-            self._slots.release(tenant)
+        self._run_in_turn(TokenizerCheckRequest(path), tenant)
 
     def check_schema(self, path: Path, tenant: str = DEFAULT_TENANT) -> None:
         """Raise the engine's InvalidData, naming the feature, when the file at ``path`` is not a
         feature schema the engine can read; as :meth:`check_tokenizer` otherwise."""
-        self._slots.acquire(tenant, self._wait_limit)
-        try:
-            self._run(SchemaCheckRequest(path), tenant)
-        finally:
-            self._slots.release(tenant)
+        self._run_in_turn(SchemaCheckRequest(path), tenant)
+
+    def _run_in_turn(self, request: AnyCheck, tenant: str) -> None:
+        """Wait fairly for a checker and run ``request`` on it, the call's admission slot given
+        back meanwhile: a call waiting for a process costs the server's other callers nothing."""
+        with stepped_aside():
+            self._take_slot(tenant)
+            try:
+                self._run(request, tenant)
+            finally:
+                self._slots.release(tenant)
+
+    def _take_slot(self, tenant: str) -> None:
+        self._slots.acquire(
+            tenant,
+            self._wait_limit,
+            busy="the server is busy checking other submissions; try again shortly",
+            too_many="of this tenant's submissions are already waiting for the submit-time"
+            " check; wait for them to finish before submitting more",
+        )
 
     def pids(self) -> list[int]:
         """The process ids of the checkers, busy and idle."""
@@ -141,9 +151,7 @@ class ValidationPool:
         for checker in idle:
             checker.stop()
 
-    def _run(
-        self, check: CheckRequest | TokenizerCheckRequest | SchemaCheckRequest, tenant: str
-    ) -> None:
+    def _run(self, check: AnyCheck, tenant: str) -> None:
         checker = self._take(tenant)
         try:
             outcome = checker.run(check, self._time_limit)

@@ -28,6 +28,10 @@ from service.store.tenant_lock import tenant_locks_table
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE = 16
+"""Connections kept open. SQLAlchemy's default of 5 made a busy server open and close a
+connection (with its pragmas) for most reads beyond the fifth at once."""
+POOL_OVERFLOW = 8
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -38,8 +42,14 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 def create_db_engine(url: str) -> Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
+    """A pooled engine. Connections to a database server are pinged when taken from the pool
+    (one that was terminated is replaced, not handed out); a SQLite file cannot go away."""
+    parsed = sa.engine.make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    in_memory = sqlite and parsed.database in (None, "", ":memory:")
+    pooling = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+    engine = sa.create_engine(url, pool_pre_ping=not sqlite, **pooling)
+    if sqlite:
         sa.event.listen(engine, "connect", _configure_sqlite)
     return engine
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +60,11 @@ class JobStore:
         self._deleted = database.tables.deleted_jobs
         self._uploads = database.tables.uploads
         self._tenant_lock = TenantLock(self._engine, database.tables.tenant_locks)
+        jobs = self._jobs
+        by_id = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+        self._get_any = by_id
+        self._get_tenants = by_id.where(jobs.c.tenant == sa.bindparam("tenant"))
+        """GetJob's reads, built once: building the expression cost more than running it."""
 
     @property
     def leases(self) -> Leases:
@@ -132,14 +137,24 @@ class JobStore:
     def get(self, job_id: str, tenant: str | None = None) -> Job:
         """The job; with ``tenant``, only if it is that tenant's (another tenant's job is
         NotFound exactly like a job that does not exist). Without, any job (workers)."""
-        where = self._scoped(self._jobs.c.id == job_id, tenant)
+        if tenant is None:
+            statement, params = self._get_any, {"job_id": job_id}
+        else:
+            statement, params = self._get_tenants, {"job_id": job_id, "tenant": tenant}
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(self._jobs).where(where)).first()
+            row = conn.execute(statement, params).first()
         if row is None:
             raise NotFound(
                 f"no job with id {quoted(job_id)}; ListJobs shows the jobs this server knows"
             )
         return _job_from_row(row)
+
+    def versions(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The version of each of these jobs that exists, in one read."""
+        jobs = self._jobs
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.version).where(jobs.c.id.in_(job_ids)))
+            return {row.id: row.version for row in rows}
 
     def list_jobs(self, query: JobQuery, tenant: str | None = None) -> JobPage:
         jobs = self._jobs

@@ -1,19 +1,20 @@
-"""Who runs the next submit-time check: checker slots shared fairly between tenants.
+"""Slots shared fairly between tenants: who runs next when there are more callers than slots.
 
-Each tenant may hold at most ``slots - 1`` of the slots at once (one when there are two), and
-when a slot frees, it goes to the waiting tenant that holds the fewest, and among those to the
-one served least recently; one tenant's checks wait in the order they came.
+Two things use them: the submit-time checker processes (:mod:`service.jobs.validation_pool`)
+and the server's admission of calls (:mod:`service.core.admission`). Each tenant may hold at
+most ``slots - 1`` of the slots at once (one when there are two), and when a slot frees, it goes
+to the waiting tenant that holds the fewest, and among those to the one served least recently;
+one tenant's callers wait in the order they came.
 
 Why a fixed share rather than letting a tenant take every idle slot until someone else asks:
-a check cannot be pre-empted, so a tenant that had taken every slot would make the next tenant
-wait for one of its checks to end, up to the check's whole time limit, each time. With a share
-of ``slots - 1``, one tenant submitting costly models in a loop never delays another at all, and
-several such tenants delay a newcomer by at most one check (it is served first when a slot
-frees). The price is that a single tenant's concurrent submissions are checked ``slots - 1`` at
-a time, which costs little: an ordinary check takes milliseconds.
+a holder cannot be pre-empted, so a tenant that had taken every slot would make the next tenant
+wait for one of its holders to finish (for a check, up to its whole time limit), each time.
+With a share of ``slots - 1``, one tenant keeping every slot busy never delays another at all,
+and several such tenants delay a newcomer by at most one holder (it is served first when a slot
+frees). The price is that a single tenant's concurrent callers run ``slots - 1`` at a time.
 
-A tenant may also have only so many checks waiting; more are refused at once instead of holding
-a server thread each.
+A tenant may also have only so many callers waiting; more are refused at once instead of
+holding a server thread each.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class _Ticket:
     tenant: str
 
 
-class CheckSlots:
+class FairSlots:
     def __init__(self, slots: int, *, max_waiting_per_tenant: int) -> None:
         if slots < 1:
             raise ValueError("a pool needs at least one slot")
@@ -46,26 +47,30 @@ class CheckSlots:
         self._served: dict[str, int] = {}
         self._seq = itertools.count()
 
-    def acquire(self, tenant: str, wait_limit: float) -> None:
-        """Take a slot for ``tenant``. Raises ResourceExhausted at once if the tenant already has
-        its most checks waiting, Unavailable if no slot came within ``wait_limit`` seconds."""
+    def acquire(
+        self,
+        tenant: str,
+        wait_limit: float,
+        *,
+        busy: str = "the server is busy; try again shortly",
+        too_many: str = "of this tenant's calls are already waiting; let them finish first",
+        capped: bool = True,
+    ) -> None:
+        """Take a slot for ``tenant``. Raises ResourceExhausted with ``too_many`` at once if the
+        tenant already has its most callers waiting (unless not ``capped``), Unavailable with
+        ``busy`` if no slot came within ``wait_limit`` seconds."""
         deadline = time.monotonic() + wait_limit
         with self._changed:
             waiting = sum(1 for t in self._waiting if t.tenant == tenant)
-            if waiting >= self.max_waiting_per_tenant:
-                raise ResourceExhausted(
-                    f"{waiting} of this tenant's submissions are already waiting for the"
-                    " submit-time check; wait for them to finish before submitting more"
-                )
+            if capped and waiting >= self.max_waiting_per_tenant:
+                raise ResourceExhausted(f"{waiting} {too_many}")
             ticket = _Ticket(next(self._seq), tenant)
             self._waiting.append(ticket)
             try:
                 while self._next() is not ticket:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise Unavailable(
-                            "the server is busy checking other submissions; try again shortly"
-                        )
+                        raise Unavailable(busy)
                     self._changed.wait(remaining)
             finally:
                 self._waiting.remove(ticket)

@@ -1,6 +1,6 @@
-"""The submit-time check's slots are shared fairly between tenants (service/jobs/check_slots.py):
-no tenant holds every slot, a freed slot goes to the tenant holding the fewest, and a tenant's
-backlog of waiting checks is bounded."""
+"""Slots shared fairly between tenants (service/core/fair_slots.py), as the submit-time checks and
+the admission of calls use them: no tenant holds every slot, a freed slot goes to the tenant
+holding the fewest, and a tenant's backlog of waiting callers is bounded."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import time
 import pytest
 
 from service.core.errors import ResourceExhausted, Unavailable
-from service.jobs.check_slots import CheckSlots
+from service.core.fair_slots import FairSlots
 
 SHORT = 0.2
 
 
-def take_in_background(slots: CheckSlots, tenant: str, taken: list[str]) -> threading.Thread:
+def take_in_background(slots: FairSlots, tenant: str, taken: list[str]) -> threading.Thread:
     def take() -> None:
         slots.acquire(tenant, wait_limit=5)
         taken.append(tenant)
@@ -25,7 +25,7 @@ def take_in_background(slots: CheckSlots, tenant: str, taken: list[str]) -> thre
     return thread
 
 
-def wait_for_waiters(slots: CheckSlots, count: int) -> None:
+def wait_for_waiters(slots: FairSlots, count: int) -> None:
     deadline = time.monotonic() + 5
     while slots.waiting() < count:
         assert time.monotonic() < deadline
@@ -33,7 +33,7 @@ def wait_for_waiters(slots: CheckSlots, count: int) -> None:
 
 
 def test_one_tenant_holds_at_most_all_slots_but_one() -> None:
-    slots = CheckSlots(3, max_waiting_per_tenant=4)
+    slots = FairSlots(3, max_waiting_per_tenant=4)
     slots.acquire("alice", wait_limit=SHORT)
     slots.acquire("alice", wait_limit=SHORT)
 
@@ -45,7 +45,7 @@ def test_one_tenant_holds_at_most_all_slots_but_one() -> None:
 
 
 def test_with_two_slots_each_tenant_holds_one() -> None:
-    slots = CheckSlots(2, max_waiting_per_tenant=4)
+    slots = FairSlots(2, max_waiting_per_tenant=4)
     slots.acquire("alice", wait_limit=SHORT)
 
     with pytest.raises(Unavailable):
@@ -54,7 +54,7 @@ def test_with_two_slots_each_tenant_holds_one() -> None:
 
 
 def test_a_single_slot_is_shared_by_taking_turns() -> None:
-    slots = CheckSlots(1, max_waiting_per_tenant=4)
+    slots = FairSlots(1, max_waiting_per_tenant=4)
     slots.acquire("alice", wait_limit=SHORT)
 
     with pytest.raises(Unavailable):
@@ -64,7 +64,7 @@ def test_a_single_slot_is_shared_by_taking_turns() -> None:
 
 
 def test_a_freed_slot_goes_to_a_newcomer_before_a_tenant_already_served() -> None:
-    slots = CheckSlots(2, max_waiting_per_tenant=4)
+    slots = FairSlots(2, max_waiting_per_tenant=4)
     slots.acquire("alice", wait_limit=SHORT)
     slots.acquire("carol", wait_limit=SHORT)
     taken: list[str] = []
@@ -82,7 +82,7 @@ def test_a_freed_slot_goes_to_a_newcomer_before_a_tenant_already_served() -> Non
 
 
 def test_a_tenant_with_its_most_checks_waiting_is_refused_at_once() -> None:
-    slots = CheckSlots(2, max_waiting_per_tenant=1)
+    slots = FairSlots(2, max_waiting_per_tenant=1)
     slots.acquire("alice", wait_limit=SHORT)
     taken: list[str] = []
     waiter = take_in_background(slots, "alice", taken)
@@ -100,7 +100,7 @@ def test_a_tenant_with_its_most_checks_waiting_is_refused_at_once() -> None:
 
 
 def test_a_wait_that_times_out_leaves_no_trace() -> None:
-    slots = CheckSlots(2, max_waiting_per_tenant=1)
+    slots = FairSlots(2, max_waiting_per_tenant=1)
     slots.acquire("alice", wait_limit=SHORT)
 
     with pytest.raises(Unavailable, match="busy"):
@@ -109,3 +109,18 @@ def test_a_wait_that_times_out_leaves_no_trace() -> None:
     slots.acquire("alice", wait_limit=SHORT)
 
     assert slots.held("alice") == 1
+
+
+def test_an_uncapped_wait_is_not_refused_for_the_tenants_backlog() -> None:
+    slots = FairSlots(2, max_waiting_per_tenant=1)
+    slots.acquire("alice", wait_limit=SHORT)
+    taken: list[str] = []
+    waiter = take_in_background(slots, "alice", taken)
+    wait_for_waiters(slots, 1)
+
+    with pytest.raises(Unavailable):
+        slots.acquire("alice", wait_limit=SHORT, capped=False)
+    slots.release("alice")
+    waiter.join(timeout=5)
+
+    assert taken == ["alice"]
