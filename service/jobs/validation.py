@@ -168,7 +168,8 @@ def load_ort_model(path: Path, *, external_data: bool = False) -> OrtModel:
     _check_no_control_flow(model)
     _check_differentiable(model)
     try:
-        onnx.checker.check_model(model)
+        # a bundle's model is checked by its path, so that the checker finds its data files
+        onnx.checker.check_model(str(path) if external else model)
     except Exception as exc:
         raise InvalidModel(f"the model is not a valid ONNX file: {_first_line(exc)}") from exc
     skeleton = cost_skeleton(model)

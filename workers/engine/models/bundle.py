@@ -173,8 +173,9 @@ def _check_end_marker(archive: Path, end: int, size: int) -> None:
         while chunk := handle.read(_COPY_BYTES):
             if chunk.count(0) != len(chunk):
                 raise InvalidModel(
-                    "the bundle has data after its last readable member: a member's declared"
-                    " size does not match its bytes (corrupt or hand-edited archive)"
+                    "the bundle is truncated or corrupt: it has bytes after its last readable"
+                    " member (a member's declared size does not match its bytes, or a header"
+                    " is cut short)"
                 )
     if end > size:
         raise InvalidModel("the bundle is truncated: its last member ends after the archive")
