@@ -41,7 +41,7 @@ from workers.engine.errors import (
     float_input_required,
 )
 from workers.engine.models.bundle import unpacked_bundle
-from workers.engine.models.external_data import external_range
+from workers.engine.models.external_data import check_weight_total, external_range
 from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import TEXT_MAX_LENGTH, ModelFormat, ThreatModel
 from workers.engine.tabular.schema import load_schema
@@ -163,8 +163,7 @@ def load_ort_model(path: Path, *, external_data: bool = False) -> OrtModel:
             " docs/model-bundles.md), or save it as one self-contained .onnx file"
         )
     base = path.parent.resolve()
-    for tensor in external:
-        external_range(tensor, base)
+    check_weight_total(sum(external_range(tensor, base).length for tensor in external))
     _check_no_control_flow(model)
     _check_differentiable(model)
     try:

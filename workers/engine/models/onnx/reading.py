@@ -13,7 +13,7 @@ import onnx.inliner
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from workers.engine.errors import InvalidModel, UnsupportedModel
-from workers.engine.models.external_data import external_range
+from workers.engine.models.external_data import check_weight_total, external_range
 from workers.engine.models.onnx.ops import _SUPPORTED_OPS
 from workers.engine.models.onnx.protos import _STANDARD_DOMAINS
 from workers.engine.models.onnx.sklearn import ML_DOMAIN, check_ml_operators
@@ -105,8 +105,9 @@ def _load_checked_external_data(
             " onnx.save(onnx.load(path), path, save_as_external_data=False)"
         )
     base = folder.resolve()
-    for tensor in external:
-        span = external_range(tensor, base)
+    spans = [external_range(tensor, base) for tensor in external]
+    check_weight_total(sum(span.length for span in spans))
+    for tensor, span in zip(external, spans, strict=True):
         if budget is not None:
             budget -= span.length
             if budget < 0:
