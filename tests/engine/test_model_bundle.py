@@ -267,3 +267,14 @@ def test_weights_too_large_to_return_as_one_file_are_refused_before_reading(
 
     with pytest.raises(InvalidModel, match="protobuf caps at 2 GB"):
         load_model(ModelSource(path, ModelFormat.ONNX_BUNDLE))
+
+
+def test_an_extended_header_claiming_megabytes_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, 4 << 20
+    payload = b"9 a=b\n" * ((4 << 20) // 6) + b"\n" * ((4 << 20) % 6)
+    path = write(tmp_path, tar_bytes([(header, payload), file_member("m.onnx", b"\x08\x07")]))
+
+    assert "extended tar header over" in refusal(path, tmp_path)

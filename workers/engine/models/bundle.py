@@ -19,12 +19,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, cast
 
 from workers.engine.errors import InvalidModel
 
 MAX_BUNDLE_MEMBERS = 64
 """Entries (files and folders) a bundle may hold: a model and its data files, not a dataset."""
 MAX_NAME_CHARS = 1000
+MAX_HEADER_BYTES = 1 << 20
+"""Largest single read while listing: a header block, or an extended header's records."""
 TAR_BLOCK = 512
 _COPY_BYTES = 16 << 20
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
@@ -74,7 +77,10 @@ def list_bundle(archive: Path, *, max_members: int = MAX_BUNDLE_MEMBERS) -> list
     bytes. Raises :class:`InvalidModel` naming the first problem and the member it is in."""
     size = archive.stat().st_size
     try:
-        with tarfile.open(archive, mode="r:") as tar:
+        with (
+            archive.open("rb") as raw,
+            tarfile.open(fileobj=cast(BinaryIO, _HeaderReads(raw)), mode="r:") as tar,
+        ):
             entries = _checked_entries(tar, size, max_members)
             end = tar.offset
     except _UNREADABLE as exc:
@@ -84,6 +90,30 @@ def list_bundle(archive: Path, *, max_members: int = MAX_BUNDLE_MEMBERS) -> list
     _check_end_marker(archive, end, size)
     _check_layout(entries, size)
     return entries
+
+
+class _HeaderReads:
+    """The archive as tarfile reads it while listing: headers only. Member data is skipped by
+    seeking, so any read larger than :data:`MAX_HEADER_BYTES` is an extended (pax or GNU long
+    name) header claiming that size, which tarfile would hold in memory whole: refused."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.mode = "rb"
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_HEADER_BYTES:
+            raise InvalidModel(
+                f"the bundle has an extended tar header over {MAX_HEADER_BYTES} bytes; names and"
+                " attributes of a bundle's members are short"
+            )
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
 
 
 def unpack_bundle(archive: Path, folder: Path, *, max_members: int = MAX_BUNDLE_MEMBERS) -> Path:
