@@ -40,6 +40,9 @@ class Norm(StrEnum):
 
 class ModelFormat(StrEnum):
     ONNX = "onnx"
+    ONNX_BUNDLE = "onnx_bundle"
+    """An ONNX model with its external data files in one uncompressed tar
+    (:mod:`client.bundle`); an ONNX model with external data is sent as one by itself."""
     SAFETENSORS = "safetensors"
     TORCHSCRIPT = "torchscript"
     TORCH_EXPORT = "torch_export"
@@ -92,6 +95,8 @@ def dataset_format_of(path: Path) -> DatasetFormat:
 
 MODEL_SUFFIXES: Mapping[str, ModelFormat] = {
     ".onnx": ModelFormat.ONNX,
+    ".tar": ModelFormat.ONNX_BUNDLE,
+    ".zip": ModelFormat.ONNX_BUNDLE,
     ".safetensors": ModelFormat.SAFETENSORS,
     ".pt": ModelFormat.TORCHSCRIPT,
     ".ts": ModelFormat.TORCHSCRIPT,
@@ -100,8 +105,9 @@ MODEL_SUFFIXES: Mapping[str, ModelFormat] = {
 
 
 def format_from_suffix(path: Path) -> ModelFormat | None:
-    """The model format a file name suggests (``.onnx``, ``.safetensors``, ``.pt``/``.ts``,
-    ``.pt2``), or None. The server decides from the bytes; this only picks the declaration."""
+    """The model format a file name suggests (``.onnx``, ``.tar``/``.zip`` for an ONNX
+    bundle, ``.safetensors``, ``.pt``/``.ts``, ``.pt2``), or None. The server decides from
+    the bytes; this only picks the declaration."""
     return MODEL_SUFFIXES.get(path.suffix.lower())
 
 

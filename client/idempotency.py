@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from client.bundle import model_upload
 from client.domain import HardeningParams, MlflowTracking, ModelFormat
 from client.transfer import digest_file
 
@@ -47,7 +48,7 @@ def derive_idempotency_key(
     """``temper-v1-`` and 40 hex digits of the SHA-256 of the inputs' digests, the parameters
     and the labels (the server compares both when a key comes back)."""
     document = {
-        "model": {"sha256": digest_file(model_path).sha256, "format": model_format.value},
+        "model": _model_document(model_path, model_format),
         "train": digest_file(data_path).sha256,
         "eval": digest_file(eval_data_path).sha256 if eval_data_path is not None else None,
         "params": _plain(dataclasses.asdict(params)),
@@ -62,6 +63,15 @@ def derive_idempotency_key(
     if schema_path is not None:
         document["schema"] = digest_file(schema_path).sha256
     return _key(json.dumps(document, sort_keys=True, separators=(",", ":")))
+
+
+def _model_document(path: Path, model_format: ModelFormat) -> dict[str, str]:
+    """What is uploaded for the model: an ONNX model with external data goes as a bundle of it
+    and its data files, so a changed data file makes another key."""
+    upload = model_upload(path, model_format)
+    if upload.format is model_format:
+        return {"sha256": upload.digest.sha256, "format": model_format.value}
+    return {"sha256": upload.digest.sha256, "format": model_format.value, "sent_as": upload.format}
 
 
 def next_idempotency_key(key: str, failed_job_id: str) -> str:

@@ -8,12 +8,14 @@ without the worker extra. Engine errors leave as the same
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +24,7 @@ from typing import Any
 import grpc
 
 from client import convert
+from client.bundle import tar_stream, zip_members
 from client.domain import (
     HardeningOutcome,
     HardeningParams,
@@ -70,6 +73,58 @@ def harden_locally(
     With ``mlflow``, the run is logged there as a server job would be (docs/mlflow.md).
     """
     engine = _engine()
+    with _as_tar_bundle(model_path, model_format, output) as model_file:
+        return _harden_in_process(
+            engine,
+            model_file,
+            model_format,
+            data_path,
+            params,
+            output,
+            eval_data_path=eval_data_path,
+            tokenizer_path=tokenizer_path,
+            schema_path=schema_path,
+            allow_trusted_formats=allow_trusted_formats,
+            on_event=on_event,
+            deadline=deadline,
+            mlflow=mlflow,
+        )
+
+
+@contextlib.contextmanager
+def _as_tar_bundle(model_path: Path, model_format: ModelFormat, output: Path) -> Iterator[Path]:
+    """A ``.zip`` bundle re-packed as the tar the engine reads (a hidden file beside the
+    output, removed after the run); any other model as it is. An ``.onnx`` with external data
+    is read in place, beside its data files."""
+    if model_format is not ModelFormat.ONNX_BUNDLE or not zipfile.is_zipfile(model_path):
+        yield model_path
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        prefix=".temper-bundle-", suffix=".tar", dir=output.parent
+    ) as handle:
+        for chunk in tar_stream(zip_members(model_path)):
+            handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)
+
+
+def _harden_in_process(
+    engine: ModuleType,
+    model_path: Path,
+    model_format: ModelFormat,
+    data_path: Path,
+    params: HardeningParams,
+    output: Path,
+    *,
+    eval_data_path: Path | None,
+    tokenizer_path: Path | None,
+    schema_path: Path | None,
+    allow_trusted_formats: bool,
+    on_event: Callable[[JobEvent], None] | None,
+    deadline: Deadline | None,
+    mlflow: LocalTracking | None,
+) -> HardeningOutcome:
     engine_errors = engine.errors
 
     def forward(event: Any) -> None:
@@ -216,6 +271,7 @@ def engine_request(
         eval_data_path,
         tokenizer=tokenizer_path,
         schema=schema_path,
+        external_data_beside=True,
     )
     try:
         return engine.engine_request(message, files, allow_trusted_formats=allow_trusted_formats)

@@ -27,6 +27,7 @@ import grpc
 from tempering.v1 import hardening_pb2, hardening_pb2_grpc
 
 from client import convert
+from client.bundle import model_upload
 from client.domain import (
     ArtifactKind,
     DatasetFormat,
@@ -172,7 +173,10 @@ class HardeningClient:
         self, path: str | os.PathLike[str], format: ModelFormat | str | None = None
     ) -> str:
         """Upload a model file and return its artifact id. ``format`` defaults to the one the
-        file's suffix names (.onnx, .safetensors, .pt, .pt2)."""
+        file's suffix names (.onnx, .tar or .zip for an ONNX bundle, .safetensors, .pt, .pt2).
+        An ONNX model whose tensors live in external data files (``torch.onnx.export(...,
+        dynamo=True)`` writes ``model.onnx.data``) is sent as an ONNX bundle with exactly the
+        files it references, made on the fly (:mod:`client.bundle`, docs/model-bundles.md)."""
         path = Path(path)
         model_format = ModelFormat(format) if format else format_from_suffix(path)
         if model_format is None:
@@ -180,11 +184,11 @@ class HardeningClient:
                 f"cannot tell the format of {path.name} from its suffix; pass format= one of"
                 f" {[f.value for f in ModelFormat]}"
             )
-        digest = digest_file(path)
+        upload = model_upload(path, model_format)
 
         def attempt(timeout: float | None) -> str:
             messages = convert.model_upload_requests(
-                path.name, model_format, digest, read_chunks(path)
+                upload.name, upload.format, upload.digest, upload.chunks()
             )
             return convert.upload_id(
                 self._stub.UploadModel(messages, metadata=self._metadata, timeout=timeout)

@@ -51,9 +51,10 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
 
 
-def export_digits_mlp(path: Path, *, dynamo: bool = True) -> bytes:
+def export_digits_mlp(path: Path, *, dynamo: bool = True, external_data: bool = False) -> bytes:
     """A small MLP for scikit-learn's digits, briefly trained, exported with torch.onnx: by the
-    dynamo exporter, or with ``dynamo=False`` by the TorchScript-based one at opset 17."""
+    dynamo exporter, or with ``dynamo=False`` by the TorchScript-based one at opset 17. With
+    ``external_data`` the dynamo exporter's default is kept: weights in ``<name>.data``."""
     import torch
 
     x, y = digits_arrays()
@@ -75,7 +76,7 @@ def export_digits_mlp(path: Path, *, dynamo: bool = True) -> bytes:
             output_names=["logits"],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             dynamo=True,
-            external_data=False,
+            external_data=external_data,
             verbose=False,
         )
     else:

@@ -31,6 +31,9 @@ class JobFiles:
     """A text model's tokenizer.json."""
     schema: Path | None = None
     """A tabular model's feature schema (JSON)."""
+    external_data_beside: bool = False
+    """``--local`` only: an ONNX model may read external data files from its own folder
+    (see :attr:`~workers.engine.spec.ModelSource.external_data_beside`)."""
 
 
 def engine_request(
@@ -42,6 +45,7 @@ def engine_request(
             format=files.model_format,
             architecture=spec.architecture,
             num_classes=spec.num_classes,
+            external_data_beside=files.external_data_beside,
         ),
         train_data=files.train,
         eval_data=files.eval,

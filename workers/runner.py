@@ -55,6 +55,7 @@ polls of a watcher (the evaluation's per-attack lines can come a few millisecond
 
 _MODEL_SUFFIX = {
     ModelFormat.ONNX: ".onnx",
+    ModelFormat.ONNX_BUNDLE: ".tar",
     ModelFormat.SAFETENSORS: ".safetensors",
     ModelFormat.TORCHSCRIPT: ".pt",
     ModelFormat.TORCH_EXPORT: ".pt2",

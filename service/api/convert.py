@@ -57,6 +57,7 @@ _MODEL_FORMATS = {
     pb.MODEL_FORMAT_SAFETENSORS: ModelFormat.SAFETENSORS,
     pb.MODEL_FORMAT_TORCHSCRIPT: ModelFormat.TORCHSCRIPT,
     pb.MODEL_FORMAT_TORCH_EXPORT: ModelFormat.TORCH_EXPORT,
+    pb.MODEL_FORMAT_ONNX_BUNDLE: ModelFormat.ONNX_BUNDLE,
 }
 _DATASET_FORMATS = {
     pb.DATASET_FORMAT_NPZ: DatasetFormat.NPZ,
@@ -144,7 +145,7 @@ def model_upload(
         _MODEL_FORMATS,
         first.header.format,
         "header.format",
-        "onnx, safetensors, torchscript or torch_export",
+        "onnx, onnx_bundle, safetensors, torchscript or torch_export",
     )
     return _header(UploadKind.MODEL, fmt.value, first.header), _chunks(requests)
 

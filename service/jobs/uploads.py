@@ -185,8 +185,8 @@ class Uploads:
             fmt = ModelFormat(value)
         except ValueError:
             raise InvalidRequest(
-                "header.format must be a model format: onnx, safetensors, torchscript or"
-                " torch_export"
+                "header.format must be a model format: onnx, onnx_bundle, safetensors,"
+                " torchscript or torch_export"
             ) from None
         if fmt.is_program and not self._allow_trusted_formats:
             raise UntrustedFormat(

@@ -40,6 +40,8 @@ from workers.engine.errors import (
     UnsupportedModel,
     float_input_required,
 )
+from workers.engine.models.bundle import unpacked_bundle
+from workers.engine.models.external_data import check_weight_total, external_range
 from workers.engine.models.formats import check_declared_format
 from workers.engine.spec import TEXT_MAX_LENGTH, ModelFormat, ThreatModel
 from workers.engine.tabular.schema import load_schema
@@ -143,25 +145,30 @@ class OrtModel:
         return int(scores.shape[1])
 
 
-def load_ort_model(path: Path) -> OrtModel:
+def load_ort_model(path: Path, *, external_data: bool = False) -> OrtModel:
+    """``external_data``: the model is a bundle's, unpacked into a private folder; every
+    external location is checked to lie inside that folder before onnxruntime reads it."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise InvalidModel(f"the file is not an ONNX model: {_first_line(exc)}") from exc
     external = [t for t in _model_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
+    if external and not external_data:
         location = next((e.value for e in external[0].external_data if e.key == "location"), "")
         raise InvalidModel(
             f"the model keeps {len(external)} tensor(s) in separate external-data files (first:"
-            f" {external[0].name[:100]!r} in {location[:200]!r}), which an upload cannot carry"
-            " and the server never reads; save it as one self-contained .onnx file (e.g."
-            " torch.onnx.export with external_data=False, or onnx.save without"
-            " save_as_external_data)"
+            f" {external[0].name[:100]!r} in {location[:200]!r}), which a single .onnx upload"
+            " cannot carry; upload the model as an ONNX bundle with its data files (temper"
+            " harden and the SDK make one from the .onnx beside its data files;"
+            " docs/model-bundles.md), or save it as one self-contained .onnx file"
         )
+    base = path.parent.resolve()
+    check_weight_total(sum(external_range(tensor, base).length for tensor in external))
     _check_no_control_flow(model)
     _check_differentiable(model)
     try:
-        onnx.checker.check_model(model)
+        # a bundle's model is checked by its path, so that the checker finds its data files
+        onnx.checker.check_model(str(path) if external else model)
     except Exception as exc:
         raise InvalidModel(f"the model is not a valid ONNX file: {_first_line(exc)}") from exc
     skeleton = cost_skeleton(model)
@@ -342,7 +349,41 @@ def check_job_inputs(
     text model is checked as such whether it is set or not (and refused without a
     tokenizer)."""
     check_declared_format(model_format, model_path)
-    classifier = load_ort_model(model_path) if model_format is ModelFormat.ONNX else None
+    with _onnx_file(model_format, model_path) as onnx_path:
+        classifier = (
+            None
+            if onnx_path is None
+            else load_ort_model(onnx_path, external_data=model_format is ModelFormat.ONNX_BUNDLE)
+        )
+        _check_with_model(classifier, dataset_paths, threat, limits, text, schema)
+
+
+@contextlib.contextmanager
+def _onnx_file(model_format: ModelFormat, model_path: Path) -> Iterator[Path | None]:
+    """The ONNX file to check: the upload itself, or a bundle's, unpacked with its data files
+    into a private folder for as long as the check runs; None for the other formats."""
+    if model_format is ModelFormat.ONNX_BUNDLE:
+        with unpacked_bundle(model_path) as path:
+            try:
+                yield path
+            except (InvalidModel, InvalidData) as error:
+                # onnxruntime names the file it read: not a path of this server's to show
+                shown = str(error).replace(f"{path.parent}/", "").replace(str(path.parent), "")
+                if shown == str(error):
+                    raise
+                raise type(error)(shown) from error.__cause__
+    else:
+        yield model_path if model_format is ModelFormat.ONNX else None
+
+
+def _check_with_model(
+    classifier: OrtModel | None,
+    dataset_paths: Sequence[Path],
+    threat: ThreatModel,
+    limits: CostLimits,
+    text: TextInputs | None,
+    schema: Path | None,
+) -> None:
     if text is not None or (classifier is not None and classifier.token is not None):
         check_text_job(classifier, dataset_paths, text, limits)
         return

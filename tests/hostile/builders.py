@@ -357,3 +357,22 @@ def npz_lying_header(shape: tuple[int, ...]) -> bytes:
     y = io.BytesIO()
     np.save(y, np.zeros(shape[0] if shape[0] < 1000 else 4, np.int64))
     return zip_bytes({"x.npy": x_header.getvalue() + b"\0" * 64, "y.npy": y.getvalue()})
+
+
+def bundle_bytes(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """An ONNX bundle (uncompressed tar) of ``files``, plus symbolic links name -> target."""
+    from tests.bundle_support import file_member, link_member, tar_bytes
+
+    members = [file_member(name, data) for name, data in files.items()]
+    members += [link_member(name, target) for name, target in (links or {}).items()]
+    return tar_bytes(members)
+
+
+def bundled_external_onnx(location: str) -> bytes:
+    """A bundle of a model whose weights are external at ``location``, and no data file."""
+    return bundle_bytes({"m.onnx": external_initializer_onnx(location)})
+
+
+def bundle_linking_to(target: str) -> bytes:
+    """A bundle whose model reads its weights from ``w.bin``, a symbolic link to ``target``."""
+    return bundle_bytes({"m.onnx": external_initializer_onnx("w.bin")}, {"w.bin": target})

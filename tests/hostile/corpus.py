@@ -41,6 +41,7 @@ ONNX = pb.MODEL_FORMAT_ONNX
 SAFETENSORS = pb.MODEL_FORMAT_SAFETENSORS
 TORCHSCRIPT = pb.MODEL_FORMAT_TORCHSCRIPT
 TORCH_EXPORT = pb.MODEL_FORMAT_TORCH_EXPORT
+BUNDLE = pb.MODEL_FORMAT_ONNX_BUNDLE
 
 
 @dataclass(frozen=True)
@@ -473,6 +474,37 @@ CASES: list[Case] = [
         lambda ctx: b.external_function_onnx(str(ctx.bait)),
         INVALID,
         "self-contained",
+    ),
+    # ONNX bundles whose model or members point out of the bundle at the server's disk.
+    model_case(
+        "bundle-external-initializer-absolute",
+        lambda ctx: b.bundled_external_onnx(str(ctx.bait)),
+        INVALID,
+        "has an absolute location",
+        fmt=BUNDLE,
+    ),
+    model_case(
+        "bundle-external-initializer-climbs-out",
+        lambda ctx: b.bundled_external_onnx("../../../../../outside/bait/secret.bin"),
+        INVALID,
+        "points outside the model's folder",
+        fmt=BUNDLE,
+    ),
+    model_case(
+        "bundle-member-is-a-symlink-to-the-bait",
+        lambda ctx: b.bundle_linking_to(str(ctx.bait)),
+        INVALID,
+        "is a symbolic link",
+        fmt=BUNDLE,
+    ),
+    model_case(
+        "bundle-member-climbs-out",
+        lambda ctx: b.bundle_bytes(
+            {"m.onnx": b.linear_onnx(seed=0), "../../../../outside/bait/x": b"x"}
+        ),
+        INVALID,
+        "points outside the bundle",
+        fmt=BUNDLE,
     ),
     # Models that are valid ONNX but not a classifier we can harden.
     model_case("onnx-two-inputs", lambda ctx: b.two_inputs_onnx(), INVALID, "exactly one input"),

@@ -32,7 +32,7 @@ from workers.engine.report import (
     RobustnessReport,
     TrainingSummary,
 )
-from workers.engine.spec import IMAGE_EVAL_SAMPLES, HardeningRequest, ModelFormat
+from workers.engine.spec import IMAGE_EVAL_SAMPLES, HardeningRequest
 from workers.engine.tabular.evaluation import TabularScores, evaluate_tabular, tabular_section
 from workers.engine.tabular.schema import load_schema
 from workers.engine.tabular.threat import TabularThreat, load_threat
@@ -216,7 +216,7 @@ def _score(
 def _read_onnx_first(request: HardeningRequest) -> LoadedModel | None:
     """An ONNX model is read before the data: whether it reads token ids says how to read them
     (other formats need the data's shape to be read at all)."""
-    if request.model.format is not ModelFormat.ONNX:
+    if not request.model.format.is_onnx:
         return None
     return load_model(request.model)
 

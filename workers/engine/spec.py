@@ -31,6 +31,8 @@ class Norm(StrEnum):
 
 class ModelFormat(StrEnum):
     ONNX = "onnx"
+    ONNX_BUNDLE = "onnx_bundle"
+    """An uncompressed tar of one .onnx and its external data files (models/bundle.py)."""
     SAFETENSORS = "safetensors"
     TORCHSCRIPT = "torchscript"
     TORCH_EXPORT = "torch_export"
@@ -39,6 +41,11 @@ class ModelFormat(StrEnum):
     def is_program(self) -> bool:
         """TorchScript and torch.export archives run code of the uploader's choosing when loaded."""
         return self in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT)
+
+    @property
+    def is_onnx(self) -> bool:
+        """An ONNX graph: a single file, or a bundle of one with its external data."""
+        return self in (ModelFormat.ONNX, ModelFormat.ONNX_BUNDLE)
 
 
 class EvaluationSuite(StrEnum):
@@ -243,6 +250,10 @@ class ModelSource:
     """Name of a built-in architecture; required for safetensors weights."""
     num_classes: int = 0
     """Classes of a built-in architecture; 0 infers it from the labels."""
+    external_data_beside: bool = False
+    """ONNX: read external data files from the model's own folder (confined to it). Only for
+    ``temper harden --local``, where that folder is the user's; a server's model is one
+    uploaded file, and a model with external data comes to it as an ONNX bundle."""
 
 
 @dataclass(frozen=True)

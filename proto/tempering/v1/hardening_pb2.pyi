@@ -17,6 +17,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_SAFETENSORS: _ClassVar[ModelFormat]
     MODEL_FORMAT_TORCHSCRIPT: _ClassVar[ModelFormat]
     MODEL_FORMAT_TORCH_EXPORT: _ClassVar[ModelFormat]
+    MODEL_FORMAT_ONNX_BUNDLE: _ClassVar[ModelFormat]
 
 class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -59,6 +60,7 @@ MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_SAFETENSORS: ModelFormat
 MODEL_FORMAT_TORCHSCRIPT: ModelFormat
 MODEL_FORMAT_TORCH_EXPORT: ModelFormat
+MODEL_FORMAT_ONNX_BUNDLE: ModelFormat
 DATASET_FORMAT_UNSPECIFIED: DatasetFormat
 DATASET_FORMAT_NPZ: DatasetFormat
 DATASET_FORMAT_JSONL: DatasetFormat

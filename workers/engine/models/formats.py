@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from workers.engine.errors import InvalidModel
+from workers.engine.models.bundle import TAR_BLOCK, is_tar_header
 from workers.engine.spec import ModelFormat
 
 PICKLE_REFUSAL = (
@@ -25,6 +26,7 @@ PICKLE_REFUSAL = (
 _SAFETENSORS_MAX_HEADER = 100_000_000
 _DESCRIPTIONS = {
     "onnx": "an ONNX model",
+    "onnx_bundle": "an ONNX bundle (an uncompressed tar of the .onnx and its data files)",
     "safetensors": "safetensors weights",
     "torchscript": "a TorchScript archive",
     "torch_export": "a torch.export archive",
@@ -33,12 +35,16 @@ _DESCRIPTIONS = {
 
 
 def sniff_format(path: Path) -> str:
-    """What the bytes are, whatever the file is called: 'onnx', 'safetensors', 'torchscript',
-    'torch_export', 'pickle' or 'unknown'. Reads headers and zip listings only."""
+    """What the bytes are, whatever the file is called: 'onnx', 'onnx_bundle' (a tar),
+    'safetensors', 'torchscript', 'torch_export', 'pickle' or 'unknown'. Reads headers and zip
+    listings only."""
     with path.open("rb") as handle:
-        head = handle.read(16)
+        block = handle.read(TAR_BLOCK)
+    head = block[:16]
     if not head:
         return "unknown"
+    if is_tar_header(block):
+        return "onnx_bundle"
     if head[:1] == b"\x80":
         return "pickle"
     if head[:4] == b"PK\x03\x04":

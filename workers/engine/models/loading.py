@@ -2,7 +2,9 @@
 
 Formats, in order of trust:
 
-- ONNX: data, not a program. Interpreted by :mod:`workers.engine.models.onnx`.
+- ONNX: data, not a program. Interpreted by :mod:`workers.engine.models.onnx`. A model with
+  external data comes as a bundle (:mod:`workers.engine.models.bundle`), unpacked into a private
+  folder and read from there; with ``--local`` it may also be read beside its data files.
 - safetensors weights for a built-in architecture: data, read without pickle.
 - TorchScript (``.pt``) and torch.export (``.pt2``): programs. PyTorch's own security policy
   says loading them runs the author's code, and ``torch.export.load`` may fall back to full
@@ -22,6 +24,7 @@ from torch import nn
 
 from workers.engine.errors import InvalidModel, UntrustedFormat
 from workers.engine.models import registry
+from workers.engine.models.bundle import unpacked_bundle
 from workers.engine.models.formats import PICKLE_REFUSAL, check_declared_format, sniff_format
 from workers.engine.models.onnx import OnnxClassifier, load_onnx_classifier
 from workers.engine.spec import ModelFormat, ModelSource
@@ -63,7 +66,10 @@ def load_model(
             " trusted formats on (TEMPERING_ALLOW_TRUSTED_FORMATS=1); upload ONNX instead"
         )
     if source.format is ModelFormat.ONNX:
-        return _from_onnx(source.path)
+        return _from_onnx(source.path, allow_external_data=source.external_data_beside)
+    if source.format is ModelFormat.ONNX_BUNDLE:
+        with unpacked_bundle(source.path) as path:
+            return _from_onnx(path, allow_external_data=True)
     if sample_shape is None or num_classes is None:
         raise InvalidModel(f"{source.format.value} models need the data's shape and classes")
     if source.format is ModelFormat.SAFETENSORS:
@@ -73,8 +79,9 @@ def load_model(
     return _from_torch_export(source.path, sample_shape, num_classes)
 
 
-def _from_onnx(path: Path) -> LoadedModel:
-    module = load_onnx_classifier(path)
+def _from_onnx(path: Path, *, allow_external_data: bool = False) -> LoadedModel:
+    """Every tensor is in memory once this returns: the model's folder may go."""
+    module = load_onnx_classifier(path, allow_external_data=allow_external_data)
     return LoadedModel(
         module=module,
         input_shape=module.input_shape,

@@ -6,13 +6,14 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import onnx
 import onnx.inliner
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from workers.engine.errors import InvalidModel, UnsupportedModel
+from workers.engine.models.external_data import check_weight_total, external_range
 from workers.engine.models.onnx.ops import _SUPPORTED_OPS
 from workers.engine.models.onnx.protos import _STANDARD_DOMAINS
 from workers.engine.models.onnx.sklearn import ML_DOMAIN, check_ml_operators
@@ -104,58 +105,18 @@ def _load_checked_external_data(
             " onnx.save(onnx.load(path), path, save_as_external_data=False)"
         )
     base = folder.resolve()
-    for tensor in external:
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        file = _external_location(tensor.name, info.get("location", ""), base)
-        try:
-            offset = int(info.get("offset") or 0)
-            available = file.stat().st_size - offset
-            size = available if info.get("length") is None else int(info["length"])
-        except ValueError as exc:
-            raise InvalidModel(f"external data of tensor '{tensor.name}' is malformed") from exc
-        if offset < 0 or size < 0 or size > available:
-            raise InvalidModel(
-                f"external data of tensor '{tensor.name}' lies outside its file "
-                f"(offset {offset}, length {size})"
-            )
+    spans = [external_range(tensor, base) for tensor in external]
+    check_weight_total(sum(span.length for span in spans))
+    for tensor, span in zip(external, spans, strict=True):
         if budget is not None:
-            budget -= size
+            budget -= span.length
             if budget < 0:
                 raise InvalidModel("the model and its external data are over the size limit")
-        with file.open("rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(size)
+        with span.file.open("rb") as handle:
+            handle.seek(span.offset)
+            tensor.raw_data = handle.read(span.length)
         del tensor.external_data[:]
         tensor.data_location = TensorProto.DEFAULT
-
-
-def _external_location(tensor: str, location: str, base: Path) -> Path:
-    """Resolve an external data location, refusing anything that leaves the model's folder."""
-    if not location or "\x00" in location:
-        raise InvalidModel(f"external data of tensor '{tensor}' has no valid location")
-    posix = PurePosixPath(location.replace("\\", "/"))
-    if (
-        posix.is_absolute()
-        or PureWindowsPath(location).is_absolute()
-        or PureWindowsPath(location).drive
-    ):
-        raise InvalidModel(
-            f"external data of tensor '{tensor}' has an absolute location ({location!r}); "
-            "only files inside the model's folder are accepted"
-        )
-    if ".." in posix.parts:
-        raise InvalidModel(
-            f"external data of tensor '{tensor}' points outside the model's folder ({location!r})"
-        )
-    resolved = (base / posix).resolve()
-    if not resolved.is_relative_to(base):
-        raise InvalidModel(
-            f"external data of tensor '{tensor}' resolves outside the model's folder "
-            f"({location!r}, through a symbolic link)"
-        )
-    if not resolved.is_file():
-        raise InvalidModel(f"external data file {location!r} of tensor '{tensor}' is missing")
-    return resolved
 
 
 def _default_opset(model: ModelProto) -> int:
