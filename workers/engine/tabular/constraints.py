@@ -6,6 +6,14 @@ result onto the schema: integers rounded inside their interval, binary features 
 categorical group to the one-hot of its largest entry, immutable features back to their clean
 value. :func:`violations` checks a point against the schema with code of its own, so a repair
 that went wrong is caught rather than counted.
+
+Linear constraints between features (:class:`LinearSystem`) are kept by :meth:`project`, which
+attacks call after every projection step: a few rounds of clipping to the intervals and moving
+the mutable columns (weighted by their budgets, none pushed past its bound) onto each broken
+constraint, then each equality solved exactly for its dependent column, in the schema's order.
+:meth:`repair` does the same after rounding with the continuous columns only, and a candidate it
+still cannot make valid is pulled back towards the clean point (which satisfies every
+constraint) until it is valid: the clean point itself if need be.
 """
 
 from __future__ import annotations
@@ -18,9 +26,88 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workers.engine.tabular.schema import Feature, FeatureSchema, Kind
+from workers.engine.tabular.schema import LINEAR_TOLERANCE, Feature, FeatureSchema, Kind, Op
 
 TOLERANCE = 1e-5
+PROJECTION_ROUNDS = 30
+RETREATS = (0.5, 0.25, 0.125, 0.0625)
+"""Shares of the way from the clean point to a candidate that repair tries, in turn, when the
+candidate itself cannot be made to satisfy the linear constraints."""
+
+
+@dataclass(frozen=True)
+class LinearSystem:
+    """The schema's linear constraints as float64 tensors: ``matrix @ x <= value`` (``>=`` rows
+    negated) or ``==`` where ``equality``; ``dependent`` is the column each equality is solved
+    for (-1: none, or an inequality), rows in the schema's order, which is the solving order."""
+
+    matrix: Tensor
+    value: Tensor
+    equality: Tensor
+    dependent: Tensor
+
+    def to(self, device: torch.device | str) -> LinearSystem:
+        return LinearSystem(
+            self.matrix.to(device),
+            self.value.to(device),
+            self.equality.to(device),
+            self.dependent.to(device),
+        )
+
+    def holds(self, point: Tensor) -> Tensor:
+        """Per sample, whether ``point`` (float64) satisfies every row to the schema's tolerance."""
+        residual = point @ self.matrix.T - self.value
+        size = point.abs() @ self.matrix.abs().T + self.value.abs()
+        tolerance = LINEAR_TOLERANCE * size + 1e-9
+        ok = torch.where(self.equality, residual.abs() <= tolerance, residual <= tolerance)
+        return ok.all(dim=1)
+
+    def solve_dependents(self, point: Tensor) -> Tensor:
+        """Each equality solved for its dependent column, in order (a dependent used by a later
+        equality is solved first): exact whatever the other columns are."""
+        point = point.clone()
+        for k in range(self.matrix.shape[0]):
+            d = int(self.dependent[k])
+            if d < 0:
+                continue
+            row = self.matrix[k]
+            others = point @ row - row[d] * point[:, d]
+            point[:, d] = (self.value[k] - others) / row[d]
+        return point
+
+    def chain_gradient(self, grad: Tensor) -> Tensor:
+        """The gradient with respect to the free columns when each dependent is the function of
+        the others its equality makes it (chain rule, last equality first); 0 on dependents."""
+        grad = grad.clone()
+        for k in reversed(range(self.matrix.shape[0])):
+            d = int(self.dependent[k])
+            if d < 0:
+                continue
+            row = self.matrix[k].to(grad.dtype)
+            carried = grad[:, d : d + 1] * (-row / row[d])
+            carried[:, d] = 0
+            grad = grad + carried
+            grad[:, d] = 0
+        return grad
+
+
+def _linear_system(schema: FeatureSchema) -> LinearSystem | None:
+    if not schema.constraints:
+        return None
+    index = schema.column_index()
+    matrix = torch.zeros(len(schema.constraints), len(schema.columns), dtype=torch.float64)
+    value = torch.zeros(len(schema.constraints), dtype=torch.float64)
+    equality = torch.zeros(len(schema.constraints), dtype=torch.bool)
+    dependent = torch.full((len(schema.constraints),), -1, dtype=torch.long)
+    for k, constraint in enumerate(schema.constraints):
+        sign = -1.0 if constraint.op is Op.GE else 1.0
+        for column, coefficient in constraint.terms:
+            matrix[k, index[column]] += sign * coefficient
+        value[k] = sign * constraint.value
+        equality[k] = constraint.op is Op.EQ
+        if constraint.dependent is not None:
+            dependent[k] = index[constraint.dependent]
+    return LinearSystem(matrix, value, equality, dependent)
 
 
 @dataclass(frozen=True)
@@ -36,6 +123,9 @@ class FeatureConstraints:
     binary: Tensor
     groups: tuple[Tensor, ...]
     frozen_groups: tuple[Tensor, ...]
+    linear: LinearSystem | None = None
+    """The linear constraints between columns, if the schema has any. A dependent column's
+    radius is the farthest its equality lets it move when the others move within theirs."""
 
     def to(self, device: torch.device | str) -> FeatureConstraints:
         return FeatureConstraints(
@@ -46,6 +136,7 @@ class FeatureConstraints:
             self.binary.to(device),
             tuple(g.to(device) for g in self.groups),
             tuple(g.to(device) for g in self.frozen_groups),
+            self.linear.to(device) if self.linear is not None else None,
         )
 
     def scaled(self, factor: float) -> FeatureConstraints:
@@ -54,7 +145,7 @@ class FeatureConstraints:
         if factor < 0:
             raise ValueError(f"a budget factor is non-negative, got {factor}")
         radius = torch.where(torch.isinf(self.radius), self.radius, self.radius * factor)
-        return dataclasses.replace(self, radius=radius)
+        return dataclasses.replace(self, radius=_derived_radius(radius, self.linear))
 
     def step_unit(self) -> Tensor:
         """Per column, the length an attack step is measured in: the column's budget, or 1 (its
@@ -86,7 +177,87 @@ class FeatureConstraints:
             point[:, group] = one_hot
         for group in self.frozen_groups:
             point[:, group] = x[:, group]
-        return point
+        if self.linear is None:
+            return point
+        return self._repair_linear(candidate, point, x)
+
+    def project(self, point: Tensor, x: Tensor) -> Tensor:
+        """``point`` clipped to its intervals around ``x`` and, with linear constraints, moved
+        onto them in the relaxation (every mutable column may move, integers and flips relaxed;
+        each equality solved for its dependent): what attacks call after each step."""
+        lower, upper = self.bounds_around(x)
+        point = torch.minimum(torch.maximum(point, lower), upper)
+        if self.linear is None:
+            return point
+        return self._satisfy(point, lower, upper, self.radius > 0, exact=False).to(point.dtype)
+
+    def gradient(self, grad: Tensor) -> Tensor:
+        """The gradient an attack should step along: with linear equalities, what moving each
+        free column does through the dependents recomputed from it; 0 on dependents."""
+        if self.linear is None:
+            return grad
+        return self.linear.chain_gradient(grad)
+
+    def _satisfy(
+        self, point: Tensor, lower: Tensor, upper: Tensor, movable: Tensor, *, exact: bool
+    ) -> Tensor:
+        """Rounds of clipping and moving the ``movable`` columns onto each broken constraint
+        (weighted by their step unit squared, none pushed past its bound), then the equalities
+        solved for their dependents (integer ones rounded if ``exact``); float64."""
+        assert self.linear is not None
+        system = self.linear
+        z = point.double()
+        lo, hi = lower.double(), upper.double()
+        zero = torch.zeros((), dtype=torch.float64, device=z.device)
+        weight = torch.where(movable, self.step_unit().double() ** 2, zero)
+        for _ in range(PROJECTION_ROUNDS):
+            z = torch.minimum(torch.maximum(z, lo), hi)
+            if bool(system.holds(z).all()):
+                break
+            for k in range(system.matrix.shape[0]):
+                row = system.matrix[k]
+                residual = z @ row - system.value[k]
+                need = torch.where(system.equality[k], residual, residual.clamp(min=0))
+                rising = (-need[:, None] * row) > 0
+                room = torch.where(rising, z < hi, z > lo) & (row != 0)
+                w = weight * room
+                denominator = (w * row**2).sum(dim=1)
+                shift = torch.where(denominator > 0, need / denominator.clamp_min(1e-300), 0.0)
+                z = z - shift[:, None] * w * row
+        z = torch.minimum(torch.maximum(z, lo), hi)
+        solved = system.solve_dependents(z)
+        if not exact:
+            return solved
+        return torch.where(self.integer, torch.round(solved), solved)
+
+    def _valid_linear(self, point: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        assert self.linear is not None
+        slack = TOLERANCE * torch.clamp(point.abs(), min=1.0)
+        inside = ((point >= lower - slack) & (point <= upper + slack)).all(dim=1)
+        return inside & self.linear.holds(point.double())
+
+    def _repair_linear(self, candidate: Tensor, rounded: Tensor, x: Tensor) -> Tensor:
+        """``rounded`` (the candidate mapped onto everything but the linear constraints) moved
+        onto them with its continuous columns; a row that cannot be is repaired again from
+        points nearer ``x`` (:data:`RETREATS`), and as ``x`` if none works."""
+        lower, upper = self.bounds_around(x)
+        continuous = torch.isfinite(self.radius) & (self.radius > 0) & ~self.integer
+        fixed = self._satisfy(rounded, lower, upper, continuous, exact=True).to(rounded.dtype)
+        ok = self._valid_linear(fixed, lower, upper)
+        plain = dataclasses.replace(self, linear=None)
+        for share in RETREATS:
+            rows = (~ok).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                return fixed
+            nearer = x[rows] + share * (candidate[rows] - x[rows])
+            again = plain.repair(nearer, x[rows])
+            again = self._satisfy(again, lower[rows], upper[rows], continuous, exact=True)
+            again = again.to(rounded.dtype)
+            good = self._valid_linear(again, lower[rows], upper[rows])
+            fixed[rows[good]] = again[good]
+            ok[rows[good]] = True
+        fixed[~ok] = x[~ok]
+        return fixed
 
 
 def build_constraints(
@@ -120,7 +291,36 @@ def build_constraints(
         else:
             column = train_x[:, int(span[0])]
             radius[span] = _radius(feature, default_radius, column)
-    return FeatureConstraints(lower, upper, radius, integer, binary, tuple(groups), tuple(frozen))
+    linear = _linear_system(schema)
+    return FeatureConstraints(
+        lower,
+        upper,
+        _derived_radius(radius, linear),
+        integer,
+        binary,
+        tuple(groups),
+        tuple(frozen),
+        linear,
+    )
+
+
+def _derived_radius(radius: Tensor, linear: LinearSystem | None) -> Tensor:
+    """``radius`` with each dependent's replaced by how far its equality can move it: the sum
+    over the other terms of their coefficient over its own times their radius (1 for a flip),
+    in solving order so that a dependent used by a later equality counts with its own."""
+    if linear is None:
+        return radius
+    radius = radius.clone()
+    for k in range(linear.matrix.shape[0]):
+        d = int(linear.dependent[k])
+        if d < 0:
+            continue
+        row = linear.matrix[k].to(radius.device)
+        unit = torch.where(torch.isinf(radius), torch.ones_like(radius), radius).double()
+        ratio = (row / row[d]).abs()
+        ratio[d] = 0
+        radius[d] = float((ratio * unit).sum())
+    return radius
 
 
 def _radius(feature: Feature, default: float, column: np.ndarray) -> float:
@@ -135,8 +335,13 @@ def _radius(feature: Feature, default: float, column: np.ndarray) -> float:
     return budget.std_share * float(np.std(column))
 
 
-CONSTRAINT_KINDS = ("immutable", "range", "budget", "integer", "binary", "one_hot")
+CONSTRAINT_KINDS = ("immutable", "range", "budget", "integer", "binary", "one_hot", "linear")
 """What :func:`violations_by_kind` tells apart, in the order reports list them."""
+
+
+def constraint_kinds(schema: FeatureSchema) -> tuple[str, ...]:
+    """The kinds of constraint a report lists for ``schema``: ``linear`` only if it has any."""
+    return CONSTRAINT_KINDS if schema.constraints else CONSTRAINT_KINDS[:-1]
 
 
 def violations(
@@ -179,4 +384,28 @@ def violations_by_kind(
             bad["integer"] |= value != torch.round(value)
         limit = constraints.radius[span.start]
         bad["budget"] |= (value - clean[:, 0]).abs() > limit + TOLERANCE * max(1.0, float(limit))
+    bad["linear"] = _linear_broken(schema, point)
     return bad
+
+
+def _linear_broken(schema: FeatureSchema, point: Tensor) -> Tensor:
+    """Per sample, whether ``point`` breaks a linear constraint of the schema, computed from the
+    schema's own terms in float64 (not from the repair's matrix)."""
+    broken = torch.zeros(point.shape[0], dtype=torch.bool, device=point.device)
+    index = schema.column_index()
+    for constraint in schema.constraints:
+        lhs = torch.zeros(point.shape[0], dtype=torch.float64, device=point.device)
+        size = torch.full_like(lhs, abs(constraint.value))
+        for column, coefficient in constraint.terms:
+            term = coefficient * point[:, index[column]].double()
+            lhs += term
+            size += term.abs()
+        residual = lhs - constraint.value
+        tolerance = LINEAR_TOLERANCE * size + 1e-9
+        if constraint.op is Op.EQ:
+            broken |= residual.abs() > tolerance
+        elif constraint.op is Op.LE:
+            broken |= residual > tolerance
+        else:
+            broken |= residual < -tolerance
+    return broken
