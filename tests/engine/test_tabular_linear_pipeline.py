@@ -4,6 +4,7 @@ model card and the HTML page list the constraints and what each attack respected
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import jsonschema
@@ -86,3 +87,19 @@ def test_data_that_breaks_a_constraint_is_refused_before_training(tmp_path: Path
 
     with pytest.raises(InvalidData, match=r"linear constraint 2 .* does not hold in row 11"):
         harden(_request(model, data, schema), tmp_path / "out")
+
+
+def test_the_schema_is_returned_beside_the_model_with_its_digest(
+    hardened: HardeningResult,
+) -> None:
+    import hashlib
+
+    import onnx
+
+    assert hardened.schema_path is not None
+    assert hardened.schema_path.name == "feature_schema.json"
+    assert json.loads(hardened.schema_path.read_text()) == SCHEMA
+    digest = hashlib.sha256(hardened.schema_path.read_bytes()).hexdigest()
+    assert hardened.report["tabular"]["schema_sha256"] == digest
+    metadata = {p.key: p.value for p in onnx.load(str(hardened.model_path)).metadata_props}
+    assert metadata["tempering.feature_schema_sha256"] == digest

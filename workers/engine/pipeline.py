@@ -178,11 +178,14 @@ def _harden(
             "onnxruntime": onnxruntime.__version__,
             "device": device.name,
         },
-        tabular=tabular_section(tabular, scored["original"], scored["hardened"])
-        if tabular
+        tabular={
+            **tabular_section(tabular, scored["original"], scored["hardened"]),
+            "schema_sha256": _sha256(request, request.feature_schema),
+        }
+        if tabular and request.feature_schema
         else None,
     )
-    return _write_outputs(output_dir, model_path, report, reporter)
+    return _write_outputs(output_dir, model_path, report, reporter, request)
 
 
 def _tabular_threat(request: HardeningRequest, prepared: PreparedData) -> TabularThreat | None:
@@ -313,9 +316,14 @@ def _input_notes(request: HardeningRequest, prepared: PreparedData) -> list[str]
 
 
 def _write_outputs(
-    output_dir: Path, model_path: Path, report: RobustnessReport, reporter: Reporter
+    output_dir: Path,
+    model_path: Path,
+    report: RobustnessReport,
+    reporter: Reporter,
+    request: HardeningRequest,
 ) -> HardeningResult:
-    result = write_outputs(output_dir, model_path, report.to_dict())
+    schema = request.feature_schema
+    result = write_outputs(output_dir, model_path, report.to_dict(), schema_path=schema)
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
     return result
 
