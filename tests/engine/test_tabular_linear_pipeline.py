@@ -4,6 +4,7 @@ model card and the HTML page list the constraints and what each attack respected
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,8 +86,26 @@ def test_data_that_breaks_a_constraint_is_refused_before_training(tmp_path: Path
     rows["x"][11, 6] += 1
     np.savez(data, **rows)
 
-    with pytest.raises(InvalidData, match=r"linear constraint 2 .* does not hold in row 11"):
+    with pytest.raises(
+        InvalidData, match=r"^training data: linear constraint 2 .* does not hold in row 11"
+    ):
         harden(_request(model, data, schema), tmp_path / "out")
+
+
+def test_evaluation_data_that_breaks_a_constraint_is_refused_naming_the_dataset(
+    tmp_path: Path,
+) -> None:
+    model, data, schema = write_case(tmp_path, n=300, rows=payment_rows, schema=SCHEMA)
+    x, y = payment_rows(100, seed=5)
+    x[4, 2] += 1  # the total no longer adds up
+    evaluation = tmp_path / "eval.npz"
+    np.savez(evaluation, x=x, y=y)
+    request = dataclasses.replace(_request(model, data, schema), eval_data=evaluation)
+
+    with pytest.raises(
+        InvalidData, match=r"^evaluation data: linear constraint 1 .* does not hold in row 4"
+    ):
+        harden(request, tmp_path / "out")
 
 
 def test_the_schema_is_returned_beside_the_model_with_its_digest(
