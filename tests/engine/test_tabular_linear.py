@@ -240,6 +240,27 @@ def test_repair_moves_continuous_columns_back_under_an_inequality() -> None:
     assert valid_payment_rows(SCHEMA, repaired.numpy(), x, EPS, x).all()
 
 
+def test_repair_rounds_integers_towards_the_side_that_keeps_an_inequality() -> None:
+    """2a + b <= 10: the candidate (2.6, 4.8) keeps it, rounded to nearest (3, 5) it does not;
+    rounded down (2, 4) it does, a valid move rather than a retreat to the clean point."""
+    schema = parse_schema(
+        {
+            "features": [
+                {"name": "a", "kind": "integer", "lower": 0, "budget": {"absolute": 2}},
+                {"name": "b", "kind": "integer", "lower": 0, "budget": {"absolute": 2}},
+            ],
+            "constraints": [{"terms": {"a": 2, "b": 1}, "op": "<=", "value": 10}],
+        }
+    )
+    x = torch.tensor([[3.0, 4.0]])
+    constraints = build_constraints(schema, EPS, x.numpy())
+
+    repaired = constraints.repair(torch.tensor([[2.6, 4.8]]), x)
+
+    assert repaired.tolist() == [[2.0, 4.0]]
+    assert not violations(schema, constraints, repaired, x).any()
+
+
 def test_a_candidate_that_cannot_be_repaired_falls_back_towards_the_clean_point() -> None:
     """Online with a card of 10 needs the card at 50 or more: beyond a card budget of 5."""
     document = copy.deepcopy(SCHEMA)

@@ -54,13 +54,17 @@ class LinearSystem:
             self.dependent.to(device),
         )
 
-    def holds(self, point: Tensor) -> Tensor:
-        """Per sample, whether ``point`` (float64) satisfies every row to the schema's tolerance."""
+    def satisfied(self, point: Tensor) -> Tensor:
+        """Per sample and row, whether ``point`` (float64) satisfies it to the schema's
+        tolerance."""
         residual = point @ self.matrix.T - self.value
         size = point.abs() @ self.matrix.abs().T + self.value.abs()
         tolerance = LINEAR_TOLERANCE * size + 1e-9
-        ok = torch.where(self.equality, residual.abs() <= tolerance, residual <= tolerance)
-        return ok.all(dim=1)
+        return torch.where(self.equality, residual.abs() <= tolerance, residual <= tolerance)
+
+    def holds(self, point: Tensor) -> Tensor:
+        """Per sample, whether ``point`` (float64) satisfies every row."""
+        return self.satisfied(point).all(dim=1)
 
     def solve_dependents(self, point: Tensor) -> Tensor:
         """Each equality solved for its dependent column, in order (a dependent used by a later
@@ -236,12 +240,42 @@ class FeatureConstraints:
         inside = ((point >= lower - slack) & (point <= upper + slack)).all(dim=1)
         return inside & self.linear.holds(point.double())
 
+    def _round_into_inequalities(
+        self, point: Tensor, candidate: Tensor, lower: Tensor, upper: Tensor
+    ) -> Tensor:
+        """For each inequality that rounding broke, its integer columns rounded again from the
+        candidate towards the side that keeps it (down where the coefficient is positive, up
+        where it is negative), inside their intervals: a candidate that kept the inequality in
+        the relaxation then keeps it rounded. Dependents are left to their equalities."""
+        assert self.linear is not None
+        system = self.linear
+        free = self.integer & (self.radius > 0)
+        free[system.dependent[system.dependent >= 0]] = False
+        if not bool(free.any()):
+            return point
+        relaxed = torch.minimum(torch.maximum(candidate, lower), upper)
+        low, high = torch.ceil(lower), torch.floor(upper)
+        point = point.clone()
+        for k in range(system.matrix.shape[0]):
+            row = system.matrix[k].to(point.dtype)
+            columns = free & (row != 0)
+            if bool(system.equality[k]) or not bool(columns.any()):
+                continue
+            broken = ~system.satisfied(point.double())[:, k]
+            if not bool(broken.any()):
+                continue
+            directed = torch.where(row > 0, torch.floor(relaxed), torch.ceil(relaxed))
+            directed = torch.minimum(torch.maximum(directed, low), high)
+            point = torch.where(broken[:, None] & columns, directed, point)
+        return point
+
     def _repair_linear(self, candidate: Tensor, rounded: Tensor, x: Tensor) -> Tensor:
         """``rounded`` (the candidate mapped onto everything but the linear constraints) moved
         onto them with its continuous columns; a row that cannot be is repaired again from
         points nearer ``x`` (:data:`RETREATS`), and as ``x`` if none works."""
         lower, upper = self.bounds_around(x)
         continuous = torch.isfinite(self.radius) & (self.radius > 0) & ~self.integer
+        rounded = self._round_into_inequalities(rounded, candidate, lower, upper)
         fixed = self._satisfy(rounded, lower, upper, continuous, exact=True).to(rounded.dtype)
         ok = self._valid_linear(fixed, lower, upper)
         plain = dataclasses.replace(self, linear=None)
