@@ -30,6 +30,9 @@ from workers.engine.tabular.schema import LINEAR_TOLERANCE, Feature, FeatureSche
 
 TOLERANCE = 1e-5
 PROJECTION_ROUNDS = 30
+"""At most this many rounds of moving onto broken constraints; a row stops once it keeps them
+all (to :data:`_AIM`, well inside the schema's tolerance) or no longer moves."""
+_AIM = LINEAR_TOLERANCE / 1000
 RETREATS = (0.5, 0.25, 0.125, 0.0625)
 """Shares of the way from the clean point to a candidate that repair tries, in turn, when the
 candidate itself cannot be made to satisfy the linear constraints."""
@@ -54,12 +57,12 @@ class LinearSystem:
             self.dependent.to(device),
         )
 
-    def satisfied(self, point: Tensor) -> Tensor:
-        """Per sample and row, whether ``point`` (float64) satisfies it to the schema's
-        tolerance."""
+    def satisfied(self, point: Tensor, share: float = LINEAR_TOLERANCE) -> Tensor:
+        """Per sample and row, whether ``point`` (float64) satisfies it to ``share`` of the size
+        of its terms (by default the schema's tolerance)."""
         residual = point @ self.matrix.T - self.value
         size = point.abs() @ self.matrix.abs().T + self.value.abs()
-        tolerance = LINEAR_TOLERANCE * size + 1e-9
+        tolerance = share * size + 1e-9
         return torch.where(self.equality, residual.abs() <= tolerance, residual <= tolerance)
 
     def holds(self, point: Tensor) -> Tensor:
@@ -214,21 +217,29 @@ class FeatureConstraints:
         lo, hi = lower.double(), upper.double()
         zero = torch.zeros((), dtype=torch.float64, device=z.device)
         weight = torch.where(movable, self.step_unit().double() ** 2, zero)
+        z = torch.minimum(torch.maximum(z, lo), hi)
+        active = torch.arange(z.shape[0], device=z.device)
         for _ in range(PROJECTION_ROUNDS):
-            z = torch.minimum(torch.maximum(z, lo), hi)
-            if bool(system.holds(z).all()):
+            satisfied = system.satisfied(z[active], _AIM)
+            broken = ~satisfied.all(dim=1)
+            active, satisfied = active[broken], satisfied[broken]
+            if active.numel() == 0:
                 break
-            for k in range(system.matrix.shape[0]):
+            za, la, ha = z[active], lo[active], hi[active]
+            for k in (~satisfied).any(dim=0).nonzero().flatten().tolist():
                 row = system.matrix[k]
-                residual = z @ row - system.value[k]
+                residual = za @ row - system.value[k]
                 need = torch.where(system.equality[k], residual, residual.clamp(min=0))
                 rising = (-need[:, None] * row) > 0
-                room = torch.where(rising, z < hi, z > lo) & (row != 0)
+                room = torch.where(rising, za < ha, za > la) & (row != 0)
                 w = weight * room
                 denominator = (w * row**2).sum(dim=1)
                 shift = torch.where(denominator > 0, need / denominator.clamp_min(1e-300), 0.0)
-                z = z - shift[:, None] * w * row
-        z = torch.minimum(torch.maximum(z, lo), hi)
+                za = za - shift[:, None] * w * row
+            za = torch.minimum(torch.maximum(za, la), ha)
+            moved = (za != z[active]).any(dim=1)
+            z[active] = za
+            active = active[moved]
         solved = system.solve_dependents(z)
         if not exact:
             return solved
