@@ -261,6 +261,34 @@ def test_repair_rounds_integers_towards_the_side_that_keeps_an_inequality() -> N
     assert not violations(schema, constraints, repaired, x).any()
 
 
+def test_an_inequality_on_a_dependent_moves_its_parts() -> None:
+    """total = card + cash and total <= 1000: parts pushed up past the cap are brought back
+    onto it (not to the clean point) so that the recomputed total keeps it."""
+    schema = parse_schema(
+        {
+            "features": [
+                {"name": "card", "lower": 0, "upper": 1000, "budget": {"absolute": 50}},
+                {"name": "cash", "lower": 0, "upper": 500, "budget": {"absolute": 30}},
+                {"name": "total", "lower": 0, "upper": 1500},
+            ],
+            "constraints": [
+                _equality({"total": 1, "card": -1, "cash": -1}),
+                {"terms": {"total": 1}, "op": "<=", "value": 1000},
+            ],
+        }
+    )
+    x = torch.tensor([[600.0, 390.0, 990.0]])
+    constraints = build_constraints(schema, EPS, x.numpy())
+
+    repaired = constraints.repair(torch.tensor([[650.0, 420.0, 1070.0]]), x)
+
+    card, cash, total = repaired[0].tolist()
+    assert total == pytest.approx(card + cash)
+    assert total == pytest.approx(1000, abs=1e-3)
+    assert (card, cash) != (600.0, 390.0)
+    assert not violations(schema, constraints, repaired, x).any()
+
+
 def test_a_candidate_that_cannot_be_repaired_falls_back_towards_the_clean_point() -> None:
     """Online with a card of 10 needs the card at 50 or more: beyond a card budget of 5."""
     document = copy.deepcopy(SCHEMA)

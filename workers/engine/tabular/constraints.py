@@ -8,9 +8,10 @@ value. :func:`violations` checks a point against the schema with code of its own
 that went wrong is caught rather than counted.
 
 Linear constraints between features (:class:`LinearSystem`) are kept by :meth:`project`, which
-attacks call after every projection step: a few rounds of clipping to the intervals and moving
-the mutable columns (weighted by their budgets, none pushed past its bound) onto each broken
-constraint, then each equality solved exactly for its dependent column, in the schema's order.
+attacks call after every projection step: each dependent column is written as what its equality
+makes it of the free columns, then a few rounds move the mutable free columns (weighted by their
+budgets, none pushed past its bound) onto each broken inequality and each dependent's interval,
+and finally each equality is solved exactly for its dependent, in the schema's order.
 :meth:`repair` does the same after rounding with the continuous columns only, and a candidate it
 still cannot make valid is pulled back towards the clean point (which satisfies every
 constraint) until it is valid: the clean point itself if need be.
@@ -48,14 +49,49 @@ class LinearSystem:
     value: Tensor
     equality: Tensor
     dependent: Tensor
+    reduced: Tensor
+    """The inequalities with every dependent replaced by what its equality makes it: rows over
+    the free columns only (``reduced @ x <= reduced_value``)."""
+    reduced_value: Tensor
+    expression: Tensor
+    """Per dependent (``dependents``), its value as ``offset + expression @ x`` over the free
+    columns."""
+    offset: Tensor
+    dependents: Tensor
 
     def to(self, device: torch.device | str) -> LinearSystem:
         return LinearSystem(
-            self.matrix.to(device),
-            self.value.to(device),
-            self.equality.to(device),
-            self.dependent.to(device),
+            *(
+                t.to(device)
+                for t in (
+                    self.matrix,
+                    self.value,
+                    self.equality,
+                    self.dependent,
+                    self.reduced,
+                    self.reduced_value,
+                    self.expression,
+                    self.offset,
+                    self.dependents,
+                )
+            )
         )
+
+    def free_rows(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """The half-spaces over the free columns that a point must lie in, per sample: the
+        reduced inequalities, and each dependent's interval (``lower``/``upper``, per sample)
+        as two of them. Returns the rows ``(R, F)`` and their values ``(N, R)``."""
+        rows = torch.cat([self.reduced, self.expression, -self.expression])
+        n = lower.shape[0]
+        values = torch.cat(
+            [
+                self.reduced_value.expand(n, -1),
+                upper[:, self.dependents].double() - self.offset,
+                self.offset - lower[:, self.dependents].double(),
+            ],
+            dim=1,
+        )
+        return rows, values
 
     def satisfied(self, point: Tensor, share: float = LINEAR_TOLERANCE) -> Tensor:
         """Per sample and row, whether ``point`` (float64) satisfies it to ``share`` of the size
@@ -114,7 +150,31 @@ def _linear_system(schema: FeatureSchema) -> LinearSystem | None:
         equality[k] = constraint.op is Op.EQ
         if constraint.dependent is not None:
             dependent[k] = index[constraint.dependent]
-    return LinearSystem(matrix, value, equality, dependent)
+    # Every column as offset + expression @ x over the free columns, dependents in solving
+    # order (a dependent used by a later equality is substituted there in turn).
+    expression = torch.eye(len(schema.columns), dtype=torch.float64)
+    offset = torch.zeros(len(schema.columns), dtype=torch.float64)
+    for k in (dependent >= 0).nonzero().flatten().tolist():
+        d = int(dependent[k])
+        solved = -matrix[k] / matrix[k, d]
+        solved[d] = 0
+        offset[d] = value[k] / matrix[k, d] + solved @ offset
+        expression[d] = solved @ expression
+    inequalities = ~equality
+    reduced = matrix[inequalities] @ expression
+    reduced_value = value[inequalities] - matrix[inequalities] @ offset
+    dependents = dependent[dependent >= 0]
+    return LinearSystem(
+        matrix,
+        value,
+        equality,
+        dependent,
+        reduced,
+        reduced_value,
+        expression[dependents],
+        offset[dependents],
+        dependents,
+    )
 
 
 @dataclass(frozen=True)
@@ -208,9 +268,12 @@ class FeatureConstraints:
     def _satisfy(
         self, point: Tensor, lower: Tensor, upper: Tensor, movable: Tensor, *, exact: bool
     ) -> Tensor:
-        """Rounds of clipping and moving the ``movable`` columns onto each broken constraint
-        (weighted by their step unit squared, none pushed past its bound), then the equalities
-        solved for their dependents (integer ones rounded if ``exact``); float64."""
+        """Rounds of moving the ``movable`` free columns onto each broken half-space of
+        :meth:`LinearSystem.free_rows` (the inequalities with each dependent replaced by what
+        its equality makes it, and each dependent's interval), weighted by their step unit
+        squared, none pushed past its bound; then the equalities solved for their dependents
+        (integer ones rounded if ``exact``); float64. Equalities never enter the rounds, so
+        they cannot slow them: they hold exactly by the final solve."""
         assert self.linear is not None
         system = self.linear
         z = point.double()
@@ -218,18 +281,18 @@ class FeatureConstraints:
         zero = torch.zeros((), dtype=torch.float64, device=z.device)
         weight = torch.where(movable, self.step_unit().double() ** 2, zero)
         z = torch.minimum(torch.maximum(z, lo), hi)
+        rows, values = system.free_rows(lo, hi)
         active = torch.arange(z.shape[0], device=z.device)
         for _ in range(PROJECTION_ROUNDS):
-            satisfied = system.satisfied(z[active], _AIM)
+            satisfied = _within(z[active], rows, values[active], _AIM)
             broken = ~satisfied.all(dim=1)
             active, satisfied = active[broken], satisfied[broken]
             if active.numel() == 0:
                 break
-            za, la, ha = z[active], lo[active], hi[active]
+            za, la, ha, va = z[active], lo[active], hi[active], values[active]
             for k in (~satisfied).any(dim=0).nonzero().flatten().tolist():
-                row = system.matrix[k]
-                residual = za @ row - system.value[k]
-                need = torch.where(system.equality[k], residual, residual.clamp(min=0))
+                row = rows[k]
+                need = (za @ row - va[:, k]).clamp(min=0)
                 rising = (-need[:, None] * row) > 0
                 room = torch.where(rising, za < ha, za > la) & (row != 0)
                 w = weight * room
@@ -347,6 +410,13 @@ def build_constraints(
         tuple(frozen),
         linear,
     )
+
+
+def _within(point: Tensor, rows: Tensor, values: Tensor, share: float) -> Tensor:
+    """Per sample and row, whether ``rows @ point <= values`` to ``share`` of the terms' size."""
+    residual = point @ rows.T - values
+    size = point.abs() @ rows.abs().T + values.abs()
+    return residual <= share * size + 1e-9
 
 
 def _derived_radius(radius: Tensor, linear: LinearSystem | None) -> Tensor:
