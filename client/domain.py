@@ -62,6 +62,8 @@ class ArtifactKind(StrEnum):
     PLOT = "plot"
     TOKENIZER = "tokenizer"
     """A text model's tokenizer.json, returned unchanged beside the hardened model."""
+    SCHEMA = "schema"
+    """A tabular model's feature schema, returned unchanged beside the hardened model."""
 
 
 class DatasetFormat(StrEnum):
@@ -341,3 +343,5 @@ class HardeningOutcome:
     """The server's job, or None for a run in this process."""
     tokenizer_path: Path | None = None
     """A text model's tokenizer, returned beside the model."""
+    schema_path: Path | None = None
+    """A tabular model's feature schema, returned beside the model."""

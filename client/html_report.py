@@ -191,9 +191,26 @@ def _tabular(section: Mapping[str, Any]) -> list[str]:
         f"{label}: {_cell(section[label]['unconstrained']['robust_accuracy'])}"
         for label in ("original", "hardened")
     ]
+    linear = [
+        [
+            _e(c["name"]),
+            f"<code>{_e(c['formula'])}</code>",
+            _e(c.get("dependent") or ""),
+        ]
+        for c in section["schema"].get("constraints") or []
+    ]
     return [
         "<h2>Feature schema</h2>",
         _table(["feature", "kind", "mutable", "range", "budget"], features),
+        *(
+            [
+                '<p class="muted">Linear constraints between features (<code>linear</code>'
+                " below).</p>",
+                _table(["constraint", "formula", "recomputed"], linear),
+            ]
+            if linear
+            else []
+        ),
         "<h2>Constrained attacks</h2>",
         '<p class="muted">A candidate counts only if its repair onto the schema is'
         " misclassified and passes an independent check of every constraint.</p>",

@@ -51,6 +51,8 @@ def outcome_json(outcome: HardeningOutcome) -> dict[str, Any]:
     }
     if outcome.tokenizer_path is not None:
         outputs["tokenizer"] = str(outcome.tokenizer_path)
+    if outcome.schema_path is not None:
+        outputs["schema"] = str(outcome.schema_path)
     return {
         "state": "SUCCEEDED",
         "job_id": outcome.job.id if outcome.job else None,

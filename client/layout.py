@@ -1,6 +1,7 @@
 """Where a hardening run puts its files: the ONNX model at the path the user chose, the rest
 beside it under the same stem (``hardened.onnx`` -> ``hardened.report.json``,
-``hardened.model_card.md``, ``hardened.robustness_curve.png``)."""
+``hardened.model_card.md``, ``hardened.robustness_curve.png``; a text model's
+``hardened.tokenizer.json``, a tabular model's ``hardened.feature_schema.json``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class OutputLayout:
     plot: Path
     tokenizer: Path
     """A text model's tokenizer.json, beside the model that reads its ids."""
+    schema: Path
+    """A tabular model's feature schema, beside the model whose inputs it describes."""
 
     @classmethod
     def beside(cls, model_path: Path) -> OutputLayout:
@@ -33,6 +36,7 @@ class OutputLayout:
             card=folder / f"{stem}.model_card.md",
             plot=folder / f"{stem}.{ENGINE_PLOT_NAME}",
             tokenizer=folder / f"{stem}.tokenizer.json",
+            schema=folder / f"{stem}.feature_schema.json",
         )
 
     def path_for(self, kind: ArtifactKind) -> Path:
@@ -42,6 +46,7 @@ class OutputLayout:
             ArtifactKind.CARD: self.card,
             ArtifactKind.PLOT: self.plot,
             ArtifactKind.TOKENIZER: self.tokenizer,
+            ArtifactKind.SCHEMA: self.schema,
         }[kind]
 
 

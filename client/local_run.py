@@ -184,6 +184,9 @@ def _harden_in_process(
         tokenizer = None
         if result.tokenizer_path is not None:
             tokenizer = Path(shutil.move(result.tokenizer_path, layout.tokenizer))
+        schema = None
+        if result.schema_path is not None:
+            schema = Path(shutil.move(result.schema_path, layout.schema))
     return HardeningOutcome(
         model_path=layout.model,
         report_path=layout.report,
@@ -191,6 +194,7 @@ def _harden_in_process(
         plot_path=layout.plot,
         report=result.report,
         tokenizer_path=tokenizer,
+        schema_path=schema,
     )
 
 

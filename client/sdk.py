@@ -562,6 +562,9 @@ class HardeningClient:
         tokenizer = None
         if any(output.kind is ArtifactKind.TOKENIZER for output in final.outputs):
             tokenizer = self.download(final.id, ArtifactKind.TOKENIZER, layout.tokenizer)
+        schema = None
+        if any(output.kind is ArtifactKind.SCHEMA for output in final.outputs):
+            schema = self.download(final.id, ArtifactKind.SCHEMA, layout.schema)
         return HardeningOutcome(
             model_path=layout.model,
             report_path=layout.report,
@@ -570,6 +573,7 @@ class HardeningClient:
             report=json.loads(layout.report.read_text()),
             job=final,
             tokenizer_path=tokenizer,
+            schema_path=schema,
         )
 
     def _options(self, timeout: float | None) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class StandInOutcome:
     plot_path: Path
     report: dict[str, Any]
     tokenizer_path: Path | None = None
+    schema_path: Path | None = None
 
 
 def write_outputs(output_dir: Path, report: dict[str, Any]) -> StandInOutcome:

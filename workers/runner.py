@@ -85,6 +85,11 @@ class HardeningOutcome(Protocol):
         """A text model's tokenizer, returned beside it; None for other models."""
         ...
 
+    @property
+    def schema_path(self) -> Path | None:
+        """A tabular model's feature schema, returned beside it; None for other models."""
+        ...
+
 
 HardenFunction = Callable[..., HardeningOutcome]
 """``(request, output_dir, reporter)``, plus ``checkpoint_path=`` and ``after_checkpoint=`` (to
@@ -541,6 +546,7 @@ class JobRunner:
             (OutputKind.MODEL_CARD, outcome.card_path),
             (OutputKind.ROBUSTNESS_PLOT, outcome.plot_path),
             (OutputKind.TOKENIZER, outcome.tokenizer_path),
+            (OutputKind.FEATURE_SCHEMA, outcome.schema_path),
         )
         outputs = []
         for kind, path in files:

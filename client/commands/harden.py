@@ -584,6 +584,8 @@ def report_outcome(
         print(f"curve:          {outcome.plot_path}")
     if outcome.tokenizer_path:
         print(f"tokenizer:      {outcome.tokenizer_path}")
+    if outcome.schema_path:
+        print(f"feature schema: {outcome.schema_path}")
     if verdict is not None and verdict.outputs is not None:
         print(f"junit:          {verdict.outputs.junit}")
         print(f"summary:        {verdict.outputs.summary}")

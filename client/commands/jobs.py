@@ -88,9 +88,10 @@ def register(subparsers: Any) -> None:
         "--kind",
         choices=[k.value for k in ArtifactKind],
         default=ArtifactKind.MODEL.value,
-        help="model (hardened ONNX, default; a text model's tokenizer is written beside it),"
-        " report (JSON), card (Markdown; its plot is written beside it), plot (PNG) or"
-        " tokenizer (a text model's tokenizer.json)",
+        help="model (hardened ONNX, default; a text model's tokenizer or a tabular model's"
+        " feature schema is written beside it), report (JSON), card (Markdown; its plot is"
+        " written beside it), plot (PNG), tokenizer (a text model's tokenizer.json) or schema"
+        " (a tabular model's feature schema)",
     )
     download.add_argument(
         "-o",
@@ -98,7 +99,8 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="PATH",
         help="where to write it (default: in the current folder, ID.onnx, ID.report.json,"
-        " ID.model_card.md, ID.robustness_curve.png or ID.tokenizer.json)",
+        " ID.model_card.md, ID.robustness_curve.png, ID.tokenizer.json or"
+        " ID.feature_schema.json)",
     )
     download.add_argument(
         "--force", action="store_true", help="replace a file already at the default name"
@@ -178,6 +180,7 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     plot: Path | None = None
     tokenizer: Path | None = None
+    schema: Path | None = None
     with connect(args) as api:
         args.job_id = resolve_job_id(api, args.job_id)
         output = args.output or default_download_path(args.job_id, ArtifactKind(args.kind))
@@ -187,9 +190,14 @@ def run_download(args: argparse.Namespace) -> int:
             path, plot = api.download_card(args.job_id, output)
         else:
             path = api.download(args.job_id, ArtifactKind(args.kind), output)
-        if args.kind == ArtifactKind.MODEL and _has_tokenizer(api.get(args.job_id)):
-            beside = OutputLayout.beside(path).tokenizer
-            tokenizer = api.download(args.job_id, ArtifactKind.TOKENIZER, beside)
+        if args.kind == ArtifactKind.MODEL:
+            job = api.get(args.job_id)
+            if _has(job, ArtifactKind.TOKENIZER):
+                beside = OutputLayout.beside(path).tokenizer
+                tokenizer = api.download(args.job_id, ArtifactKind.TOKENIZER, beside)
+            if _has(job, ArtifactKind.SCHEMA):
+                beside = OutputLayout.beside(path).schema
+                schema = api.download(args.job_id, ArtifactKind.SCHEMA, beside)
     if args.json:
         written: dict[str, str | None] = {
             "job_id": args.job_id,
@@ -200,18 +208,22 @@ def run_download(args: argparse.Namespace) -> int:
             written["plot"] = str(plot) if plot else None
         if tokenizer is not None:
             written["tokenizer"] = str(tokenizer)
+        if schema is not None:
+            written["schema"] = str(schema)
         print_json(written)
     else:
         print(path)
-        for extra in (plot, tokenizer):
+        for extra in (plot, tokenizer, schema):
             if extra is not None:
                 print(extra)
     return ExitCode.OK
 
 
-def _has_tokenizer(job: Job) -> bool:
-    """A text model's job: its model is useless without the tokenizer that encodes its ids."""
-    return any(output.kind is ArtifactKind.TOKENIZER for output in job.outputs)
+def _has(job: Job, kind: ArtifactKind) -> bool:
+    """Whether the job returned ``kind``: a text model's tokenizer (its model is useless
+    without the tokenizer that encodes its ids), a tabular model's feature schema (what its
+    inputs are and what an attacker may change)."""
+    return any(output.kind is kind for output in job.outputs)
 
 
 def human_bytes(count: int) -> str:

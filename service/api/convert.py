@@ -83,6 +83,7 @@ _KINDS = {
     OutputKind.MODEL_CARD: pb.ARTIFACT_KIND_MODEL_CARD,
     OutputKind.ROBUSTNESS_PLOT: pb.ARTIFACT_KIND_ROBUSTNESS_PLOT,
     OutputKind.TOKENIZER: pb.ARTIFACT_KIND_TOKENIZER,
+    OutputKind.FEATURE_SCHEMA: pb.ARTIFACT_KIND_FEATURE_SCHEMA,
 }
 
 K = TypeVar("K")
@@ -650,7 +651,7 @@ def output_kind(kind: int) -> OutputKind:
         _KINDS_FROM_PB,
         kind,
         "kind",
-        "HARDENED_MODEL, REPORT, MODEL_CARD, ROBUSTNESS_PLOT or TOKENIZER",
+        "HARDENED_MODEL, REPORT, MODEL_CARD, ROBUSTNESS_PLOT, TOKENIZER or FEATURE_SCHEMA",
     )
 
 

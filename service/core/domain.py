@@ -19,6 +19,7 @@ from service.core.tenancy import DEFAULT_TENANT
 from workers.engine.errors import InvalidParameter
 from workers.engine.output_files import (
     CARD_FILE,
+    FEATURE_SCHEMA_FILE,
     MODEL_FILE,
     PLOT_FILE,
     REPORT_FILE,
@@ -86,6 +87,7 @@ class OutputKind(StrEnum):
     MODEL_CARD = "model_card"
     ROBUSTNESS_PLOT = "robustness_plot"
     TOKENIZER = "tokenizer"
+    FEATURE_SCHEMA = "feature_schema"
 
     @property
     def filename(self) -> str:
@@ -102,6 +104,7 @@ _OUTPUT_FILES = {
     OutputKind.MODEL_CARD: (CARD_FILE, "text/markdown"),
     OutputKind.ROBUSTNESS_PLOT: (PLOT_FILE, "image/png"),
     OutputKind.TOKENIZER: (TOKENIZER_FILE, "application/json"),
+    OutputKind.FEATURE_SCHEMA: (FEATURE_SCHEMA_FILE, "application/json"),
 }
 
 

@@ -32,7 +32,15 @@ from service.jobs.graph_cost import (
     cost_skeleton,
     estimate_cost,
 )
-from workers.engine.data import Dataset, check_bounds, check_fits, load_npz
+from workers.engine.data import (
+    EVALUATION_DATA,
+    TRAINING_DATA,
+    Dataset,
+    check_bounds,
+    check_fits,
+    load_npz,
+    naming,
+)
 from workers.engine.errors import (
     InvalidData,
     InvalidModel,
@@ -388,14 +396,15 @@ def _check_with_model(
         check_text_job(classifier, dataset_paths, text, limits)
         return
     feature_schema = load_schema(schema) if schema is not None else None
-    for path in dataset_paths:
-        dataset = load_npz(path)
-        if classifier is not None:
-            _check_fits_model(dataset, classifier, limits)
-        if feature_schema is not None:
-            feature_schema.check_against(dataset.x)
-        else:
-            check_bounds(dataset, threat.lower, threat.upper)
+    for path, which in zip(dataset_paths, (TRAINING_DATA, EVALUATION_DATA), strict=False):
+        with naming(which):
+            dataset = load_npz(path)
+            if classifier is not None:
+                _check_fits_model(dataset, classifier, limits)
+            if feature_schema is not None:
+                feature_schema.check_against(dataset.x)
+            else:
+                check_bounds(dataset, threat.lower, threat.upper)
 
 
 def _check_fits_model(dataset: Dataset, classifier: OrtModel, limits: CostLimits) -> None:
@@ -440,7 +449,7 @@ def check_text_job(
     datasets = [
         _text_dataset(path, fmt, which)
         for path, fmt, which in zip(
-            dataset_paths, text.formats, ("training data", "evaluation data"), strict=False
+            dataset_paths, text.formats, (TRAINING_DATA, EVALUATION_DATA), strict=False
         )
     ]
     with _named(text.tokenizer, TOKENIZER_NAME) as path:
@@ -458,7 +467,7 @@ def check_text_job(
     batch = encode(tokenizer, first, max_length, pad_to_max_length=token.max_length is not None)
     check_cost(estimate_cost(classifier.skeleton, batch.ids.shape), limits)
     num_classes = _text_classes(classifier, token, batch.ids, batch.attention_mask)
-    for dataset, which in zip(datasets, ("training data", "evaluation data"), strict=False):
+    for dataset, which in zip(datasets, (TRAINING_DATA, EVALUATION_DATA), strict=False):
         try:
             check_labels(dataset, num_classes)
         except InvalidData as error:

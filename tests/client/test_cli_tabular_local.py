@@ -42,6 +42,9 @@ def test_a_tabular_model_hardens_locally_under_its_schema(
     assert report["threat_model"]["upper"][:3] == [1000.0, 5000.0, 50.0]
     assert report["hardened"]["clean_accuracy"]["total"] == 40
     assert output.is_file()
+    returned = tmp_path / "out" / "hardened.feature_schema.json"
+    assert returned.read_bytes() == tabular_inputs[2].read_bytes()
+    assert f"feature schema: {returned}" in result.out
 
 
 def test_bounds_beside_a_schema_are_refused(

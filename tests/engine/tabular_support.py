@@ -5,6 +5,7 @@ written from the schema's JSON alone, sharing no code with the engine's checks."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,16 @@ def train_mlp(x: np.ndarray, y: np.ndarray, epochs: int = 30, seed: int = 0) -> 
     return model.eval()
 
 
-def write_case(directory: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path, Path]:
-    """The model (ONNX), the data (.npz) and the schema (JSON) in ``directory``."""
-    x, y = fraud_rows(n, seed)
+def write_case(
+    directory: Path,
+    n: int = 600,
+    seed: int = 0,
+    rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]] = fraud_rows,
+    schema: dict[str, Any] | None = None,
+) -> tuple[Path, Path, Path]:
+    """The model (ONNX), the data (.npz) and the schema (JSON) in ``directory``: by default the
+    fraud-like set and :data:`SCHEMA`, else ``rows`` and ``schema``."""
+    x, y = rows(n, seed)
     model = train_mlp(x, y, seed=seed)
     model_path, data_path, schema_path = (
         directory / "fraud.onnx",
@@ -99,7 +107,7 @@ def write_case(directory: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path
         dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}},
     )
     np.savez(data_path, x=x, y=y)
-    schema_path.write_text(json.dumps(SCHEMA))
+    schema_path.write_text(json.dumps(SCHEMA if schema is None else schema))
     return model_path, data_path, schema_path
 
 

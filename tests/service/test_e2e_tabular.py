@@ -1,11 +1,13 @@
 """A tabular model end to end on the single-machine stack (`python -m service`: the gRPC server on
 port 0 and a real Celery worker): ``temper harden --schema ... --eps 0.5 --server`` uploads the
-model, its .npz rows and its feature schema, a worker hardens it under the schema, and the model
-and a report with its tabular section come back."""
+model, its .npz rows and its feature schema, a worker hardens it under the schema, and the model,
+a report with its tabular section and the schema come back; ``temper download`` fetches the
+schema beside the model."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from e2e_support import Stack, running_stack
+from svc_helpers import download
+from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
 from tests.shared_support import base_env
@@ -29,6 +33,7 @@ class Hardened:
     out: str
     err: str
     output: Path
+    job_id: str
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,14 @@ def hardened(
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
-    return Hardened(code, out.getvalue(), err.getvalue(), output)
+    job_id = json.loads(out.getvalue())["job_id"] if code == 0 else ""
+    return Hardened(code, out.getvalue(), err.getvalue(), output, job_id)
+
+
+def temper(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def test_temper_hardens_a_tabular_model_under_its_schema_on_a_server(
@@ -100,3 +112,59 @@ def test_the_constrained_attacks_scored_both_models(hardened: Hardened) -> None:
         audits = {a["name"] for a in report["tabular"][label]["attacks"]}
         assert audits == {"capgd-ce", "capgd-t", "evolution"}
         assert report["tabular"][label]["unconstrained"]["at_most_constrained"] is True
+
+
+def test_the_schema_comes_back_beside_the_model(
+    hardened: Hardened, case: tuple[Path, Path, Path]
+) -> None:
+    schema = hardened.output.with_name("hardened.feature_schema.json")
+
+    assert schema.read_bytes() == case[2].read_bytes()
+    assert json.loads(hardened.out)["outputs"]["schema"] == str(schema)
+
+
+def test_the_job_lists_the_schema_among_its_outputs(hardened: Hardened, stack: Stack) -> None:
+    job = stack.stub.GetJob(pb.GetJobRequest(job_id=hardened.job_id), timeout=10)
+
+    kinds = {output.kind: output.filename for output in job.outputs}
+    assert kinds[pb.ARTIFACT_KIND_FEATURE_SCHEMA] == "feature_schema.json"
+    header, body = download(stack.stub, hardened.job_id, pb.ARTIFACT_KIND_FEATURE_SCHEMA)
+    assert header.media_type == "application/json"
+    report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
+    assert hashlib.sha256(body).hexdigest() == report["tabular"]["schema_sha256"]
+
+
+def test_temper_download_writes_the_schema_beside_the_model(
+    hardened: Hardened,
+    address: str,
+    case: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = tmp_path / "model.onnx"
+
+    code, out, err = temper(capsys, "download", hardened.job_id, "--server", address, "-o", target)
+
+    assert code == 0, err
+    assert target.read_bytes() == hardened.output.read_bytes()
+    assert (tmp_path / "model.feature_schema.json").read_bytes() == case[2].read_bytes()
+    assert str(tmp_path / "model.feature_schema.json") in out
+
+
+def test_temper_download_kind_schema_names_it_after_the_job(
+    hardened: Hardened,
+    address: str,
+    case: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    code, _, err = temper(
+        capsys, "download", hardened.job_id, "--kind", "schema", "--server", address
+    )
+
+    assert code == 0, err
+    written = tmp_path / f"{hardened.job_id}.feature_schema.json"
+    assert written.read_bytes() == case[2].read_bytes()

@@ -90,7 +90,10 @@ def test_success_records_outputs_and_headline_scores(rig: Rig) -> None:
     job = rig.store.get(rig.job_id)
     assert state is JobState.SUCCEEDED
     assert job.state is JobState.SUCCEEDED
-    assert {o.kind for o in job.outputs} == set(OutputKind) - {OutputKind.TOKENIZER}
+    assert {o.kind for o in job.outputs} == set(OutputKind) - {
+        OutputKind.TOKENIZER,
+        OutputKind.FEATURE_SCHEMA,
+    }
     assert job.result is not None
     assert job.result.headline["hardened"]["robust_accuracy"]["value"] == 0.5
     assert job.progress is not None

@@ -98,6 +98,7 @@ def tabular_spec(ids: dict[str, str], *, eps: float = 0.5, **overrides: str) -> 
     return pb.JobSpec(
         model_id=names["model"],
         train_dataset_id=names["train"],
+        eval_dataset_id=names.get("eval", ""),
         feature_schema_id=names["schema"],
         threat_model=pb.ThreatModel(norm=pb.NORM_LINF, epsilon=eps),
         training=pb.Training(fgsm=pb.Fgsm(), epochs=1),
@@ -226,7 +227,67 @@ def test_data_outside_the_schema_is_refused_naming_feature_and_row(
     code, message = submit_refused(stub, tabular_spec(ids, train=bad), alice)
 
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert "feature 'amount' is 2000 in row 7, outside its range" in message
+    assert "training data: feature 'amount' is 2000 in row 7, outside its range" in message
+
+
+def test_evaluation_data_outside_the_schema_is_refused_naming_the_dataset(
+    stub: pb_grpc.HardeningServiceStub,
+    ids: dict[str, str],
+    case: tuple[Path, Path, Path],
+    alice: Metadata,
+) -> None:
+    with np.load(case[1]) as arrays:
+        x, y = arrays["x"].copy(), arrays["y"]
+    x[3, 2] = 2.5  # tx_24h is an integer
+    bad = stub.UploadDataset(
+        dataset_requests(npz_bytes(x, y)), metadata=alice, timeout=60
+    ).artifact_id
+
+    code, message = submit_refused(stub, tabular_spec(ids, eval=bad), alice)
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "evaluation data: integer feature 'tx_24h' is 2.5 in row 3" in message
+
+
+def test_a_schema_whose_constraint_names_an_unknown_feature_is_refused_at_upload(
+    stub: pb_grpc.HardeningServiceStub, alice: Metadata
+) -> None:
+    from tests.engine.tabular_support import SCHEMA
+
+    document = {**SCHEMA, "constraints": [{"terms": {"fees": 1}, "op": "<=", "value": 1}]}
+
+    code, message = upload_refused(stub, document, alice)
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "linear constraint 1 ('linear constraint 1') names unknown feature 'fees'" in message
+
+
+def test_evaluation_data_that_breaks_a_linear_constraint_is_refused_naming_it(
+    stub: pb_grpc.HardeningServiceStub,
+    ids: dict[str, str],
+    case: tuple[Path, Path, Path],
+    alice: Metadata,
+) -> None:
+    from tests.engine.tabular_support import SCHEMA
+
+    with np.load(case[1]) as arrays:
+        x, y = arrays["x"].copy(), arrays["y"]
+    floor = float((x[:, 0].astype(np.float64) + x[:, 2]).min())
+    assert floor > 1, "the generated data should keep amount + tx_24h away from 0"
+    constraint = {"name": "floor", "terms": {"amount": 1, "tx_24h": 1}, "op": ">=", "value": floor}
+    schema = upload_schema(
+        stub, json.dumps({**SCHEMA, "constraints": [constraint]}).encode(), alice
+    )
+    x[5, 0], x[5, 2] = 0.0, 0.0
+    bad = stub.UploadDataset(
+        dataset_requests(npz_bytes(x, y)), metadata=alice, timeout=60
+    ).artifact_id
+
+    code, message = submit_refused(stub, tabular_spec(ids, schema=schema, eval=bad), alice)
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "evaluation data: linear constraint 1 ('floor': amount + tx_24h >= " in message
+    assert "does not hold in row 5" in message
 
 
 def test_a_schema_feature_the_data_does_not_have_is_refused(

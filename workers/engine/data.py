@@ -7,14 +7,33 @@ inside an upload is refused, never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from workers.engine.errors import InvalidData
+
+TRAINING_DATA = "training data"
+EVALUATION_DATA = "evaluation data"
+
+
+@contextlib.contextmanager
+def naming(which: str) -> Iterator[None]:
+    """An :class:`InvalidData` raised inside says which dataset it is about (``training data:
+    feature 'amount' is -3 in row 7 ...``): a job has two, and the row alone does not say which
+    file to open."""
+    try:
+        yield
+    except InvalidData as error:
+        if str(error).startswith(f"{which}: "):
+            raise
+        raise InvalidData(f"{which}: {error}") from error
+
 
 MAX_LABEL = 2**31 - 1
 _NPY_HEADER_READERS = {

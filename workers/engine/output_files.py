@@ -9,3 +9,6 @@ PLOT_FILE = "robustness_curve.png"
 """The model card links the plot by this name."""
 TOKENIZER_FILE = "tokenizer.json"
 """A text model's tokenizer, returned beside the model it encodes texts for."""
+FEATURE_SCHEMA_FILE = "feature_schema.json"
+"""A tabular model's feature schema, returned unchanged beside the model whose inputs it
+describes."""

@@ -12,6 +12,7 @@ from typing import Any
 from workers.engine.export import add_metadata
 from workers.engine.files import sha256_file
 from workers.engine.output_files import CARD_FILE, PLOT_FILE, REPORT_FILE
+from workers.engine.output_files import FEATURE_SCHEMA_FILE as FEATURE_SCHEMA_FILE
 from workers.engine.output_files import MODEL_FILE as MODEL_FILE
 from workers.engine.output_files import TOKENIZER_FILE as TOKENIZER_FILE
 from workers.engine.report import model_card, plot_curve
@@ -25,12 +26,19 @@ class HardeningResult:
     plot_path: Path
     report: dict[str, Any]
     tokenizer_path: Path | None = None
+    schema_path: Path | None = None
+    """A tabular model's feature schema, returned unchanged beside it; None for other models."""
 
 
 def write_outputs(
-    output_dir: Path, model_path: Path, report: dict[str, Any], tokenizer_path: Path | None = None
+    output_dir: Path,
+    model_path: Path,
+    report: dict[str, Any],
+    tokenizer_path: Path | None = None,
+    schema_path: Path | None = None,
 ) -> HardeningResult:
-    """The report inside the ONNX file's metadata and beside it, with its card and plot."""
+    """The report inside the ONNX file's metadata and beside it, with its card and plot; a
+    feature schema (``schema_path``, the request's) is copied beside them unchanged."""
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     inputs = report["inputs"]
     metadata = {
@@ -42,6 +50,8 @@ def write_outputs(
     }
     if "text" in report:
         metadata["tempering.tokenizer_sha256"] = report["text"]["tokenizer_sha256"]
+    if "tabular" in report and "schema_sha256" in report["tabular"]:
+        metadata["tempering.feature_schema_sha256"] = report["tabular"]["schema_sha256"]
     add_metadata(model_path, metadata)
     report_path = output_dir / REPORT_FILE
     report_path.write_text(text)
@@ -49,7 +59,13 @@ def write_outputs(
     plot_curve(report, plot_path)
     card_path = output_dir / CARD_FILE
     card_path.write_text(model_card(report, PLOT_FILE))
-    return HardeningResult(model_path, report_path, card_path, plot_path, report, tokenizer_path)
+    returned_schema = None
+    if schema_path is not None:
+        returned_schema = output_dir / FEATURE_SCHEMA_FILE
+        returned_schema.write_bytes(schema_path.read_bytes())
+    return HardeningResult(
+        model_path, report_path, card_path, plot_path, report, tokenizer_path, returned_schema
+    )
 
 
 def input_sha256(verified: Mapping[Path, str], path: Path) -> str:

@@ -92,7 +92,8 @@ def _harden(
             "a tokenizer was sent, but the model does not read token ids: text models are read"
             " from ONNX, with an int64 token-ids input feeding an embedding lookup"
         )
-    train_set = datasets.load_npz(request.train_data)
+    with datasets.naming(datasets.TRAINING_DATA):
+        train_set = datasets.load_npz(request.train_data)
     loaded = read_first or load_model(
         request.model,
         allow_trusted_formats=request.allow_trusted_formats,
@@ -178,11 +179,14 @@ def _harden(
             "onnxruntime": onnxruntime.__version__,
             "device": device.name,
         },
-        tabular=tabular_section(tabular, scored["original"], scored["hardened"])
-        if tabular
+        tabular={
+            **tabular_section(tabular, scored["original"], scored["hardened"]),
+            "schema_sha256": _sha256(request, request.feature_schema),
+        }
+        if tabular and request.feature_schema
         else None,
     )
-    return _write_outputs(output_dir, model_path, report, reporter)
+    return _write_outputs(output_dir, model_path, report, reporter, request)
 
 
 def _tabular_threat(request: HardeningRequest, prepared: PreparedData) -> TabularThreat | None:
@@ -227,12 +231,14 @@ def prepare_data(
     """Check the data against the model and the bounds, then split it: an evaluation set (the
     uploaded one, or a seeded hold-out) and a validation set for checkpoint selection, sized by
     the recipe, which then fixes every training parameter left to it."""
-    datasets.check_fits(train_set, loaded.input_shape, loaded.num_classes)
-    _check_domain(request, train_set)
+    with datasets.naming(datasets.TRAINING_DATA):
+        datasets.check_fits(train_set, loaded.input_shape, loaded.num_classes)
+        _check_domain(request, train_set)
     if request.eval_data is not None:
-        eval_set = datasets.load_npz(request.eval_data)
-        datasets.check_fits(eval_set, loaded.input_shape, loaded.num_classes)
-        _check_domain(request, eval_set)
+        with datasets.naming(datasets.EVALUATION_DATA):
+            eval_set = datasets.load_npz(request.eval_data)
+            datasets.check_fits(eval_set, loaded.input_shape, loaded.num_classes)
+            _check_domain(request, eval_set)
         eval_source = "eval_data"
     else:
         train_set, eval_set = datasets.split_holdout(
@@ -313,9 +319,14 @@ def _input_notes(request: HardeningRequest, prepared: PreparedData) -> list[str]
 
 
 def _write_outputs(
-    output_dir: Path, model_path: Path, report: RobustnessReport, reporter: Reporter
+    output_dir: Path,
+    model_path: Path,
+    report: RobustnessReport,
+    reporter: Reporter,
+    request: HardeningRequest,
 ) -> HardeningResult:
-    result = write_outputs(output_dir, model_path, report.to_dict())
+    schema = request.feature_schema
+    result = write_outputs(output_dir, model_path, report.to_dict(), schema_path=schema)
     reporter.emit(ProgressEvent(stage="done", message="artifacts written"))
     return result
 

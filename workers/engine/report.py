@@ -314,6 +314,12 @@ def _tabular_lines(section: dict[str, Any] | None) -> list[str]:
         kind = f["kind"] + (f" ({len(f['columns'])} columns)" if f["kind"] == "categorical" else "")
         mutable = "yes" if f["mutable"] else "no"
         lines.append(f"| {f['name']} | {kind} | {mutable} | [{low}, {high}] | {f['budget']} |")
+    constraints = section["schema"].get("constraints") or []
+    if constraints:
+        lines += ["", "Linear constraints between features (`linear` below):", ""]
+        for number, c in enumerate(constraints, 1):
+            solved = f"; `{c['dependent']}` recomputed" if c.get("dependent") else ""
+            lines.append(f"{number}. {c['name']}: `{c['formula']}`{solved}")
     lines += [
         "",
         "## Constrained attacks",

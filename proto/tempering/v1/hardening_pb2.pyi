@@ -55,6 +55,7 @@ class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_KIND_MODEL_CARD: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_ROBUSTNESS_PLOT: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_TOKENIZER: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_FEATURE_SCHEMA: _ClassVar[ArtifactKind]
 MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_ONNX: ModelFormat
 MODEL_FORMAT_SAFETENSORS: ModelFormat
@@ -83,6 +84,7 @@ ARTIFACT_KIND_REPORT: ArtifactKind
 ARTIFACT_KIND_MODEL_CARD: ArtifactKind
 ARTIFACT_KIND_ROBUSTNESS_PLOT: ArtifactKind
 ARTIFACT_KIND_TOKENIZER: ArtifactKind
+ARTIFACT_KIND_FEATURE_SCHEMA: ArtifactKind
 
 class ModelUploadHeader(_message.Message):
     __slots__ = ("name", "format", "size_bytes", "sha256")

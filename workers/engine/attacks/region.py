@@ -2,7 +2,8 @@
 
 The continuous relaxation of the schema (:mod:`workers.engine.tabular.constraints`): each column
 moves inside its per-sample interval, in signed-gradient steps measured in its own budget,
-binary and categorical columns inside their 0/1 box, immutable columns not at all; the last
+binary and categorical columns inside their 0/1 box, immutable columns not at all, linear
+constraints kept after every step (each equality's dependent recomputed); the last
 iterate is repaired onto the schema (integers rounded, one category per group), so the model
 trains on inputs that can exist. Scores come from the independent constrained attacks of
 :mod:`workers.engine.tabular.attacks`.
@@ -53,16 +54,16 @@ def perturb_in_region(
     if eps <= 0:
         return x.detach()
     constraints = region.at(eps).to(x.device)
-    lower, upper = constraints.bounds_around(x)
     unit = constraints.step_unit().to(x.dtype)
     noise = 2 * cpu_rand(x.shape, x, generator) - 1
-    point = torch.minimum(torch.maximum(x + noise * unit, lower), upper)
+    point = constraints.project(x + noise * unit, x)
     for _ in range(steps):
         point.requires_grad_(True)
         with autocast():
             loss = objective(model(point))
         (grad,) = torch.autograd.grad(loss, point)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad)).float()
+        grad = constraints.gradient(grad)
         point = point.detach() + step * unit * grad.sign().to(x.dtype)
-        point = torch.minimum(torch.maximum(point, lower), upper)
+        point = constraints.project(point, x)
     return constraints.repair(point.detach(), x)

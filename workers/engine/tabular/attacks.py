@@ -5,7 +5,9 @@ Two families, as in TabularBench (Simonetto et al. 2024):
 - :func:`capgd`, constrained APGD (CAPGD): APGD's momentum and step-size schedule (Croce and
   Hein 2020) in the schema's relaxation: every column inside its per-sample interval
   (:meth:`FeatureConstraints.bounds_around`), steps measured in each column's own budget,
-  binary and categorical columns relaxed into their 0/1 box, immutable columns never moved.
+  binary and categorical columns relaxed into their 0/1 box, immutable columns never moved,
+  linear constraints kept after every step (:meth:`FeatureConstraints.project`; the gradient
+  carried through each equality's dependent to the columns it is computed from).
   Every iterate is repaired onto the schema and the repaired point classified, as CAPGD does,
   so the attack keeps the first relaxed iterate whose repair fools the model.
 - :func:`evolution_search`, a black-box search over valid points only (in the spirit of MOEVA):
@@ -141,7 +143,6 @@ def _capgd_run(
     steps: int,
     generator: torch.Generator,
 ) -> None:
-    lower, upper = constraints.bounds_around(x)
     unit = constraints.step_unit().to(x.dtype)
 
     def evaluate(point: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,6 +151,7 @@ def _capgd_run(
         with torch.enable_grad():
             loss = loss_fn(model(point), y, rows)
             (grad,) = torch.autograd.grad(loss.sum(), point)
+        grad = constraints.gradient(grad)
         repaired = constraints.repair(point.detach(), x)
         with torch.no_grad():
             logits = model(repaired)
@@ -158,7 +160,7 @@ def _capgd_run(
         return loss.detach(), grad.detach()
 
     noise = 2 * cpu_rand(x.shape, x, generator) - 1
-    current = torch.minimum(torch.maximum(x + noise * unit, lower), upper)
+    current = constraints.project(x + noise * unit, x)
     loss, grad = evaluate(current)
     previous = current
     step = torch.full((len(y), 1), _INITIAL_STEP, dtype=x.dtype, device=x.device)
@@ -170,9 +172,9 @@ def _capgd_run(
     for iteration in range(1, steps + 1):
         weight = 1.0 if iteration == 1 else _MOMENTUM
         direction = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad)).sign()
-        z = torch.minimum(torch.maximum(current + step * unit * direction, lower), upper)
+        z = constraints.project(current + step * unit * direction, x)
         proposal = current + weight * (z - current) + (1 - weight) * (current - previous)
-        proposal = torch.minimum(torch.maximum(proposal, lower), upper)
+        proposal = constraints.project(proposal, x)
         loss, grad_new = evaluate(proposal)
         previous, current, grad = current, proposal, grad_new
         increases += loss > last_loss
@@ -244,11 +246,16 @@ class _Mutable:
 
 
 def _mutable_features(schema: FeatureSchema, constraints: FeatureConstraints) -> list[_Mutable]:
+    """The features a mutation may change: mutable ones with a budget, but not the dependents of
+    linear equalities, which repair recomputes from the others."""
     found = []
     start = 0
+    dependents = set(schema.dependents())
     for feature in schema.features:
         span = torch.arange(start, start + len(feature.columns))
         start += len(feature.columns)
+        if feature.name in dependents:
+            continue
         if feature.mutable and float(constraints.radius[span[0]]) > 0:
             found.append(_Mutable(feature.kind, span))
     return found

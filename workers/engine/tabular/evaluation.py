@@ -42,6 +42,7 @@ from workers.engine.tabular import attacks
 from workers.engine.tabular.constraints import (
     CONSTRAINT_KINDS,
     FeatureConstraints,
+    constraint_kinds,
     violations,
     violations_by_kind,
 )
@@ -71,6 +72,11 @@ def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[Tabul
     relaxed = (
         "ranges, budgets and immutable features in every iterate (per-sample intervals);"
         " integers, binaries and one-hot groups relaxed, each iterate repaired and judged"
+        + (
+            "; linear constraints kept after every step (equalities' dependents recomputed)"
+            if threat.schema.constraints
+            else ""
+        )
     )
     return [
         TabularAttack(
@@ -97,7 +103,8 @@ def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[Tabul
             f"black-box evolution search over valid points ({queries} queries)",
             False,
             "every constraint by construction: mutations are integer steps, flips and category"
-            " switches inside each feature's interval",
+            " switches inside each feature's interval"
+            + (", repaired onto the linear constraints" if threat.schema.constraints else ""),
         ),
     ]
 
@@ -147,7 +154,7 @@ class AttackAudit:
             "candidates": self.candidates,
             "invalid_before_repair": self.invalid_before_repair,
             "broken_before_repair": broken,
-            "respected": [kind for kind in CONSTRAINT_KINDS if broken[kind] == 0],
+            "respected": [kind for kind, count in broken.items() if count == 0],
             "fooled_before_repair": self.fooled_before_repair,
             "dropped_after_repair": self.dropped_after_repair,
             "counted": self.counted,
@@ -203,7 +210,8 @@ def evaluate_tabular(
     audits = []
     per_attack = []
     for attack in suite:
-        audit = AttackAudit(attack.name, attack.respects, broken=dict.fromkeys(CONSTRAINT_KINDS, 0))
+        kinds = constraint_kinds(threat.schema)
+        audit = AttackAudit(attack.name, attack.respects, broken=dict.fromkeys(kinds, 0))
         survived = _judge(
             model,
             attack,
@@ -283,7 +291,8 @@ def _judge(
         if audit is not None and audit.broken is not None:
             invalid = torch.zeros_like(counted)
             for kind, mask in kinds.items():
-                audit.broken[kind] += int(mask.sum())
+                if kind in audit.broken:
+                    audit.broken[kind] += int(mask.sum())
                 invalid |= mask
             audit.candidates += len(index)
             audit.invalid_before_repair += int(invalid.sum())

@@ -28,6 +28,26 @@ Example::
        "columns": ["merchant_food", "merchant_travel", "merchant_online"]}
     ]}
 
+**Linear constraints between features** (optional): ``"constraints"``, a list of
+``{"terms": {column: coefficient, ...}, "op": "==" | "<=" | ">=", "value": v}`` meaning
+``sum(coefficient * column) op value``; a term names a column (a categorical group by its
+columns). An equality names its ``dependent`` (default: its first mutable continuous term
+without a budget, else an integer one that can be solved for exactly): the column recomputed
+from the others after every attack step, as a total is from its parts. A dependent takes no
+budget of its own (it moves as far as the others make it, at most the sum of their budgets
+times their coefficients over its own) and appears in no earlier equality; an integer
+dependent needs a coefficient of +-1 and every other term integral (integer, binary or
+categorical, integer coefficients, an integer value), so that it is exact. Example::
+
+    "constraints": [
+      {"name": "total is the sum of its parts", "op": "==", "value": 0, "dependent": "total",
+       "terms": {"total": 1, "amount_card": -1, "amount_cash": -1}},
+      {"terms": {"tx_24h": 1, "tx_7d": -1}, "op": "<=", "value": 0}
+    ]
+
+The data must satisfy every constraint (to a relative tolerance of 1e-5 of the terms'
+magnitude), and a candidate that does not is never counted.
+
 Integer means integer in the model's own units: a model that standardises its input inside the
 graph reads raw counts, and its schema says so; one that was given standardised columns cannot
 have integer constraints stated this way.
@@ -48,6 +68,10 @@ from workers.engine.errors import InvalidData
 
 MAX_SCHEMA_BYTES = 1_000_000
 MAX_FEATURES = 10_000
+MAX_CONSTRAINTS = 1_000
+LINEAR_TOLERANCE = 1e-5
+"""A linear constraint holds when its residual is within this share of the magnitude of its
+terms (``sum |coefficient * value| + |value|``): float32 data round totals."""
 
 
 class Kind(StrEnum):
@@ -78,14 +102,68 @@ class Feature:
     budget: Budget | None = None
 
 
+class Op(StrEnum):
+    EQ = "=="
+    LE = "<="
+    GE = ">="
+
+
+@dataclass(frozen=True)
+class LinearConstraint:
+    """``sum(terms[c] * x[c]) op value`` over columns ``c``; an equality may name the column
+    recomputed from the others (``dependent``); one over immutable columns only needs none."""
+
+    name: str
+    terms: tuple[tuple[str, float], ...]
+    op: Op
+    value: float
+    dependent: str | None = None
+
+    def describe(self) -> str:
+        """The constraint as a formula, e.g. ``total - part_a - part_b == 0``."""
+        text = ""
+        for i, (column, coefficient) in enumerate(self.terms):
+            sign = "-" if coefficient < 0 else ("+" if i else "")
+            size = abs(coefficient)
+            factor = "" if size == 1 else f"{size:g} * "
+            text += f"{' ' if i else ''}{sign}{' ' if i and sign else ''}{factor}{column}"
+        return f"{text} {self.op.value} {self.value:g}"
+
+    def residuals(self, x: np.ndarray, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, ``lhs - value`` and the tolerance it is held to (float64)."""
+        lhs = np.zeros(len(x))
+        scale = np.full(len(x), abs(self.value))
+        for column, coefficient in self.terms:
+            term = coefficient * x[:, index[column]].astype(np.float64)
+            lhs += term
+            scale += np.abs(term)
+        return lhs - self.value, LINEAR_TOLERANCE * scale + 1e-9
+
+    def holds(self, x: np.ndarray, index: dict[str, int]) -> np.ndarray:
+        residual, tolerance = self.residuals(x, index)
+        if self.op is Op.EQ:
+            return np.abs(residual) <= tolerance
+        if self.op is Op.LE:
+            return residual <= tolerance
+        return residual >= -tolerance
+
+
 @dataclass(frozen=True)
 class FeatureSchema:
     features: tuple[Feature, ...]
+    constraints: tuple[LinearConstraint, ...] = ()
     columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         columns = tuple(c for f in self.features for c in f.columns)
         object.__setattr__(self, "columns", columns)
+
+    def column_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.columns)}
+
+    def dependents(self) -> tuple[str, ...]:
+        """The columns recomputed from linear equalities, in the order they are solved."""
+        return tuple(c.dependent for c in self.constraints if c.dependent is not None)
 
     def check_against(self, x: np.ndarray) -> None:
         """Refuse data the schema does not describe: a column count that differs, values out of
@@ -101,6 +179,17 @@ class FeatureSchema:
             block = x[:, start : start + len(feature.columns)]
             _check_feature(feature, block)
             start += len(feature.columns)
+        index = self.column_index()
+        for number, constraint in enumerate(self.constraints, 1):
+            holds = constraint.holds(x, index)
+            if not holds.all():
+                row = int(np.flatnonzero(~holds)[0])
+                residual, _ = constraint.residuals(x[row : row + 1], index)
+                raise InvalidData(
+                    f"linear constraint {number} ({constraint.name!r}: {constraint.describe()})"
+                    f" does not hold in row {row}: the left side minus the value is"
+                    f" {float(residual[0]):g}"
+                )
 
 
 def load_schema(path: Path) -> FeatureSchema:
@@ -117,6 +206,11 @@ def load_schema(path: Path) -> FeatureSchema:
 def parse_schema(document: Any) -> FeatureSchema:
     if not isinstance(document, dict) or not isinstance(document.get("features"), list):
         raise InvalidData('a feature schema is a JSON object with a "features" list')
+    unknown = sorted(set(document) - {"features", "constraints"})
+    if unknown:
+        raise InvalidData(
+            f"the feature schema has unknown keys {unknown}; known: ['constraints', 'features']"
+        )
     entries = document["features"]
     if not entries or len(entries) > MAX_FEATURES:
         raise InvalidData(f"a feature schema lists between 1 and {MAX_FEATURES} features")
@@ -135,7 +229,8 @@ def parse_schema(document: Any) -> FeatureSchema:
             if name in seen:
                 raise InvalidData(f"the feature schema names {name!r} twice")
             seen.add(name)
-    return FeatureSchema(features)
+    constraints = _linear_constraints(document.get("constraints", []), features)
+    return FeatureSchema(features, constraints)
 
 
 _KEYS = {"name", "kind", "columns", "mutable", "lower", "upper", "budget"}
@@ -256,3 +351,158 @@ def _check_feature(feature: Feature, block: np.ndarray) -> None:
     if feature.kind is Kind.BINARY and not np.isin(column, (0.0, 1.0)).all():
         row = int(np.flatnonzero(~np.isin(column, (0.0, 1.0)))[0])
         raise InvalidData(f"binary feature {name!r} is {column[row]:g} in row {row}, not 0 or 1")
+
+
+_CONSTRAINT_KEYS = {"name", "terms", "op", "value", "dependent"}
+
+
+def _linear_constraints(value: Any, features: tuple[Feature, ...]) -> tuple[LinearConstraint, ...]:
+    if not isinstance(value, list) or len(value) > MAX_CONSTRAINTS:
+        raise InvalidData(
+            f'"constraints" is a list of at most {MAX_CONSTRAINTS} linear constraints'
+        )
+    by_column = {c: f for f in features for c in f.columns}
+    group_names = {f.name for f in features if f.kind is Kind.CATEGORICAL}
+    constraints: list[LinearConstraint] = []
+    for i, entry in enumerate(value):
+        taken = {c.dependent for c in constraints if c.dependent is not None}
+        constraints.append(_linear_constraint(entry, i + 1, by_column, group_names, taken))
+    _check_dependents(constraints)
+    return tuple(constraints)
+
+
+def _linear_constraint(
+    entry: Any, number: int, by_column: dict[str, Feature], group_names: set[str], taken: set[str]
+) -> LinearConstraint:
+    where = f"linear constraint {number}"
+    if not isinstance(entry, dict):
+        raise InvalidData(f"{where} is not a JSON object")
+    unknown = sorted(set(entry) - _CONSTRAINT_KEYS)
+    if unknown:
+        raise InvalidData(f"{where}: unknown keys {unknown}; known: {sorted(_CONSTRAINT_KEYS)}")
+    name = entry.get("name", where)
+    if not isinstance(name, str) or not name or len(name) > 256:
+        raise InvalidData(f"{where}: a name is 1 to 256 characters")
+    where = f"linear constraint {number} ({name!r})"
+    terms = entry.get("terms")
+    if not isinstance(terms, dict) or not terms:
+        raise InvalidData(f'{where}: "terms" maps at least one column to its coefficient')
+    parsed: list[tuple[str, float]] = []
+    for column, coefficient in terms.items():
+        if column not in by_column:
+            hint = (
+                f" (a categorical feature: name its columns {list(_group(column, by_column))})"
+                if column in group_names
+                else ""
+            )
+            raise InvalidData(f"{where} names unknown feature {column!r}{hint}")
+        number_ = _number(coefficient, f"{where}: the coefficient of {column!r}")
+        if not math.isfinite(number_) or number_ == 0:
+            raise InvalidData(f"{where}: the coefficient of {column!r} must be finite and not 0")
+        parsed.append((column, number_))
+    try:
+        op = Op(str(entry.get("op")))
+    except ValueError:
+        raise InvalidData(
+            f"{where}: op must be one of {[o.value for o in Op]}, got {entry.get('op')!r}"
+        ) from None
+    value = _number(entry.get("value", 0), f"{where}: value")
+    if not math.isfinite(value):
+        raise InvalidData(f"{where}: value must be finite")
+    constraint = LinearConstraint(name, tuple(parsed), op, value)
+    dependent = entry.get("dependent")
+    if op is not Op.EQ:
+        if dependent is not None:
+            raise InvalidData(f"{where}: only an equality has a dependent")
+        return constraint
+    return LinearConstraint(
+        name, tuple(parsed), op, value, _dependent(constraint, dependent, by_column, where, taken)
+    )
+
+
+def _group(name: str, by_column: dict[str, Feature]) -> tuple[str, ...]:
+    for feature in by_column.values():
+        if feature.name == name:
+            return feature.columns
+    return ()
+
+
+def _dependent(
+    constraint: LinearConstraint,
+    named: Any,
+    by_column: dict[str, Feature],
+    where: str,
+    taken: set[str],
+) -> str | None:
+    """The column an equality is solved for: the one named, else the first mutable term it can
+    be solved for exactly that no earlier equality recomputes; None when every term is
+    immutable (the equality then holds as the data does)."""
+    mutable = [c for c, _ in constraint.terms if by_column[c].mutable]
+    if named is not None:
+        if not isinstance(named, str) or named not in dict(constraint.terms):
+            raise InvalidData(f"{where}: the dependent must be one of its terms, got {named!r}")
+        reason = _cannot_depend(constraint, named, by_column)
+        if reason:
+            raise InvalidData(f"{where}: {named!r} cannot be its dependent: {reason}")
+        return str(named)
+    if not mutable:
+        return None
+    for column in mutable:
+        if column not in taken and not _cannot_depend(constraint, column, by_column):
+            return column
+    raise InvalidData(
+        f"{where}: an equality that moves {mutable} cannot be repaired exactly: none of them is a"
+        " mutable continuous feature to recompute from the others (nor an integer one with"
+        " coefficient +-1 among integral terms with integer coefficients). Add a continuous"
+        " term, make these features immutable, or drop the constraint"
+    )
+
+
+def _cannot_depend(constraint: LinearConstraint, column: str, by_column: dict[str, Feature]) -> str:
+    feature = by_column[column]
+    if not feature.mutable:
+        return "it is immutable"
+    if feature.budget is not None:
+        return "a dependent is recomputed from the others and takes no budget of its own"
+    if feature.kind is Kind.CONTINUOUS:
+        return ""
+    if feature.kind is not Kind.INTEGER:
+        return f"a {feature.kind.value} feature cannot be recomputed exactly"
+    terms = dict(constraint.terms)
+    others_integral = all(
+        by_column[c].kind is not Kind.CONTINUOUS and float(a).is_integer()
+        for c, a in constraint.terms
+        if c != column
+    )
+    if abs(terms[column]) != 1 or not others_integral or not float(constraint.value).is_integer():
+        return (
+            "an integer dependent needs coefficient +-1, every other term integral with an"
+            " integer coefficient and an integer value"
+        )
+    return ""
+
+
+def _check_dependents(constraints: list[LinearConstraint]) -> None:
+    """Each dependent is solved for once, after every equality it appears in as a term: so the
+    equalities, solved in order, never undo one another."""
+    solved: dict[str, int] = {}
+    for number, constraint in enumerate(constraints, 1):
+        if constraint.dependent is None:
+            continue
+        if constraint.dependent in solved:
+            raise InvalidData(
+                f"linear constraints {solved[constraint.dependent]} and {number} both recompute"
+                f" {constraint.dependent!r}: name another dependent for one of them"
+            )
+        solved[constraint.dependent] = number
+    for number, constraint in enumerate(constraints, 1):
+        if constraint.dependent is None:
+            continue
+        for column, _ in constraint.terms:
+            first = solved.get(column)
+            if first is not None and column != constraint.dependent and first > number:
+                raise InvalidData(
+                    f"linear constraint {number} ({constraint.name!r}) uses {column!r}, which"
+                    f" linear constraint {first} recomputes later: list constraint {first}"
+                    " first, or name another dependent"
+                )

@@ -42,9 +42,20 @@ class TabularThreat:
         and the budget in force (absolute, in the model's units; "flip" for a switch)."""
         features = []
         start = 0
+        solved_by = {
+            c.dependent: number
+            for number, c in enumerate(self.schema.constraints, 1)
+            if c.dependent is not None
+        }
         for feature in self.schema.features:
             radius = float(self.constraints.radius[start])
             start += len(feature.columns)
+            budget = _budget_words(feature.budget, radius, feature.mutable)
+            if feature.name in solved_by:
+                budget = (
+                    f"recomputed by linear constraint {solved_by[feature.name]}"
+                    f" (moves at most {radius:g})"
+                )
             features.append(
                 {
                     "name": feature.name,
@@ -53,11 +64,22 @@ class TabularThreat:
                     "mutable": feature.mutable,
                     "lower": _finite_or_none(feature.lower),
                     "upper": _finite_or_none(feature.upper),
-                    "budget": _budget_words(feature.budget, radius, feature.mutable),
+                    "budget": budget,
                     "radius": radius if math.isfinite(radius) else None,
                 }
             )
-        return {"features": features, "default_budget": self.eps}
+        constraints = [
+            {
+                "name": c.name,
+                "formula": c.describe(),
+                "terms": dict(c.terms),
+                "op": c.op.value,
+                "value": c.value,
+                "dependent": c.dependent,
+            }
+            for c in self.schema.constraints
+        ]
+        return {"features": features, "constraints": constraints, "default_budget": self.eps}
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -92,7 +114,7 @@ def build_threat(
 ) -> TabularThreat:
     constraints = build_constraints(schema, eps, train_x)
     every_mutable = FeatureSchema(
-        tuple(dataclasses.replace(f, mutable=True) for f in schema.features)
+        tuple(dataclasses.replace(f, mutable=True) for f in schema.features), schema.constraints
     )
     radius = build_constraints(every_mutable, eps, train_x).step_unit()
     scale = torch.where(radius > 0, radius, torch.ones_like(radius))
