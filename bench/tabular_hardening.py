@@ -457,7 +457,10 @@ def _print(figures: dict[str, Any]) -> None:
     print(
         f"\nconstrained worst case: {target['constrained_gain_points']:+.1f} points (target >= +20)"
     )
-    print(f"clean accuracy: {target['clean_change_points']:+.1f} points (target within 2)")
+    print(
+        f"clean accuracy: {target['clean_change_points']:+.1f} points"
+        " (target: at most 2 points lost)"
+    )
     print(
         "hardened model collapsed (no better than the constant answer, or half its balanced"
         f" margin lost): {'YES' if target['hardened_collapsed'] else 'no'}"
