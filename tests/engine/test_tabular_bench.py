@@ -1,5 +1,6 @@
-"""bench/tabular_hardening.py: its validator and its collapse flag, which the figures of issue 14
-rest on, and its data sets fitting their schemas (the CSV files ship inside statsmodels)."""
+"""bench/tabular_hardening.py: its validator, its collapse flag and its exhaustive
+neighbourhoods, which the figures of issue 14 rest on, and its data sets fitting their schemas
+(the CSV files ship inside statsmodels)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.tabular_hardening import ANES96_SCHEMA, DATA_SETS, collapsed, valid_rows
+from bench.tabular_hardening import (
+    ANES96_SCHEMA,
+    DATA_SETS,
+    collapsed,
+    neighbourhood,
+    valid_rows,
+)
 from workers.engine.tabular.schema import load_schema
 
 # popul, TVnews, selfLR, ClinLR, DoleLR, PID, age, educ (7, one-hot), income
@@ -69,3 +76,24 @@ def test_each_data_set_fits_its_schema(name: str, tmp_path: Path) -> None:
     x, y = data_set.load()
     load_schema(path).check_against(x)
     assert set(np.unique(y)) == {0, 1}
+
+
+def test_the_neighbourhood_holds_every_reachable_point_and_only_valid_ones() -> None:
+    points = neighbourhood(ANES96_SCHEMA, ROW[0])
+    assert points is not None
+    # TVnews 1-5, selfLR 3-5, ClinLR 1-3, DoleLR 5-7, PID 2-4, educ 7 levels, income 10-14
+    assert len(points) == 5 * 3 * 3 * 3 * 3 * 7 * 5
+    assert len(np.unique(points, axis=0)) == len(points)
+    assert valid_rows(ANES96_SCHEMA, points, np.repeat(ROW, len(points), axis=0)).all()
+
+
+def test_the_neighbourhood_is_clipped_to_each_range() -> None:
+    row = moved(PID, 0)[0]
+    points = neighbourhood(ANES96_SCHEMA, row)
+    assert points is not None
+    assert set(np.unique(points[:, PID])) == {0.0, 1.0}
+
+
+def test_a_schema_with_a_movable_continuous_feature_has_no_finite_neighbourhood() -> None:
+    x, _ = DATA_SETS["fair"].load()
+    assert neighbourhood(DATA_SETS["fair"].schema, x[0]) is None
