@@ -23,7 +23,10 @@ LONGEST_WAIT = 30.0
 
 
 class AdmissionInterceptor(WrappingInterceptor):
+    by_method_only = True
+
     def __init__(self, admission: Admission) -> None:
+        super().__init__()
         self.admission = admission
 
     def wrap(

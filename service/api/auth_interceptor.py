@@ -44,6 +44,7 @@ INVALID_KEY = "the API key is not valid"
 class AuthInterceptor(WrappingInterceptor):
     def __init__(self, keys: ApiKeyStore | None) -> None:
         """``keys`` None or empty: open mode, every caller is the default tenant."""
+        super().__init__()
         self._keys = keys if keys is not None and not keys.is_empty else None
 
     @property

@@ -45,7 +45,17 @@ def rebuild_handler(
 
 class WrappingInterceptor(grpc.ServerInterceptor):
     """An interceptor that wraps the handler of each call it is given (methods this server does
-    not serve pass by)."""
+    not serve pass by).
+
+    ``by_method_only``: what :meth:`wrap` returns depends on the method and the handler alone,
+    never on the call's metadata, so it is built once per method and handler and reused: the
+    server builds every call's handler chain afresh, and rebuilding the same wrappers cost a
+    tenth of a cheap call."""
+
+    by_method_only = False
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(
         self,
@@ -55,7 +65,15 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return self.wrap(handler, handler_call_details)
+        if not self.by_method_only:
+            return self.wrap(handler, handler_call_details)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self.wrap(handler, handler_call_details)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails

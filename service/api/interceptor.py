@@ -81,6 +81,8 @@ def status_for(error: BaseException) -> grpc.StatusCode | None:
 
 
 class ErrorInterceptor(WrappingInterceptor):
+    by_method_only = True
+
     def wrap(
         self, handler: grpc.RpcMethodHandler, call: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:

@@ -51,7 +51,10 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 class MetricsInterceptor(WrappingInterceptor):
+    by_method_only = True
+
     def __init__(self, metrics: RpcMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
     def wrap(

@@ -178,6 +178,8 @@ class UploadWatchdog:
 
 
 class UploadLimitInterceptor(WrappingInterceptor):
+    by_method_only = True
+
     def __init__(
         self,
         slots: StreamSlots,
@@ -185,6 +187,7 @@ class UploadLimitInterceptor(WrappingInterceptor):
         grpc_threads: int,
         watchdog: UploadWatchdog,
     ) -> None:
+        super().__init__()
         self.per_tenant = per_tenant
         self.watchdog = watchdog
         self._slots = slots

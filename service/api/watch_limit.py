@@ -84,6 +84,8 @@ class StreamSlots:
 
 
 class WatchLimitInterceptor(WrappingInterceptor):
+    by_method_only = True
+
     def __init__(
         self,
         max_watches: int,
@@ -91,6 +93,7 @@ class WatchLimitInterceptor(WrappingInterceptor):
         per_tenant: int | None = None,
         slots: StreamSlots | None = None,
     ) -> None:
+        super().__init__()
         self.max_watches = max_watches
         self.per_tenant = per_tenant if per_tenant is not None else max_watches
         self._grpc_threads = grpc_threads
