@@ -455,8 +455,10 @@ def _output_to_json(output: OutputFile) -> dict[str, Any]:
 
 
 class ParsedJobs:
-    """Jobs parsed from their rows, by id and version: every change to a job bumps its version,
-    so a job read again at the same version is the same job. Least recently used go first."""
+    """Jobs parsed from their rows, by id and version: every change to a field a :class:`Job`
+    carries bumps its version (the lease's renewals and re-dispatches, which do not, touch only
+    columns it leaves out), so a job read again at the same version is the same job. Least
+    recently used go first."""
 
     def __init__(self, size: int) -> None:
         self._size = size

@@ -17,7 +17,7 @@ from service.core.domain import (
 )
 from service.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from service.store.db import Database
-from service.store.jobstore import JobStore
+from service.store.jobstore import JobStore, ParsedJobs
 from workers.engine.spec import Method, ThreatModel, TrainingConfig
 
 
@@ -89,6 +89,47 @@ def test_list_filters_by_state_and_by_every_label(store: JobStore) -> None:
     assert [j.id for j in by_labels.jobs] == [a.id]
     assert [j.id for j in by_state.jobs] == [b.id]
     assert [j.id for j in by_both.jobs] == [a.id]
+
+
+def test_a_listed_page_shows_a_change_another_server_made_since_it_was_last_listed(
+    store: JobStore, database: Database
+) -> None:
+    job, _ = store.create(NewJob(spec()))
+    assert [j.state for j in store.list_jobs(JobQuery()).jobs] == [JobState.QUEUED]
+
+    JobStore(database).claim(job.id, max_attempts=3)
+
+    listed = store.list_jobs(JobQuery()).jobs
+    assert [j.state for j in listed] == [JobState.RUNNING]
+    assert store.get(job.id) == listed[0]
+
+
+def test_parsed_jobs_keep_only_the_most_recently_used() -> None:
+    parsed = ParsedJobs(size=2)
+    rows = [_Row(f"job-{i}") for i in range(3)]
+    for row in rows[:2]:
+        parsed.parse(row)  # type: ignore[arg-type]
+    parsed.get("job-0", 1)
+
+    parsed.parse(rows[2])  # type: ignore[arg-type]
+
+    assert parsed.get("job-0", 1) is not None
+    assert parsed.get("job-1", 1) is None
+    assert parsed.get("job-2", 1) is not None
+    assert parsed.get("job-2", 2) is None
+
+
+class _Row:
+    """The columns :func:`_job_from_row` reads, for a job just created."""
+
+    def __init__(self, job_id: str) -> None:
+        now = datetime.now(UTC)
+        self.id, self.version, self.state, self.tenant = job_id, 1, "QUEUED", "default"
+        self.spec = spec().to_json()
+        self.created_at = self.updated_at = now
+        self.labels = self.idempotency_key = self.started_at = self.finished_at = None
+        self.progress = self.result = self.outputs = None
+        self.reason, self.cancel_requested, self.attempts = "", False, 0
 
 
 def test_progress_of_a_running_job_is_recorded_and_bumps_the_version(store: JobStore) -> None:
