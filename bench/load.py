@@ -10,6 +10,10 @@ for ``--duration`` seconds, each with one role:
 - ``upload``: UploadDataset of a small fresh .npz (every fifth one repeats bytes already sent);
 - ``submit``: SubmitJob of the long job, then a pause (``--submit-pause``).
 
+By default ``get`` and ``upload`` clients call back to back (a closed loop at saturation: each
+call's latency is then about the clients in flight over the server's rate, whatever the cost of
+one call); ``--think`` gives them a pause between calls, as a person or a polling CLI has.
+
 Prints calls per second, errors and latency percentiles per RPC (for WatchJob the time to its
 first event). Loopback only; stops by itself after ``--duration`` or ``--max-calls`` calls,
 then cancels the jobs it submitted and stops the stack it started.
@@ -17,6 +21,7 @@ then cancels the jobs it submitted and stops the stack it started.
     python bench/load.py                              # 50 clients, 60 s, own stack
     python bench/load.py --clients 100 --duration 30 --server-threads 64
     python bench/load.py --idle                       # no worker: the server's own latency
+    python bench/load.py --idle --think 0.1           # clients pausing 100 ms between calls
     python bench/load.py --server 127.0.0.1:50051 --api-key "$KEY"
 """
 
@@ -189,6 +194,7 @@ class Shared:
     deadline: float
     submit_request: pb.SubmitJobRequest
     submit_pause: float
+    think: float
     job_ids: list[str]
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -198,6 +204,10 @@ class Shared:
 
     def running(self) -> bool:
         return not self.stop.is_set() and self.remaining() > 0
+
+    def pause(self) -> None:
+        if self.think > 0:
+            self.stop.wait(min(self.think, max(self.remaining(), 0)))
 
     def some_job(self, rng: random.Random) -> str:
         with self.jobs_lock:
@@ -232,6 +242,7 @@ def get_client(shared: Shared, rng: random.Random) -> None:
             timed(shared, "ListJobs", stub.ListJobs, pb.ListJobsRequest(page_size=50))
         else:
             timed(shared, "GetJob", stub.GetJob, pb.GetJobRequest(job_id=shared.some_job(rng)))
+        shared.pause()
 
 
 def watch_client(shared: Shared, rng: random.Random) -> None:
@@ -271,6 +282,7 @@ def upload_client(shared: Shared, rng: random.Random) -> None:
         data = last if count % 5 == 0 else npz_bytes(16, rng.randrange(2**32))
         last = data
         timed(shared, "UploadDataset", stub.UploadDataset, upload_messages(data, dataset=True))
+        shared.pause()
 
 
 def submit_client(shared: Shared, rng: random.Random) -> None:
@@ -413,6 +425,7 @@ def run(address: str, args: argparse.Namespace) -> dict[str, object]:
             deadline=time.monotonic() + args.duration,
             submit_request=request,
             submit_pause=args.submit_pause,
+            think=args.think,
             job_ids=[first.id],
         )
         threads = [
@@ -434,6 +447,7 @@ def run(address: str, args: argparse.Namespace) -> dict[str, object]:
         cancelled = cancel_jobs(stub, list(shared.job_ids), metadata, budget=60)
     return {
         "address": address,
+        "think": args.think,
         "clients": Counter(roles),
         "elapsed": elapsed,
         "recorder": recorder,
@@ -484,10 +498,12 @@ def report(result: dict[str, object], threads_note: str) -> str:
     elapsed = float(result["elapsed"])  # type: ignore[arg-type]
     roles = result["clients"]
     assert isinstance(roles, Counter)
+    think_ms = float(result["think"]) * 1000  # type: ignore[arg-type]
     lines = [
         f"load: {sum(roles.values())} clients ({', '.join(f'{n} {r}' for r, n in roles.items())})"
         f" for {elapsed:.1f} s against {result['address']} ({threads_note});"
-        f" {os.cpu_count()} CPU(s) on this machine, shared with the worker's training",
+        f" {os.cpu_count()} CPU(s) on this machine, shared with the worker's training;"
+        f" get and upload clients pause {think_ms:.0f} ms between calls",
         f"worker busy training during the run: {result['worker_busy']}"
         f" (first job ended the run {result['first_job_final_state']});"
         f" jobs submitted {result['jobs_submitted']}, cancelled afterwards"
@@ -548,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--submit-pause", type=float, default=1.0, help="seconds between submits")
     parser.add_argument("--job-epochs", type=int, default=300, help="epochs of the long job")
     parser.add_argument("--train-samples", type=int, default=4000)
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds get and upload clients pause [0]"
+    )
     parser.add_argument(
         "--server-threads", type=int, help="TEMPERING_GRPC_THREADS of the stack started here"
     )
