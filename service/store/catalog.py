@@ -41,6 +41,23 @@ class UploadCatalog:
         self._uploads = database.tables.uploads
         self._owners = database.tables.upload_owners
         self._tenant_lock = TenantLock(self._engine, database.tables.tenant_locks)
+        uploads, owners = self._uploads, self._owners
+        self._find_shared = sa.select(uploads).where(uploads.c.id == sa.bindparam("upload_id"))
+        self._find_owned = (
+            sa.select(
+                uploads.c.id,
+                uploads.c.kind,
+                owners.c.format,
+                uploads.c.sha256,
+                uploads.c.size_bytes,
+                owners.c.name,
+                owners.c.created_at,
+            )
+            .join(owners, owners.c.upload_id == uploads.c.id)
+            .where(
+                uploads.c.id == sa.bindparam("upload_id"), owners.c.tenant == sa.bindparam("tenant")
+            )
+        )
 
     def record(
         self,
@@ -165,25 +182,14 @@ class UploadCatalog:
                 raise
 
     def _find(self, artifact_id: str, tenant: str | None = None) -> UploadedArtifact | None:
-        uploads, owners = self._uploads, self._owners
-        if tenant is None:
-            stmt = sa.select(uploads).where(uploads.c.id == artifact_id)
-        else:
-            stmt = (
-                sa.select(
-                    uploads.c.id,
-                    uploads.c.kind,
-                    owners.c.format,
-                    uploads.c.sha256,
-                    uploads.c.size_bytes,
-                    owners.c.name,
-                    owners.c.created_at,
-                )
-                .join(owners, owners.c.upload_id == uploads.c.id)
-                .where(uploads.c.id == artifact_id, owners.c.tenant == tenant)
-            )
+        """Statements built once: uploads are frequent, and building a select costs more than
+        running it on SQLite."""
         with self._engine.connect() as conn:
-            row = conn.execute(stmt).first()
+            if tenant is None:
+                row = conn.execute(self._find_shared, {"upload_id": artifact_id}).first()
+            else:
+                params = {"upload_id": artifact_id, "tenant": tenant}
+                row = conn.execute(self._find_owned, params).first()
         return _upload_from_row(row) if row else None
 
 
