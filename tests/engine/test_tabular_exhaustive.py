@@ -223,7 +223,8 @@ def test_every_enumerated_point_keeps_the_linear_equalities() -> None:
             for o in (0, 1)
             if 0 <= t <= 9 and 0 <= e <= 9 and t + e <= 12
         }
-        assert {(int(t), int(e), int(o)) for t, e, o in zip(today, earlier, online)} == expected
+        moves = zip(today.tolist(), earlier.tolist(), online.tolist(), strict=True)
+        assert {(int(t), int(e), int(o)) for t, e, o in moves} == expected
 
 
 def test_a_continuous_feature_that_moves_makes_the_step_not_apply() -> None:

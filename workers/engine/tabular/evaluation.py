@@ -60,6 +60,8 @@ AttackRun = Callable[[nn.Module, Tensor, Tensor, FeatureConstraints, torch.Gener
 HEADLINE = (
     "per-sample worst case over the constrained attacks: a sample counts as robust only if no"
     " attack produced a schema-valid input (repaired and checked) that the model misclassifies"
+    " and, where the attacker's set is finite, no valid point of it tried by the exhaustive step"
+    " is misclassified (exact for the samples it settles)"
 )
 
 
