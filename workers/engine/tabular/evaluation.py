@@ -299,12 +299,13 @@ def evaluate_tabular(
 def _exhaustive_block(search: ExhaustiveSearch, counted: int) -> dict[str, Any]:
     """The report's ``exhaustive`` block: the tally, the samples it broke that every attack
     left robust (what the suite counted for it, after repair and check), and whether every
-    sample the attacks left was settled exactly (then the headline is the exact figure)."""
+    sample the attacks left was settled exactly and every example it found was counted (then
+    the headline is the exact figure)."""
     tally = search.tally
     return {
         **tally.to_dict(),
         "missed_by_attacks": counted,
-        "headline_exact": tally.exact == tally.samples,
+        "headline_exact": tally.exact == tally.samples and counted == tally.found,
     }
 
 
