@@ -226,8 +226,29 @@ def _tabular(section: Mapping[str, Any]) -> list[str]:
             ],
             audits,
         ),
+        *_exhaustive(section),
         f"<p><strong>{_e(section['original']['unconstrained']['label'])}</strong></p>",
         _list(sanity),
+    ]
+
+
+def _exhaustive(section: Mapping[str, Any]) -> list[str]:
+    """Per model, one line on the enumeration of every valid point (reports from 1.3 on)."""
+    if "exhaustive" not in section["original"]:
+        return []
+    items = []
+    for label in ("original", "hardened"):
+        block = section[label]["exhaustive"]
+        missed = block["missed_by_attacks"]
+        items.append(
+            f"{_e(label)}: {_e(block['summary'])}; missed by the attacks: "
+            + (_flag(f"{_e(missed)} (the attacks alone overstated robustness)") if missed else "0")
+            + ("; the headline is exact" if block["headline_exact"] else "")
+        )
+    return [
+        "<p><strong>Exhaustive enumeration</strong> of every valid point, where the attacker's"
+        " set is finite, on the samples the attacks left robust:</p>",
+        _list(items),
     ]
 
 

@@ -6,9 +6,10 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
-from report_sample import MODEL_SHA, PNG_BYTES, TRAIN_SHA, sample_report
+from report_sample import MODEL_SHA, PNG_BYTES, TRAIN_SHA, accuracy, sample_report
 
 from client.html_report import render
 
@@ -154,6 +155,44 @@ def test_page_forbids_scripts_through_its_content_security_policy() -> None:
     assert policy is not None
     assert "default-src 'none'" in policy.group(1)
     assert "script-src" not in policy.group(1)
+
+
+def _tabular_section(missed: int) -> dict[str, Any]:
+    def model(missed: int) -> dict[str, Any]:
+        return {
+            "attacks": [],
+            "exhaustive": {
+                "summary": "applied to 12 samples, exact for 12, skipped 0; 9,000 points tried",
+                "missed_by_attacks": missed,
+                "headline_exact": True,
+            },
+            "unconstrained": {
+                "label": "UNCONSTRAINED SANITY LINE",
+                "robust_accuracy": accuracy(3, 200, 0.01, 0.04),
+            },
+        }
+
+    return {
+        "schema": {"features": [], "default_budget": 0.1},
+        "original": model(0),
+        "hardened": model(missed),
+    }
+
+
+def test_page_flags_samples_the_exhaustive_step_broke_that_the_attacks_missed() -> None:
+    report = {**sample_report(), "tabular": _tabular_section(missed=2)}
+
+    page = render(report, None, "job-1")
+
+    text = _text(page)
+    assert (
+        "original: applied to 12 samples, exact for 12, skipped 0; 9,000 points tried;"
+        " missed by the attacks: 0; the headline is exact" in text
+    )
+    assert (
+        '<span class="flag">2 (the attacks alone overstated robustness)</span>; the headline'
+        " is exact" in page
+    )
 
 
 def _text(page: str) -> str:

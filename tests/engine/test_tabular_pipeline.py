@@ -69,7 +69,7 @@ def test_the_report_says_per_attack_what_it_respected_and_what_repair_dropped(
 ) -> None:
     for label in ("original", "hardened"):
         audits = {a["name"]: a for a in hardened.report["tabular"][label]["attacks"]}
-        assert set(audits) == {"capgd-ce", "capgd-t", "evolution"}
+        assert set(audits) == {"capgd-ce", "capgd-t", "evolution", "exhaustive"}
         assert audits["evolution"]["respected"] == [
             "immutable", "range", "budget", "integer", "binary", "one_hot"
         ]  # fmt: skip
@@ -77,7 +77,20 @@ def test_the_report_says_per_attack_what_it_respected_and_what_repair_dropped(
         for audit in audits.values():
             assert audit["counted"] + audit["dropped_after_repair"] >= audit["fooled_before_repair"]
         names = [a["name"] for a in hardened.report[label]["attacks"]]
-        assert names == ["capgd-ce", "capgd-t", "evolution"]
+        assert names == ["capgd-ce", "capgd-t", "evolution", "exhaustive"]
+
+
+def test_the_report_says_the_exhaustive_step_does_not_apply_where_a_continuous_feature_moves(
+    hardened: HardeningResult,
+) -> None:
+    for label in ("original", "hardened"):
+        block = hardened.report["tabular"][label]["exhaustive"]
+        robust = hardened.report[label]["robust_accuracy"]["correct"]
+        assert block["applies"] is False
+        assert "feature 'amount' is continuous and mutable" in block["not_finite"]
+        assert block["samples"] == block["skipped"]["continuous_feature"] == robust
+        assert (block["exact"], block["points"], block["missed_by_attacks"]) == (0, 0, 0)
+        assert block["headline_exact"] is (robust == 0)
 
 
 def test_the_unconstrained_line_is_labelled_apart_from_the_headline(
@@ -101,6 +114,8 @@ def test_the_model_card_shows_the_schema_the_attacks_and_the_sanity_line(
     assert "| account_age | integer | no |" in card
     assert "## Constrained attacks" in card
     assert "Unconstrained sanity line (not the headline)" in card
+    assert "**Exhaustive enumeration** of every valid point" in card
+    assert "- original: does not apply (feature 'amount' is continuous" in card
 
 
 def test_data_outside_the_schema_is_refused_naming_the_feature_and_row(tmp_path: Path) -> None:
@@ -130,3 +145,5 @@ def test_the_html_page_shows_the_schema_the_attacks_and_the_sanity_line(
     assert "<strong>account_age</strong></td><td>integer</td><td>no</td>" in page
     assert "<h2>Constrained attacks</h2>" in page
     assert "UNCONSTRAINED SANITY LINE (not the headline)" in page
+    assert "<strong>Exhaustive enumeration</strong>" in page
+    assert "<li>hardened: does not apply (feature &#x27;amount&#x27; is continuous" in page

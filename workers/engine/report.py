@@ -18,7 +18,7 @@ from workers.engine.output_files import PLOT_FILE
 from workers.engine.training.methods import EpochRecord
 from workers.engine.verdict import verdict
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 KIND = "tempering.robustness_report"
 
 
@@ -338,6 +338,7 @@ def _tabular_lines(section: dict[str, Any] | None) -> list[str]:
                 f" {a['fooled_before_repair']} | {a['dropped_after_repair']} | {a['counted']} |"
                 f" {', '.join(a['respected']) or 'none'} |"
             )
+    lines += _exhaustive_lines(section)
     lines += [
         "",
         "**Unconstrained sanity line (not the headline).** "
@@ -357,6 +358,32 @@ def _tabular_lines(section: dict[str, Any] | None) -> list[str]:
             )
         )
     return lines
+
+
+def _exhaustive_lines(section: dict[str, Any]) -> list[str]:
+    """Per model, what the enumeration of every valid point settled (none before 1.3)."""
+    if "exhaustive" not in section["original"]:
+        return []
+    lines = [
+        "",
+        "**Exhaustive enumeration** of every valid point, where the attacker's set is finite,"
+        " on the samples the attacks left robust:",
+        "",
+    ]
+    for label in ("original", "hardened"):
+        lines.append(f"- {label}: {_exhaustive_words(section[label]['exhaustive'])}")
+    return lines
+
+
+def _exhaustive_words(block: dict[str, Any]) -> str:
+    """The enumeration's line for one model: its summary, what the attacks missed, and whether
+    the headline is exact."""
+    missed = block["missed_by_attacks"]
+    return (
+        f"{block['summary']}; missed by the attacks: {missed}"
+        + (" (the attacks alone overstated robustness)" if missed else "")
+        + ("; the headline is exact" if block["headline_exact"] else "")
+    )
 
 
 def _verdict_lines(judgement: dict[str, Any] | None) -> list[str]:

@@ -9,6 +9,12 @@ candidate counts as adversarial only when its repair is misclassified and breaks
 candidate that fooled the model only before repair is dropped, and the report says how many
 were. The headline is the per-sample worst case over the attacks.
 
+The suite's last member is not an attack but an enumeration
+(:mod:`workers.engine.tabular.exhaustive`): where the attacker's set is finite (no continuous
+feature moves) it tries every valid point of each sample the attacks left robust, within a
+point budget, so the headline is exact for every sample it covers. A sample it breaks is one the
+attacks missed (``missed_by_attacks``), which the report flags beside the masking checks.
+
 Beside it, the sanity line: the image suite (:func:`workers.engine.evaluation.suite.evaluate`,
 AutoAttack's cascade) on the same model with the constraints dropped, an L-inf ball of each
 column's budget inside the schema's box. It searches a superset, so its worst case should not
@@ -46,6 +52,7 @@ from workers.engine.tabular.constraints import (
     violations,
     violations_by_kind,
 )
+from workers.engine.tabular.exhaustive import ExhaustiveSearch, exhaustive_search
 from workers.engine.tabular.threat import ScaledInput, TabularThreat
 
 AttackRun = Callable[[nn.Module, Tensor, Tensor, FeatureConstraints, torch.Generator], Tensor]
@@ -53,6 +60,8 @@ AttackRun = Callable[[nn.Module, Tensor, Tensor, FeatureConstraints, torch.Gener
 HEADLINE = (
     "per-sample worst case over the constrained attacks: a sample counts as robust only if no"
     " attack produced a schema-valid input (repaired and checked) that the model misclassifies"
+    " and, where the attacker's set is finite, no valid point of it tried by the exhaustive step"
+    " is misclassified (exact for the samples it settles)"
 )
 
 
@@ -64,6 +73,9 @@ class TabularAttack:
     white_box: bool
     respects: str
     """How the attack keeps to the schema, in words; the report also counts what it broke."""
+    on_survivors: bool = False
+    """Run only on the samples every member before it left robust (the enumeration), not on
+    every clean-correct one; its per-attack figure is then the worst case after it."""
 
 
 def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[TabularAttack]:
@@ -105,6 +117,21 @@ def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[Tabul
             "every constraint by construction: mutations are integer steps, flips and category"
             " switches inside each feature's interval"
             + (", repaired onto the linear constraints" if threat.schema.constraints else ""),
+        ),
+        TabularAttack(
+            "exhaustive",
+            exhaustive_search(suite, threat.schema, threat.constraints),
+            "every valid point of the attacker's finite set, tried on the samples the attacks"
+            " left robust (its figure is the worst case after it)",
+            False,
+            "every constraint by construction: only valid points are tried (checked as every"
+            " candidate is)"
+            + (
+                "; equalities' dependents solved, inequalities checked"
+                if threat.schema.constraints
+                else ""
+            ),
+            on_survivors=True,
         ),
     ]
 
@@ -167,6 +194,9 @@ class TabularScores:
     """Constrained: the headline, per attack, the curve over budget multiples, masking."""
     audits: list[AttackAudit]
     unconstrained: ModelScores
+    exhaustive: dict[str, Any]
+    """The enumeration's counts (:class:`ExhaustiveTally`), ``missed_by_attacks`` and whether
+    the headline is exact."""
     adversarial: Tensor
     """Per sample, the first counted adversarial example (repaired, valid), else the clean x."""
     broken: Tensor
@@ -175,6 +205,7 @@ class TabularScores:
     def to_dict(self) -> dict[str, Any]:
         return {
             "attacks": [audit.to_dict() for audit in self.audits],
+            "exhaustive": self.exhaustive,
             "unconstrained": {
                 "label": "UNCONSTRAINED SANITY LINE (not the headline): the same model, the"
                 " schema's constraints dropped, an L-inf ball of each column's budget inside the"
@@ -209,6 +240,7 @@ def evaluate_tabular(
     adversarial = target.x.clone()
     audits = []
     per_attack = []
+    exhaustive: dict[str, Any] = {}
     for attack in suite:
         kinds = constraint_kinds(threat.schema)
         audit = AttackAudit(attack.name, attack.respects, broken=dict.fromkeys(kinds, 0))
@@ -218,7 +250,7 @@ def evaluate_tabular(
             target,
             threat,
             threat.constraints,
-            clean_correct,
+            standing.clone() if attack.on_survivors else clean_correct,
             audit,
             adversarial,
             standing,
@@ -233,10 +265,13 @@ def evaluate_tabular(
                 Accuracy(int(survived.sum()), len(target.y)),
             )
         )
+        if isinstance(attack.run, ExhaustiveSearch):
+            exhaustive = _exhaustive_block(attack.run, audit.counted)
         _say(
             reporter,
             f"{label}: {attack.name}: {int(standing.sum())}/{len(target.y)} still"
-            f" robust, {time.monotonic() - started:.0f} s",
+            f" robust, {time.monotonic() - started:.0f} s"
+            + (f" ({exhaustive['summary']})" if attack.on_survivors and exhaustive else ""),
         )
     curve = _curve(model, target, threat, clean_correct, standing)
     unconstrained = evaluate(
@@ -245,7 +280,11 @@ def evaluate_tabular(
         reporter,
         f"{label} (unconstrained sanity line)",
     )
-    masking = [_search_stronger(per_attack, int(clean_correct.sum())), *unconstrained.masking]
+    masking = [
+        _search_stronger(per_attack, int(clean_correct.sum())),
+        *([_missed_by_attacks(exhaustive)] if exhaustive else []),
+        *unconstrained.masking,
+    ]
     scores = ModelScores(
         Accuracy(int(clean_correct.sum()), len(target.y)),
         Accuracy(int(standing.sum()), len(target.y)),
@@ -254,7 +293,34 @@ def evaluate_tabular(
         masking,
     )
     broken = clean_correct & ~standing
-    return TabularScores(scores, audits, unconstrained, adversarial, broken)
+    return TabularScores(scores, audits, unconstrained, exhaustive, adversarial, broken)
+
+
+def _exhaustive_block(search: ExhaustiveSearch, counted: int) -> dict[str, Any]:
+    """The report's ``exhaustive`` block: the tally, the samples it broke that every attack
+    left robust (what the suite counted for it, after repair and check), and whether every
+    sample the attacks left was settled exactly and every example it found was counted (then
+    the headline is the exact figure)."""
+    tally = search.tally
+    return {
+        **tally.to_dict(),
+        "missed_by_attacks": counted,
+        "headline_exact": tally.exact == tally.samples and counted == tally.found,
+    }
+
+
+def _missed_by_attacks(exhaustive: dict[str, Any]) -> MaskingCheck:
+    missed = int(exhaustive["missed_by_attacks"])
+    return MaskingCheck(
+        "exhaustive-found-what-the-attacks-missed (constrained)",
+        missed > 0,
+        f"trying every valid point broke {missed} of the {exhaustive['samples']} samples the"
+        " attacks left robust",
+        "The attacks alone would have overstated robustness: valid adversarial inputs exist"
+        " that neither the gradient attacks nor the search found (flat or misleading gradients"
+        " around them, or integer steps and category switches a relaxation rounds away). The"
+        " headline counts these samples as broken.",
+    )
 
 
 def _judge(
