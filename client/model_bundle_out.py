@@ -66,35 +66,37 @@ def save_bundle(chunks: Iterable[bytes], dest: Path, expected: FileDigest | None
 
 
 class _HashingReader:
-    """The downloaded chunks as a file tarfile reads, hashed and counted as they are read."""
+    """The downloaded chunks as a file tarfile reads, hashed and counted as they arrive. A read
+    returns at most what is left of the current chunk (short reads are allowed; tarfile asks
+    again), the chunk itself when it is read whole, so bytes are not copied on the way."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
-        self._pending = memoryview(b"")
+        self._chunk = b""
+        self._start = 0
         self.digest = hashlib.sha256()
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
-        parts: list[bytes] = []
-        wanted = size if size >= 0 else float("inf")
-        got = 0
-        while got < wanted:
-            if not self._pending:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self.digest.update(chunk)
-                self.size += len(chunk)
-                self._pending = memoryview(chunk)
-            take = self._pending[: int(min(wanted - got, len(self._pending)))]
-            self._pending = self._pending[len(take) :]
-            parts.append(bytes(take))
-            got += len(take)
-        return b"".join(parts)
+        if self._start >= len(self._chunk):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            self._chunk, self._start = chunk, 0
+        left = len(self._chunk) - self._start
+        if size < 0 or size >= left:
+            data = self._chunk if self._start == 0 else self._chunk[self._start :]
+            self._chunk, self._start = b"", 0
+            return data
+        data = self._chunk[self._start : self._start + size]
+        self._start += size
+        return data
 
     def drain(self) -> None:
         """Read what tarfile left (the end-of-archive blocks), so that the digest covers all."""
-        self._pending = memoryview(b"")
+        self._chunk, self._start = b"", 0
         for chunk in self._chunks:
             self.digest.update(chunk)
             self.size += len(chunk)
