@@ -17,6 +17,7 @@ from workers.engine.models.external_data import ExternalRange, external_range
 from workers.engine.models.onnx.ops import _SUPPORTED_OPS
 from workers.engine.models.onnx.protos import _STANDARD_DOMAINS, _TORCH_DTYPES
 from workers.engine.models.onnx.sklearn import ML_DOMAIN, check_ml_operators
+from workers.engine.spec import INLINE_WEIGHT_LIMIT
 
 MIN_OPSET = 9
 
@@ -117,7 +118,8 @@ def _load_checked_external_data(
 ) -> bool:
     """Check every external location and read the tensors into the graph; over ``inline_limit``
     bytes in all, leave the main graph's large initializers of a torch type in their files and
-    return True."""
+    return True. What is still read into the graph then must stay under the hard
+    :data:`INLINE_WEIGHT_LIMIT` (protobuf's cap), whatever the operator lowered the limit to."""
     external = [t for t in _model_tensors(model) if t.data_location == TensorProto.EXTERNAL]
     if not external:
         return False
@@ -150,9 +152,9 @@ def _load_checked_external_data(
             streamed = True
             continue
         inlined += span.length
-        if inlined > inline_limit:
+        if inlined > INLINE_WEIGHT_LIMIT:
             raise UnsupportedModel(
-                f"the model keeps over {inline_limit} bytes of external data in tensors that"
+                f"the model keeps over {INLINE_WEIGHT_LIMIT} bytes of external data in tensors that"
                 " are not initializers of a numeric type, or are under"
                 f" {STREAMED_MIN_BYTES} bytes each; only large initializers are read from their"
                 " files (docs/model-bundles.md)"
