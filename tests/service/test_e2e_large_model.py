@@ -151,3 +151,16 @@ def test_the_download_header_names_the_bundle(hardened: Hardened, stack: Stack) 
     )
     (model,) = [o for o in job.outputs if o.kind == pb.ARTIFACT_KIND_HARDENED_MODEL]
     assert model.bundle
+
+
+def test_temper_download_unpacks_the_bundle_and_prints_where_its_onnx_is(
+    hardened: Hardened, stack: Stack, tmp_path: Path
+) -> None:
+    (job,) = stack.stub.ListJobs(pb.ListJobsRequest()).jobs
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["download", job.id, "--server", stack.address, "-o", str(tmp_path / "m.onnx")])
+
+    assert code == 0
+    assert out.getvalue().strip() == str(tmp_path / "m" / "hardened.onnx")
+    assert (tmp_path / "m" / "hardened.onnx.data").is_file()
