@@ -34,9 +34,10 @@ class ExternalWeights:
         self.base = self.model_path.parent.resolve()
 
     def tensor(self, proto: TensorProto) -> Tensor:
-        """``proto``'s values, read from its external data file into a new tensor that owns
-        them (one copy). :class:`InvalidModel` when the range is outside the folder or the file,
-        does not match the shape and type, or the file is shorter than it was when checked."""
+        """``proto``'s values, read from its external data file into a new tensor (one copy,
+        not zero-filled first). :class:`InvalidModel` when the range is outside the folder or
+        the file, does not match the shape and type, or the file is shorter than it was when
+        checked."""
         dtype = _TORCH_DTYPES.get(proto.data_type)
         if dtype is None:
             raise UnsupportedModel(
@@ -52,10 +53,8 @@ class ExternalWeights:
                 f"external data of tensor '{proto.name}' is {span.length} bytes long; its shape"
                 f" {dims} and type {TensorProto.DataType.Name(proto.data_type)} need {needed}"
             )
-        if needed == 0:
-            return torch.empty(dims, dtype=dtype)
-        buffer = bytearray(needed)
-        view = memoryview(buffer)
+        values = torch.empty(dims, dtype=dtype)
+        view = values.reshape(-1).view(torch.uint8).numpy().data
         filled = 0
         with span.file.open("rb", buffering=0) as handle:
             handle.seek(span.offset)
@@ -68,10 +67,9 @@ class ExternalWeights:
                     )
                 filled += got
         view.release()
-        values = torch.frombuffer(buffer, dtype=dtype)
         if sys.byteorder == "big" and values.element_size() > 1:
             values = _from_little_endian(values)
-        return values.reshape(dims)
+        return values
 
 
 def _element_bytes(dtype: torch.dtype) -> int:
