@@ -417,6 +417,7 @@ def output_artifact(message: pb.OutputArtifact) -> OutputArtifact:
         size_bytes=message.size_bytes,
         sha256=message.sha256,
         media_type=message.media_type,
+        bundle=message.bundle,
     )
 
 

@@ -264,6 +264,9 @@ class OutputArtifact:
     size_bytes: int
     sha256: str
     media_type: str = ""
+    bundle: bool = False
+    """An ONNX bundle (a tar of the ``.onnx`` and its external data file): the hardened model
+    of weights over the server's inline limit. Downloads unpack it (docs/model-bundles.md)."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ from client.domain import (
 )
 from client.errors import DeadlineExceeded, InvalidInput, JobFailed, MissingExtra
 from client.layout import OutputLayout, relink_plot
+from client.model_bundle_out import save_bundle
 from client.retry import Deadline
+from client.transfer import read_chunks
 
 LOCAL_JOB_ID = "local"
 _PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Progress) if f.name != "updated_at")
@@ -177,7 +179,10 @@ def _harden_in_process(
             raise JobFailed(f"the run stopped: {error}", cancelled=True) from error
         except engine_errors.TemperingError as error:
             raise JobFailed(f"the run failed: {error}") from error
-        shutil.move(result.model_path, layout.model)
+        if result.model_is_bundle:
+            model_path = save_bundle(read_chunks(result.model_path), layout.model)
+        else:
+            model_path = Path(shutil.move(result.model_path, layout.model))
         shutil.move(result.report_path, layout.report)
         shutil.move(result.plot_path, layout.plot)
         layout.card.write_text(relink_plot(result.card_path.read_text(), layout.plot))
@@ -188,7 +193,7 @@ def _harden_in_process(
         if result.schema_path is not None:
             schema = Path(shutil.move(result.schema_path, layout.schema))
     return HardeningOutcome(
-        model_path=layout.model,
+        model_path=model_path,
         report_path=layout.report,
         card_path=layout.card,
         plot_path=layout.plot,

@@ -58,6 +58,7 @@ from client.errors import (
 )
 from client.idempotency import next_idempotency_key
 from client.layout import OutputLayout, plot_beside, relink_plot
+from client.model_bundle_out import save_bundle
 from client.retry import (
     DEFAULT_RETRY,
     NO_RETRY,
@@ -439,9 +440,15 @@ class HardeningClient:
     def download(
         self, job_id: str, kind: ArtifactKind | str, dest_path: str | os.PathLike[str]
     ) -> Path:
-        """Save one output of a succeeded job at ``dest_path``. The file appears only after
-        its size and SHA-256 match what the server announced (:class:`IntegrityError` if not).
-        A download the connection breaks is started again from its first byte."""
+        """Save one output of a succeeded job at ``dest_path`` and return where it is. The file
+        appears only after its size and SHA-256 match what the server announced
+        (:class:`IntegrityError` if not). A download the connection breaks is started again
+        from its first byte.
+
+        A hardened model whose weights were over the server's inline limit comes as a bundle
+        (its ``.onnx`` and data file): it is unpacked into a folder of its own,
+        ``out/hardened.onnx`` -> ``out/hardened/`` (:mod:`client.model_bundle_out`), and the
+        path returned is its ``.onnx`` there."""
         request = convert.download_request(job_id, ArtifactKind(kind))
 
         def attempt(timeout: float | None) -> Path:
@@ -456,11 +463,10 @@ class HardeningClient:
                     raise IntegrityError(
                         f"the server sent no SHA-256 for the {kind} of job {job_id}"
                     )
-                return write_verified(
-                    convert.download_chunks(stream),
-                    Path(dest_path),
-                    FileDigest(header.size_bytes, header.sha256),
-                )
+                digest = FileDigest(header.size_bytes, header.sha256)
+                if header.bundle:
+                    return save_bundle(convert.download_chunks(stream), Path(dest_path), digest)
+                return write_verified(convert.download_chunks(stream), Path(dest_path), digest)
             finally:
                 stream.cancel()
 
@@ -556,8 +562,8 @@ class HardeningClient:
                 cancelled=final.state is JobState.CANCELLED,
             )
         layout = OutputLayout.beside(Path(output))
-        for kind in (ArtifactKind.MODEL, ArtifactKind.REPORT):
-            self.download(final.id, kind, layout.path_for(kind))
+        model_path = self.download(final.id, ArtifactKind.MODEL, layout.model)
+        self.download(final.id, ArtifactKind.REPORT, layout.report)
         _, plot_path = self._download_card(final, layout.card)
         tokenizer = None
         if any(output.kind is ArtifactKind.TOKENIZER for output in final.outputs):
@@ -566,7 +572,7 @@ class HardeningClient:
         if any(output.kind is ArtifactKind.SCHEMA for output in final.outputs):
             schema = self.download(final.id, ArtifactKind.SCHEMA, layout.schema)
         return HardeningOutcome(
-            model_path=layout.model,
+            model_path=model_path,
             report_path=layout.report,
             card_path=layout.card,
             plot_path=plot_path,

@@ -72,3 +72,43 @@ def tar_bytes(members: Sequence[Member]) -> bytes:
 def bundle_of(folder: Path, names: Sequence[str]) -> bytes:
     """A bundle of the files ``names`` under ``folder``, named so inside it."""
     return tar_bytes([file_member(n, (folder / n).read_bytes()) for n in names])
+
+
+WIDE_FEATURES, WIDE_HIDDEN = 16, 2048
+STREAMED_LIMIT = 100_000
+"""An inline weight limit the wide MLP is over: its first layer (128 KiB) is streamed, its
+smaller tensors (under 64 KiB each, 32 KiB in all) are read into the graph."""
+
+
+def wide_mlp_with_external_data(folder: Path, name: str = "m.onnx") -> Path:
+    """An MLP (16 features, 2048 hidden units, 3 classes) at ``folder/name`` with all its
+    weights in ``folder/<name>.data``: 160 KiB of weights, the first layer 128 KiB of them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w1": rng.standard_normal((WIDE_FEATURES, WIDE_HIDDEN)).astype("f4") * 0.25,
+        "b1": rng.standard_normal(WIDE_HIDDEN).astype("f4") * 0.1,
+        "w2": rng.standard_normal((WIDE_HIDDEN, CLASSES)).astype("f4") * 0.05,
+        "b2": np.zeros(CLASSES, "f4"),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["z"]),
+        helper.make_node("Relu", ["z"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["o"]),
+        helper.make_node("Add", ["o", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDE_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", CLASSES])],
+        [numpy_helper.from_array(a, n) for n, a in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    onnx.save(model, path, save_as_external_data=True, location=f"{name}.data", size_threshold=0)
+    return path

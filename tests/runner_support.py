@@ -51,6 +51,7 @@ class StandInOutcome:
     report: dict[str, Any]
     tokenizer_path: Path | None = None
     schema_path: Path | None = None
+    model_is_bundle: bool = False
 
 
 def write_outputs(output_dir: Path, report: dict[str, Any]) -> StandInOutcome:

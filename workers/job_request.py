@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.core.domain import JobSpec
-from workers.engine.spec import HardeningRequest, ModelFormat, ModelSource, TextThreatModel
+from workers.engine.spec import (
+    INLINE_WEIGHT_LIMIT,
+    HardeningRequest,
+    ModelFormat,
+    ModelSource,
+    TextThreatModel,
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,14 @@ class JobFiles:
 
 
 def engine_request(
-    spec: JobSpec, files: JobFiles, *, allow_trusted_formats: bool
+    spec: JobSpec,
+    files: JobFiles,
+    *,
+    allow_trusted_formats: bool,
+    inline_weight_limit: int = INLINE_WEIGHT_LIMIT,
 ) -> HardeningRequest:
+    """``inline_weight_limit``: the operator's (``TEMPERING_INLINE_WEIGHT_LIMIT``); ``--local``
+    keeps the engine's."""
     return HardeningRequest(
         model=ModelSource(
             path=files.model,
@@ -59,4 +71,5 @@ def engine_request(
         tokenizer=files.tokenizer,
         text_threat=spec.text_threat or TextThreatModel(),
         feature_schema=files.schema,
+        inline_weight_limit=inline_weight_limit,
     )

@@ -43,7 +43,7 @@ from service.store.leases import LeaseKeeper, new_owner_id
 from service.store.stores import Stores
 from workers.engine.errors import Cancelled, TemperingError, TimeLimitExceeded
 from workers.engine.progress import ProgressEvent, Reporter
-from workers.engine.spec import HardeningRequest, ModelFormat
+from workers.engine.spec import INLINE_WEIGHT_LIMIT, HardeningRequest, ModelFormat
 from workers.job_request import JobFiles, engine_request
 from workers.mlflow_tracking import job_tracking
 
@@ -88,6 +88,11 @@ class HardeningOutcome(Protocol):
     @property
     def schema_path(self) -> Path | None:
         """A tabular model's feature schema, returned beside it; None for other models."""
+        ...
+
+    @property
+    def model_is_bundle(self) -> bool:
+        """``model_path`` is an ONNX bundle (the model with its external data file)."""
         ...
 
 
@@ -145,6 +150,9 @@ class RunnerConfig:
     heartbeat_interval: float = 2.0
     checkpoints: CheckpointStore | None = None
     """Where jobs keep their training checkpoints between attempts; None: no checkpoints."""
+    inline_weight_limit: int = INLINE_WEIGHT_LIMIT
+    """Bytes of weights over which a model is streamed from its files and comes back as a
+    bundle (``TEMPERING_INLINE_WEIGHT_LIMIT``)."""
 
 
 class ProgressRecorder:
@@ -536,7 +544,10 @@ class JobRunner:
                 schema=schema_path,
             )
             yield engine_request(
-                spec, files, allow_trusted_formats=self._config.allow_trusted_formats
+                spec,
+                files,
+                allow_trusted_formats=self._config.allow_trusted_formats,
+                inline_weight_limit=self._config.inline_weight_limit,
             )
 
     def _store_outputs(self, outcome: HardeningOutcome) -> list[OutputFile]:
@@ -553,7 +564,8 @@ class JobRunner:
             if path is None:
                 continue
             blob = self._artifacts.put_file(path)
-            outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes))
+            bundle = kind is OutputKind.HARDENED_MODEL and outcome.model_is_bundle
+            outputs.append(OutputFile(kind, blob.sha256, blob.size_bytes, bundle=bundle))
         return outputs
 
 
@@ -614,6 +626,7 @@ def build_runner(settings: Settings, observer: JobObserver | None = None) -> Job
             lease_timeout=settings.lease_timeout,
             heartbeat_interval=settings.heartbeat_interval,
             checkpoints=stores.checkpoints,
+            inline_weight_limit=settings.inline_weight_limit,
         ),
         observer=observer,
         tracker_factory=job_tracking(settings.mlflow_tracking_uri),

@@ -26,6 +26,7 @@ from client.exit_codes import HELP as EXIT_CODES_HELP
 from client.exit_codes import ExitCode
 from client.job_format import JOB_COLUMNS, event_json, job_json, job_row, table
 from client.layout import OutputLayout, plot_beside
+from client.model_bundle_out import bundle_folder
 from client.progress_display import choose_display
 
 
@@ -98,7 +99,9 @@ def register(subparsers: Any) -> None:
         "--output",
         type=Path,
         metavar="PATH",
-        help="where to write it (default: in the current folder, ID.onnx, ID.report.json,"
+        help="where to write it (a model that comes as a bundle, its weights over the server's"
+        " inline limit, is unpacked into the folder of that name without .onnx; default: in the"
+        " current folder, ID.onnx, ID.report.json,"
         " ID.model_card.md, ID.robustness_curve.png, ID.tokenizer.json or"
         " ID.feature_schema.json)",
     )
@@ -186,6 +189,8 @@ def run_download(args: argparse.Namespace) -> int:
         output = args.output or default_download_path(args.job_id, ArtifactKind(args.kind))
         if args.output is None and not args.force:
             refuse_to_overwrite(output, ArtifactKind(args.kind))
+            if args.kind == ArtifactKind.MODEL and _model_is_bundle(api.get(args.job_id)):
+                refuse_to_overwrite(bundle_folder(output), ArtifactKind.MODEL)
         if args.kind == ArtifactKind.CARD:
             path, plot = api.download_card(args.job_id, output)
         else:
@@ -217,6 +222,12 @@ def run_download(args: argparse.Namespace) -> int:
             if extra is not None:
                 print(extra)
     return ExitCode.OK
+
+
+def _model_is_bundle(job: Job) -> bool:
+    """Whether the hardened model comes as a bundle, unpacked into a folder of its own
+    (weights over the server's inline limit; docs/model-bundles.md)."""
+    return any(o.kind is ArtifactKind.MODEL and o.bundle for o in job.outputs)
 
 
 def _has(job: Job, kind: ArtifactKind) -> bool:

@@ -570,6 +570,7 @@ def output_to_pb(output: OutputFile) -> pb.OutputArtifact:
         size_bytes=output.size_bytes,
         sha256=output.sha256,
         media_type=output.media_type,
+        bundle=output.bundle,
     )
 
 

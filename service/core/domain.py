@@ -20,6 +20,7 @@ from workers.engine.errors import InvalidParameter
 from workers.engine.output_files import (
     CARD_FILE,
     FEATURE_SCHEMA_FILE,
+    MODEL_BUNDLE_FILE,
     MODEL_FILE,
     PLOT_FILE,
     REPORT_FILE,
@@ -321,14 +322,20 @@ class OutputFile:
     kind: OutputKind
     sha256: str
     size_bytes: int
+    bundle: bool = False
+    """The hardened model as an ONNX bundle (``hardened.onnx.tar``: the ``.onnx`` and its
+    external data file), for weights over the inline limit; False in rows from before."""
 
     @property
     def filename(self) -> str:
-        return self.kind.filename
+        return MODEL_BUNDLE_FILE if self.bundle else self.kind.filename
 
     @property
     def media_type(self) -> str:
-        return self.kind.media_type
+        return BUNDLE_MEDIA_TYPE if self.bundle else self.kind.media_type
+
+
+BUNDLE_MEDIA_TYPE = "application/x-tar"
 
 
 HEADLINE_MODELS = ("original", "hardened")

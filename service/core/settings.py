@@ -23,6 +23,7 @@ from service.core.setting_values import (
     parse_tenant_limits,
     parse_tenant_webhooks,
 )
+from workers.engine.spec import INLINE_WEIGHT_LIMIT
 
 ENV_PREFIX = "TEMPERING_"
 
@@ -128,6 +129,9 @@ class Settings:
     job_memory_limit: int | None = None
     """Data memory each job process of a worker may use; None: three quarters of the machine's
     (or its container's) memory; 0: no limit."""
+    inline_weight_limit: int = INLINE_WEIGHT_LIMIT
+    """Bytes of weights over which a worker reads a model's external data straight into torch
+    and returns the hardened model as a bundle (docs/model-bundles.md); may only be lowered."""
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes <= 0:
@@ -187,6 +191,11 @@ class Settings:
         if self.job_memory_limit is not None and 0 < self.job_memory_limit < 512 * MiB:
             raise SettingsError(
                 f"{ENV_PREFIX}JOB_MEMORY_LIMIT must be 0 (no limit) or at least 512M"
+            )
+        if not 0 < self.inline_weight_limit <= INLINE_WEIGHT_LIMIT:
+            raise SettingsError(
+                f"{ENV_PREFIX}INLINE_WEIGHT_LIMIT must be positive and at most"
+                f" {INLINE_WEIGHT_LIMIT} bytes (protobuf caps a model file at 2 GB)"
             )
         self._check_artifact_url()
         self._check_security()
@@ -348,6 +357,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("validation_time_limit", float, "seconds one submit-time check may run"),
     FieldSpec("validation_max_gflops", float, "GFLOPs of one sample the check lets a model cost"),
     FieldSpec("job_memory_limit", parse_size, "memory of each job process, e.g. 8G (0: no limit)"),
+    FieldSpec(
+        "inline_weight_limit", parse_size, "weights over which a model is streamed and bundled"
+    ),
 )
 
 

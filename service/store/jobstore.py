@@ -451,7 +451,10 @@ def _held_by(jobs: sa.Table, owner: str | None, where: Any) -> Any:
 
 
 def _output_to_json(output: OutputFile) -> dict[str, Any]:
-    return {"kind": output.kind.value, "sha256": output.sha256, "size_bytes": output.size_bytes}
+    data = {"kind": output.kind.value, "sha256": output.sha256, "size_bytes": output.size_bytes}
+    if output.bundle:
+        data["bundle"] = True
+    return data
 
 
 class ParsedJobs:
@@ -482,7 +485,13 @@ class ParsedJobs:
 
 
 def _output_from_json(data: Mapping[str, Any]) -> OutputFile:
-    return OutputFile(OutputKind(data["kind"]), data["sha256"], int(data["size_bytes"]))
+    """Rows written before bundles came back have no ``bundle`` key: one ``.onnx`` each."""
+    return OutputFile(
+        OutputKind(data["kind"]),
+        data["sha256"],
+        int(data["size_bytes"]),
+        bundle=bool(data.get("bundle", False)),
+    )
 
 
 def _job_from_row(row: Row[Any]) -> Job:

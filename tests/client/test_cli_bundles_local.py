@@ -94,3 +94,36 @@ def test_local_harden_refuses_a_bundle_member_outside_it_with_exit_4(
 
     assert result.code == 4
     assert "bundle member '../cnn.onnx.data' points outside the bundle" in result.err
+
+
+def test_local_harden_over_the_inline_limit_returns_the_model_unpacked_in_a_folder(
+    temper: CliRunner,
+    split_model: Path,
+    digits_train: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from workers.engine import pipeline
+
+    real_harden = pipeline.harden
+
+    def over_the_limit(request: object, *args: object, **kwargs: object) -> object:
+        lowered = dataclasses.replace(request, inline_weight_limit=100_000)  # type: ignore[type-var]
+        return real_harden(lowered, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "harden", over_the_limit)
+    output = tmp_path / "out" / "hardened.onnx"
+
+    result = harden(temper, split_model, digits_train, output)
+
+    folder = tmp_path / "out" / "hardened"
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in folder.iterdir()) == ["hardened.onnx", "hardened.onnx.data"]
+    assert f"hardened model: {folder / 'hardened.onnx'}" in result.out
+    assert "tempering.report" in {
+        p.key for p in onnx.load(folder / "hardened.onnx", load_external_data=False).metadata_props
+    }
+    assert output.with_name("hardened.report.json").is_file()
+    assert [p.name for p in output.parent.iterdir() if p.name.startswith(".")] == []

@@ -34,7 +34,7 @@ class OneArtifact(pb_grpc.HardeningServiceServicer):
             yield pb.DownloadArtifactResponse(chunk=PAYLOAD[start : start + 100_000])
 
 
-def serve(servicer: OneArtifact) -> tuple[grpc.Server, str]:
+def serve(servicer: pb_grpc.HardeningServiceServicer) -> tuple[grpc.Server, str]:
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_HardeningServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -62,3 +62,42 @@ def test_download_with_a_wrong_sha256_raises_and_leaves_no_file(tmp_path: Path) 
         server.stop(0)
 
     assert list(tmp_path.iterdir()) == []
+
+
+class OneBundle(pb_grpc.HardeningServiceServicer):
+    """Serves a hardened model as the bundle a server returns for weights over its limit."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def DownloadArtifact(
+        self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadArtifactResponse]:
+        header = pb.OutputArtifact(
+            kind=request.kind,
+            filename="hardened.onnx.tar",
+            size_bytes=len(self.data),
+            sha256=hashlib.sha256(self.data).hexdigest(),
+            media_type="application/x-tar",
+            bundle=True,
+        )
+        yield pb.DownloadArtifactResponse(header=header)
+        for start in range(0, len(self.data), 100_000):
+            yield pb.DownloadArtifactResponse(chunk=self.data[start : start + 100_000])
+
+
+def test_a_bundled_model_is_unpacked_and_its_onnx_path_returned(tmp_path: Path) -> None:
+    from tests.bundle_support import file_member, tar_bytes
+
+    bundle = tar_bytes(
+        [file_member("hardened.onnx", b"graph"), file_member("hardened.onnx.data", PAYLOAD)]
+    )
+    server, address = serve(OneBundle(bundle))
+    try:
+        with HardeningClient(address, timeout=10) as api:
+            path = api.download("job", "model", tmp_path / "h.onnx")
+    finally:
+        server.stop(0)
+
+    assert path == tmp_path / "h" / "hardened.onnx"
+    assert path.with_name("hardened.onnx.data").read_bytes() == PAYLOAD

@@ -257,18 +257,6 @@ def test_a_bundle_declared_as_onnx_is_refused(model_folder: Path, tmp_path: Path
         check_declared_format(ModelFormat.ONNX, path)
 
 
-def test_weights_too_large_to_return_as_one_file_are_refused_before_reading(
-    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from workers.engine.models import external_data
-
-    monkeypatch.setattr(external_data, "SINGLE_FILE_WEIGHT_LIMIT", 16)
-    path = write(tmp_path, bundle_of(model_folder, ["m.onnx", "m.onnx.data"]))
-
-    with pytest.raises(InvalidModel, match="protobuf caps at 2 GB"):
-        load_model(ModelSource(path, ModelFormat.ONNX_BUNDLE))
-
-
 def test_an_extended_header_claiming_megabytes_is_refused_before_it_is_read(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,3 +245,19 @@ def test_a_watcher_sees_evaluation_lines_recorded_between_two_polls(rig: Rig) ->
 
     assert [e.progress.message for e in seen if e.progress] == [e.message for e in EVALUATION_LINES]
     assert [e.progress.step for e in seen if e.progress] == [e.step for e in EVALUATION_LINES]
+
+
+def test_a_model_returned_as_a_bundle_is_recorded_as_one(rig: Rig) -> None:
+    def bundling(request: HardeningRequest, output_dir: Path, reporter: Reporter) -> StandInOutcome:
+        outcome = write_outputs(output_dir, REPORT)
+        bundle = outcome.model_path.with_name("hardened.onnx.tar")
+        outcome.model_path.rename(bundle)
+        return dataclasses.replace(outcome, model_path=bundle, model_is_bundle=True)
+
+    rig.runner_for(bundling).run(rig.job_id)
+
+    job = rig.store.get(rig.job_id)
+    model = job.output(OutputKind.HARDENED_MODEL)
+    assert model is not None
+    assert model.bundle
+    assert not any(o.bundle for o in job.outputs if o.kind is not OutputKind.HARDENED_MODEL)

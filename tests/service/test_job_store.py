@@ -306,3 +306,28 @@ def test_referenced_blobs_are_those_of_a_job_output_or_an_upload(
 
     assert store.referenced_blobs([shared, alone, uploaded]) == {shared, uploaded}
     assert store.referenced_blobs([]) == set()
+
+
+def test_a_hardened_model_returned_as_a_bundle_reads_back_as_one(store: JobStore) -> None:
+    bundle = OutputFile(OutputKind.HARDENED_MODEL, "e" * 64, 4096, bundle=True)
+
+    job = store.get(finished(store, [bundle]))
+
+    assert job.outputs == (bundle,)
+    assert job.outputs[0].filename == "hardened.onnx.tar"
+    assert job.outputs[0].media_type == "application/x-tar"
+
+
+def test_an_output_recorded_before_bundles_came_back_is_one_onnx(
+    store: JobStore, database: Database
+) -> None:
+    job_id = finished(store, [])
+    old_row = [{"kind": "hardened_model", "sha256": "f" * 64, "size_bytes": 10}]
+    jobs = database.tables.jobs
+    with database.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(outputs=old_row, version=99))
+
+    (output,) = store.get(job_id).outputs
+
+    assert not output.bundle
+    assert (output.filename, output.media_type) == ("hardened.onnx", "application/onnx")

@@ -77,3 +77,17 @@ def test_visibility_timeout_must_outlast_the_longest_job(tmp_path: Path) -> None
 def test_malformed_value_names_its_variable(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="TEMPERING_GRPC_THREADS"):
         Settings.load({"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_GRPC_THREADS": "many"})
+
+
+def test_the_inline_weight_limit_may_be_lowered_for_small_models(tmp_path: Path) -> None:
+    settings = Settings.load(
+        {"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_INLINE_WEIGHT_LIMIT": "4M"}
+    )
+
+    assert settings.inline_weight_limit == 4 * 1024 * 1024
+    assert Settings.load(settings.to_env()) == settings
+
+
+def test_the_inline_weight_limit_is_never_raised_past_what_protobuf_holds(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="TEMPERING_INLINE_WEIGHT_LIMIT must be positive and"):
+        Settings.load({"TEMPERING_STATE_DIR": str(tmp_path), "TEMPERING_INLINE_WEIGHT_LIMIT": "3G"})

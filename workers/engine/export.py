@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from workers.engine.errors import ExportCheckFailed
 from workers.engine.models.loading import LoadedModel
 from workers.engine.models.onnx import OnnxClassifier, write_trained_onnx
+from workers.engine.spec import INLINE_WEIGHT_LIMIT
 
 PARITY_TOLERANCE = 1e-4
 EXPORT_OPSET = 18
@@ -77,16 +78,27 @@ def allowed_difference(output_scale: float) -> float:
     return PARITY_TOLERANCE * max(1.0, output_scale)
 
 
-def export_onnx(loaded: LoadedModel, model: nn.Module, path: Path, sample: Tensor) -> int:
-    """Write ``model`` (the hardened version of ``loaded``) to ``path``; returns the opset."""
+def export_onnx(
+    loaded: LoadedModel,
+    model: nn.Module,
+    path: Path,
+    sample: Tensor,
+    *,
+    inline_limit: int = INLINE_WEIGHT_LIMIT,
+) -> int:
+    """Write ``model`` (the hardened version of ``loaded``) to ``path``; returns the opset.
+    Weights over ``inline_limit`` bytes go to ``<name>.data`` beside it (the dynamo exporter's
+    name too); the TorchScript-based exporter, used for TorchScript uploads only, switches by
+    itself at protobuf's 2 GB."""
     model = model.cpu().eval()
     if isinstance(model, OnnxClassifier):
-        write_trained_onnx(model, path)
+        write_trained_onnx(model, path, inline_limit=inline_limit)
         return model.opset
     wrapped = _WithFinalActivation(model, loaded.final_activation).eval()
     example = sample[:2].cpu()
+    external = _state_bytes(model) > inline_limit
     try:
-        _export_dynamo(wrapped, example, path)
+        _export_dynamo(wrapped, example, path, external_data=external)
     except Exception as exc:  # the dynamo exporter fails in many ways on scripted modules
         log.info("dynamo export failed (%s); using the TorchScript-based exporter", exc)
         _export_legacy(wrapped, example, path)
@@ -94,7 +106,13 @@ def export_onnx(loaded: LoadedModel, model: nn.Module, path: Path, sample: Tenso
     return onnx_opset(path)
 
 
-def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _export_dynamo(
+    model: nn.Module, example: Tensor, path: Path, *, external_data: bool = False
+) -> None:
     batch = torch.export.Dim("batch", min=1)
     with _quiet_exporter():
         program = torch.onnx.export(
@@ -110,7 +128,7 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
         )
     if program is None:
         raise RuntimeError("the dynamo exporter returned no program")
-    program.save(str(path), external_data=False)
+    program.save(str(path), external_data=external_data)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@ writes them (:mod:`workers.engine.outputs`) and by the server that serves them. 
 nothing, so the server reads it without torch."""
 
 MODEL_FILE = "hardened.onnx"
+MODEL_BUNDLE_FILE = "hardened.onnx.tar"
+"""The hardened model when its weights are over the inline limit: an ONNX bundle (an
+uncompressed tar of ``hardened.onnx`` and ``hardened.onnx.data``, docs/model-bundles.md)."""
 REPORT_FILE = "report.json"
 CARD_FILE = "model_card.md"
 PLOT_FILE = "robustness_curve.png"

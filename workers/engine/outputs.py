@@ -11,6 +11,7 @@ from typing import Any
 
 from workers.engine.export import add_metadata
 from workers.engine.files import sha256_file
+from workers.engine.hardened_bundle import package_model
 from workers.engine.output_files import CARD_FILE, PLOT_FILE, REPORT_FILE
 from workers.engine.output_files import FEATURE_SCHEMA_FILE as FEATURE_SCHEMA_FILE
 from workers.engine.output_files import MODEL_FILE as MODEL_FILE
@@ -28,6 +29,9 @@ class HardeningResult:
     tokenizer_path: Path | None = None
     schema_path: Path | None = None
     """A tabular model's feature schema, returned unchanged beside it; None for other models."""
+    model_is_bundle: bool = False
+    """``model_path`` is ``hardened.onnx.tar``, the model with its external data file (its
+    weights were over the inline limit), not one ``.onnx``."""
 
 
 def write_outputs(
@@ -38,7 +42,8 @@ def write_outputs(
     schema_path: Path | None = None,
 ) -> HardeningResult:
     """The report inside the ONNX file's metadata and beside it, with its card and plot; a
-    feature schema (``schema_path``, the request's) is copied beside them unchanged."""
+    feature schema (``schema_path``, the request's) is copied beside them unchanged. A model
+    written with external data is returned as a bundle (:mod:`workers.engine.hardened_bundle`)."""
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     inputs = report["inputs"]
     metadata = {
@@ -53,6 +58,7 @@ def write_outputs(
     if "tabular" in report and "schema_sha256" in report["tabular"]:
         metadata["tempering.feature_schema_sha256"] = report["tabular"]["schema_sha256"]
     add_metadata(model_path, metadata)
+    model_path, bundled = package_model(model_path)
     report_path = output_dir / REPORT_FILE
     report_path.write_text(text)
     plot_path = output_dir / PLOT_FILE
@@ -64,7 +70,14 @@ def write_outputs(
         returned_schema = output_dir / FEATURE_SCHEMA_FILE
         returned_schema.write_bytes(schema_path.read_bytes())
     return HardeningResult(
-        model_path, report_path, card_path, plot_path, report, tokenizer_path, returned_schema
+        model_path,
+        report_path,
+        card_path,
+        plot_path,
+        report,
+        tokenizer_path,
+        returned_schema,
+        model_is_bundle=bundled,
     )
 
 

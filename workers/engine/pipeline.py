@@ -99,6 +99,7 @@ def _harden(
         allow_trusted_formats=request.allow_trusted_formats,
         sample_shape=train_set.sample_shape,
         num_classes=request.model.num_classes or int(train_set.y.max()) + 1,
+        inline_weight_limit=request.inline_weight_limit,
     )
     prepared = prepare_data(request, loaded, train_set)
     tabular = _tabular_threat(request, prepared)
@@ -138,7 +139,13 @@ def _harden(
     output_dir.mkdir(parents=True, exist_ok=True)
     model_path = output_dir / MODEL_FILE
     with phase("exporting and checking the ONNX file", PARITY_SAMPLES):
-        opset = export_onnx(loaded, outcome.model, model_path, target.x)
+        opset = export_onnx(
+            loaded,
+            outcome.model,
+            model_path,
+            target.x,
+            inline_limit=request.inline_weight_limit,
+        )
         parity = check_parity(model_path, loaded, outcome.model, target.x[:PARITY_SAMPLES])
     if not parity.passed:
         raise ExportCheckFailed(
@@ -222,7 +229,7 @@ def _read_onnx_first(request: HardeningRequest) -> LoadedModel | None:
     (other formats need the data's shape to be read at all)."""
     if not request.model.format.is_onnx:
         return None
-    return load_model(request.model)
+    return load_model(request.model, inline_weight_limit=request.inline_weight_limit)
 
 
 def prepare_data(

@@ -181,6 +181,12 @@ class TrainingConfig:
 IMAGE_EVAL_SAMPLES = 500
 TEXT_EVAL_SAMPLES = 1000
 TEXT_MAX_LENGTH = 256
+INLINE_WEIGHT_LIMIT = 1_800_000_000
+"""Bytes of weights above which a model is never held inside one ``ModelProto``: protobuf caps
+a message at 2 GB (the graph needs some of it too). Above it the engine reads external tensors
+straight from their files into torch, and the hardened model is written with its weights in
+``hardened.onnx.data`` and returned as a bundle (docs/model-bundles.md). Operators may lower it
+(``TEMPERING_INLINE_WEIGHT_LIMIT``), never raise it."""
 """Tokens kept of a text when the model accepts any length and neither the job nor the
 tokenizer file names a limit."""
 
@@ -282,6 +288,9 @@ class HardeningRequest:
     feature's kind, range, mutability and budget. With one, attacks and training stay inside
     the schema; ``threat.eps`` is the budget of features that name none, and the schema's
     ranges replace ``threat.lower`` / ``threat.upper``."""
+    inline_weight_limit: int = INLINE_WEIGHT_LIMIT
+    """The operator's :data:`INLINE_WEIGHT_LIMIT` (lower or equal): not the user's to choose, so
+    not recorded in the report's request."""
 
     def validate(self) -> None:
         self.threat.validate()
@@ -297,12 +306,16 @@ class HardeningRequest:
             _finite(self.time_limit_seconds) and self.time_limit_seconds >= 0,
             "time_limit_seconds must be >= 0",
         )
+        _require(
+            0 < self.inline_weight_limit <= INLINE_WEIGHT_LIMIT,
+            f"inline_weight_limit must be positive and at most {INLINE_WEIGHT_LIMIT}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (enums as strings, paths as strings), recorded in the report; the
         verified digests are left out, since the report's inputs section holds every digest."""
         recorded = asdict(self)
-        del recorded["verified_sha256"]
+        del recorded["verified_sha256"], recorded["inline_weight_limit"]
         return _jsonable(recorded)
 
 

@@ -339,18 +339,20 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class OutputArtifact(_message.Message):
-    __slots__ = ("kind", "filename", "size_bytes", "sha256", "media_type")
+    __slots__ = ("kind", "filename", "size_bytes", "sha256", "media_type", "bundle")
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     kind: ArtifactKind
     filename: str
     size_bytes: int
     sha256: str
     media_type: str
-    def __init__(self, kind: _Optional[_Union[ArtifactKind, str]] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., media_type: _Optional[str] = ...) -> None: ...
+    bundle: bool
+    def __init__(self, kind: _Optional[_Union[ArtifactKind, str]] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., media_type: _Optional[str] = ..., bundle: _Optional[bool] = ...) -> None: ...
 
 class Accuracy(_message.Message):
     __slots__ = ("value", "low", "high")

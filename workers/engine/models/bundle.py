@@ -273,3 +273,51 @@ def _copy(source: int, target: int, offset: int, count: int) -> int:
 
 def _shown(name: str) -> str:
     return repr(name if len(name) <= 200 else name[:200] + "...")
+
+
+def pack_bundle(model: Path, data_files: list[str], archive: Path) -> None:
+    """Write ``archive``: an uncompressed POSIX tar of ``model`` at its top level and each of
+    ``data_files`` (locations relative to the model's folder, as the model references them),
+    in the format uploads use, so that :func:`unpack_bundle` reads it. The bytes are the same
+    for the same files (no times, owners or modes of this machine go in); each member's bytes
+    are copied by the kernel where it can."""
+    folder = model.parent.resolve()
+    members = [(model.name, model)]
+    for location in data_files:
+        name = _checked_name(location)
+        path = (folder / name).resolve()
+        if name == "." or not path.is_relative_to(folder) or not path.is_file():
+            raise InvalidModel(f"the model's data file {_shown(location)} is not in its folder")
+        members.append((name, path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(archive, flags, 0o644)
+    try:
+        for name, path in members:
+            size = path.stat().st_size
+            _write_all(fd, _member_header(name, size))
+            with path.open("rb") as source:
+                offset = 0
+                while offset < size:
+                    copied = _copy(source.fileno(), fd, offset, min(size - offset, _COPY_BYTES))
+                    if not copied:
+                        raise InvalidModel(f"{_shown(name)} shrank while it was being packed")
+                    offset += copied
+            _write_all(fd, b"\0" * (-size % TAR_BLOCK))
+        _write_all(fd, b"\0" * (2 * TAR_BLOCK))
+    except BaseException:
+        os.close(fd)
+        archive.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.type = size, 0o644, 0, tarfile.REGTYPE
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -10,23 +10,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from onnx import TensorProto
 
-from workers.engine.errors import InvalidModel, UnsupportedModel
-
-SINGLE_FILE_WEIGHT_LIMIT = 1_800_000_000
-"""Bytes of external weights a model may have: the hardened model is returned as one
-self-contained .onnx, and protobuf caps a file at 2 GB (the graph needs some of it too)."""
-
-
-def check_weight_total(total: int) -> None:
-    """Refuse, before anything is read or trained, a model whose hardened version could not
-    be returned as one file."""
-    if total > SINGLE_FILE_WEIGHT_LIMIT:
-        raise UnsupportedModel(
-            f"the model keeps {total} bytes of weights in external data; the hardened model is"
-            " returned as one self-contained .onnx file, which protobuf caps at 2 GB, so models"
-            f" with more than {SINGLE_FILE_WEIGHT_LIMIT} bytes of weights are not supported yet"
-            " (docs/model-bundles.md)"
-        )
+from workers.engine.errors import InvalidModel
 
 
 @dataclass(frozen=True)

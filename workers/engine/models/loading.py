@@ -27,7 +27,7 @@ from workers.engine.models import registry
 from workers.engine.models.bundle import unpacked_bundle
 from workers.engine.models.formats import PICKLE_REFUSAL, check_declared_format, sniff_format
 from workers.engine.models.onnx import OnnxClassifier, load_onnx_classifier
-from workers.engine.spec import ModelFormat, ModelSource
+from workers.engine.spec import INLINE_WEIGHT_LIMIT, ModelFormat, ModelSource
 
 __all__ = ["PICKLE_REFUSAL", "LoadedModel", "load_model", "sniff_format"]
 
@@ -55,9 +55,12 @@ def load_model(
     allow_trusted_formats: bool = False,
     sample_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    inline_weight_limit: int = INLINE_WEIGHT_LIMIT,
 ) -> LoadedModel:
     """Load ``source``. ``sample_shape`` and ``num_classes`` (from the data) are needed for
-    formats that do not carry them: safetensors weights and the program formats."""
+    formats that do not carry them: safetensors weights and the program formats. An ONNX model
+    with more than ``inline_weight_limit`` bytes of external data has them read from its files
+    into the module, never into a ``ModelProto``."""
     check_declared_format(source.format, source.path)
     if source.format.is_program and not allow_trusted_formats:
         raise UntrustedFormat(
@@ -66,10 +69,14 @@ def load_model(
             " trusted formats on (TEMPERING_ALLOW_TRUSTED_FORMATS=1); upload ONNX instead"
         )
     if source.format is ModelFormat.ONNX:
-        return _from_onnx(source.path, allow_external_data=source.external_data_beside)
+        return _from_onnx(
+            source.path,
+            allow_external_data=source.external_data_beside,
+            inline_limit=inline_weight_limit,
+        )
     if source.format is ModelFormat.ONNX_BUNDLE:
         with unpacked_bundle(source.path) as path:
-            return _from_onnx(path, allow_external_data=True)
+            return _from_onnx(path, allow_external_data=True, inline_limit=inline_weight_limit)
     if sample_shape is None or num_classes is None:
         raise InvalidModel(f"{source.format.value} models need the data's shape and classes")
     if source.format is ModelFormat.SAFETENSORS:
@@ -79,9 +86,13 @@ def load_model(
     return _from_torch_export(source.path, sample_shape, num_classes)
 
 
-def _from_onnx(path: Path, *, allow_external_data: bool = False) -> LoadedModel:
+def _from_onnx(
+    path: Path, *, allow_external_data: bool = False, inline_limit: int = INLINE_WEIGHT_LIMIT
+) -> LoadedModel:
     """Every tensor is in memory once this returns: the model's folder may go."""
-    module = load_onnx_classifier(path, allow_external_data=allow_external_data)
+    module = load_onnx_classifier(
+        path, allow_external_data=allow_external_data, inline_limit=inline_limit
+    )
     return LoadedModel(
         module=module,
         input_shape=module.input_shape,

@@ -135,7 +135,7 @@ def harden_text(
     reporter.emit(ProgressEvent(stage="exporting", message="writing and checking the ONNX file"))
     output_dir.mkdir(parents=True, exist_ok=True)
     model_path = output_dir / MODEL_FILE
-    write_trained_onnx(model, model_path)
+    write_trained_onnx(model, model_path, inline_limit=request.inline_weight_limit)
     parity = _check_parity(model_path, model, encoder, texts.evaluation.texts[:PARITY_TEXTS])
     tokenizer_path = output_dir / TOKENIZER_FILE
     tokenizer_path.write_bytes(request.tokenizer.read_bytes())

@@ -29,14 +29,17 @@ from workers.engine.models.onnx.analysis import (
     _Roles,
     _schedule_drops,
 )
+from workers.engine.models.onnx.external import ExternalWeights
 from workers.engine.models.onnx.ops import _make_node
 from workers.engine.models.onnx.protos import (
     _TORCH_DTYPES,
     BATCH_DIM,
     _attr_name,
+    _clear_tensor_data,
     _clear_value_info_shapes,
     _constant_value,
     _fill_initializer,
+    _initializer_array,
     _make_batch_symbolic,
     _set_constant_node,
     _set_int_attribute,
@@ -68,13 +71,17 @@ from workers.engine.models.onnx.tokens import (
     _lookup_tables,
     _text_note,
 )
+from workers.engine.spec import INLINE_WEIGHT_LIMIT
 
-_INLINE_WRITE_LIMIT = 1_800_000_000
 PROBE_LENGTH = 7
 
 
 def load_onnx_classifier(
-    path: Path, *, max_bytes: int | None = None, allow_external_data: bool = False
+    path: Path,
+    *,
+    max_bytes: int | None = None,
+    allow_external_data: bool = False,
+    inline_limit: int = INLINE_WEIGHT_LIMIT,
 ) -> OnnxClassifier:
     """Read, validate and wrap an ONNX classifier.
 
@@ -85,9 +92,13 @@ def load_onnx_classifier(
     External data is refused unless ``allow_external_data`` is true, and even then every location
     must be a relative path that stays inside the model's folder after resolving symlinks. The
     model is parsed without following external references; they are read only once checked.
+    When they add up to more than ``inline_limit`` bytes, the large initializers are never put
+    into the ``ModelProto`` (capped at 2 GB): they are read from their files straight into the
+    module's tensors while it is built, so loading holds about one copy of the weights.
     """
-    model = _read_model_file(Path(path), max_bytes, allow_external_data)
-    return OnnxClassifier(model, _owned=True)
+    path = Path(path)
+    model, streamed = _read_model_file(path, max_bytes, allow_external_data, inline_limit)
+    return OnnxClassifier(model, _owned=True, weights=ExternalWeights(path) if streamed else None)
 
 
 class OnnxClassifier(nn.Module):
@@ -128,9 +139,14 @@ class OnnxClassifier(nn.Module):
     trainable_parameter_names: list[str]
     token_input: TokenInput | None
 
-    def __init__(self, model: ModelProto, *, _owned: bool = False) -> None:
+    def __init__(
+        self, model: ModelProto, *, _owned: bool = False, weights: ExternalWeights | None = None
+    ) -> None:
+        """``weights``: where initializers the proto keeps in external data are read from (the
+        model's folder must exist until this returns); without it, none may be external."""
         super().__init__()
-        _validate_model(model)
+        _validate_model(model, weights.model_path if weights is not None else None)
+        self._weights = weights
         proto = _inline_functions(model, copy_model=not _owned)
         graph = proto.graph
         self.opset = _default_opset(proto)
@@ -203,6 +219,7 @@ class OnnxClassifier(nn.Module):
         self._embedded_plan = self._plan_without_word_lookup()
         self.num_classes = self._check_runs(graph_output)
         _strip_initializer_data(graph, set(self._tensor_attrs))
+        self._weights = None
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits for a batch of inputs; for a text classifier, token ids [batch, sequence] and
@@ -274,10 +291,23 @@ class OnnxClassifier(nn.Module):
 
     def to_onnx_model(self) -> ModelProto:
         """A copy of the user's model carrying the module's current initializer values."""
-        model = copy.deepcopy(self._proto)
+        model = self._export_skeleton()
         for init in model.graph.initializer:
             if init.name in self._initializer_types:
                 _fill_initializer(init, self.onnx_tensor(init.name))
+        return model
+
+    def weight_bytes(self) -> int:
+        """Bytes of the initializers the module holds, as the written model stores them."""
+        return sum(
+            self.onnx_tensor(name).numel() * _element_bytes(dtype)
+            for name, dtype in self._initializer_types.items()
+        )
+
+    def _export_skeleton(self) -> ModelProto:
+        """A copy of the user's model whose held initializers have no values yet (the kept proto
+        is stripped of them), with the symbolic batch dimension on its input and output."""
+        model = copy.deepcopy(self._proto)
         names = {self.output_name, *self._input_names()}
         for value in (*model.graph.input, *model.graph.output):
             if value.name in names:
@@ -320,7 +350,7 @@ class OnnxClassifier(nn.Module):
             dtype = _TORCH_DTYPES.get(init.data_type)
             if dtype is None:
                 continue
-            tensor = _tensor_from_proto(init)
+            tensor = self._initializer_tensor(init)
             attr = _attr_name("p_" if name in roles.params else "b_", name, taken)
             if name in roles.params:
                 self.register_parameter(attr, nn.Parameter(tensor))
@@ -347,6 +377,11 @@ class OnnxClassifier(nn.Module):
                     and _initializer_source(node.inputs[i], producers, initializers) in roles.stats
                     for i in (3, 4)
                 )
+
+    def _initializer_tensor(self, init: TensorProto) -> Tensor:
+        if init.data_location == TensorProto.EXTERNAL and self._weights is not None:
+            return self._weights.tensor(init)
+        return _tensor_from_proto(init)
 
     def _refuse_training_mode_dropout(self) -> None:
         for node in self._plan:
@@ -607,29 +642,73 @@ def _logits_head(head: str | None, value: Tensor) -> Tensor:
     return value
 
 
-def write_trained_onnx(model: OnnxClassifier, path: Path) -> None:
-    """Write the user's graph with the module's current tensors (parameters and buffers).
+def write_trained_onnx(
+    model: OnnxClassifier, path: Path, *, inline_limit: int = INLINE_WEIGHT_LIMIT
+) -> bool:
+    """Write the user's graph with the module's current tensors (parameters and buffers);
+    return whether its weights went to external data.
 
     Nodes, names, inputs and outputs (including a final Softmax) are the user's; a fixed batch
     dimension on the input and output becomes the symbolic ``batch``. The result passes
-    ``onnx.checker``. Models over ~1.8 GB are written with their tensors in ``<name>.data``.
+    ``onnx.checker``. A model whose weights are over ``inline_limit`` bytes is written with
+    them in ``<name>.data`` beside it, each tensor copied there straight from the module (never
+    through a ``ModelProto``, which protobuf caps at 2 GB).
     """
     path = Path(path)
+    if model.weight_bytes() > inline_limit:
+        _write_with_external_data(model, path)
+        return True
     proto = model.to_onnx_model()
-    total = sum(len(init.raw_data) for init in proto.graph.initializer)
-    if total > _INLINE_WRITE_LIMIT:
-        onnx.save_model(
-            proto, path, save_as_external_data=True, location=f"{path.name}.data", size_threshold=0
-        )
-        onnx.checker.check_model(str(path))
-        return
     onnx.checker.check_model(proto)
+    _replace_file(path, proto.SerializeToString())
+    return False
+
+
+EXTERNAL_ALIGNMENT = 4096
+"""Offsets of tensors in the data file are page-aligned, so that runtimes may map them."""
+_INLINE_BELOW = 1024
+"""Tensors smaller than this stay inside the graph, as ``onnx.save`` keeps them by default."""
+
+
+def _write_with_external_data(model: OnnxClassifier, path: Path) -> None:
+    proto = model._export_skeleton()
+    location = f"{path.name}.data"
+    data_path = path.with_name(location)
+    with data_path.open("wb") as data:
+        for init in proto.graph.initializer:
+            if init.name not in model._initializer_types:
+                continue
+            array = _initializer_array(init, model.onnx_tensor(init.name))
+            _clear_tensor_data(init)
+            if array.nbytes < _INLINE_BELOW:
+                init.raw_data = array.tobytes()
+                continue
+            offset = data.tell() + -data.tell() % EXTERNAL_ALIGNMENT
+            data.seek(offset)
+            data.write(np.ascontiguousarray(array).data.cast("B"))
+            init.data_location = TensorProto.EXTERNAL
+            for key, value in (
+                ("location", location),
+                ("offset", str(offset)),
+                ("length", str(array.nbytes)),
+            ):
+                entry = init.external_data.add()
+                entry.key, entry.value = key, value
+    _replace_file(path, proto.SerializeToString())
+    onnx.checker.check_model(str(path))
+
+
+def _replace_file(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(proto.SerializeToString())
+            handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _element_bytes(data_type: int) -> int:
+    return torch.empty((), dtype=_TORCH_DTYPES[data_type]).element_size()

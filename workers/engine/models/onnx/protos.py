@@ -78,6 +78,14 @@ def _tensor_from_proto(proto: TensorProto) -> Tensor:
 
 
 def _fill_initializer(init: TensorProto, tensor: Tensor) -> None:
+    array = _initializer_array(init, tensor)
+    _clear_tensor_data(init)
+    init.raw_data = array.tobytes()
+
+
+def _initializer_array(init: TensorProto, tensor: Tensor) -> np.ndarray:
+    """``tensor`` as the initializer's raw data holds it: its ONNX type, little-endian (a view
+    of the tensor where nothing needs converting)."""
     dims = list(init.dims)
     if list(tensor.shape) != dims:
         raise ValueError(
@@ -90,8 +98,7 @@ def _fill_initializer(init: TensorProto, tensor: Tensor) -> None:
     array = value.numpy()
     if sys.byteorder == "big":
         array = array.byteswap()
-    _clear_tensor_data(init)
-    init.raw_data = array.tobytes()
+    return array
 
 
 def _clear_tensor_data(init: TensorProto) -> None:

@@ -13,22 +13,29 @@ import onnx.inliner
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from workers.engine.errors import InvalidModel, UnsupportedModel
-from workers.engine.models.external_data import check_weight_total, external_range
+from workers.engine.models.external_data import ExternalRange, external_range
 from workers.engine.models.onnx.ops import _SUPPORTED_OPS
-from workers.engine.models.onnx.protos import _STANDARD_DOMAINS
+from workers.engine.models.onnx.protos import _STANDARD_DOMAINS, _TORCH_DTYPES
 from workers.engine.models.onnx.sklearn import ML_DOMAIN, check_ml_operators
+from workers.engine.spec import INLINE_WEIGHT_LIMIT
 
 MIN_OPSET = 9
 
 
-def _read_model_file(path: Path, max_bytes: int | None, allow_external_data: bool) -> ModelProto:
-    """The model in ``path`` with its checked external data loaded (see load_onnx_classifier)."""
+def _read_model_file(
+    path: Path, max_bytes: int | None, allow_external_data: bool, inline_limit: int
+) -> tuple[ModelProto, bool]:
+    """The model in ``path`` with its checked external data loaded (see load_onnx_classifier),
+    and whether some of it was left in its files (over ``inline_limit``): those tensors are read
+    into torch from the model's folder later (:mod:`workers.engine.models.onnx.external`)."""
     data = _read_model_bytes(path, max_bytes)
     model = _parse_model(data)
     budget = None if max_bytes is None else max_bytes - len(data)
     del data
-    _load_checked_external_data(model, path.parent, allow_external_data, budget)
-    return model
+    streamed = _load_checked_external_data(
+        model, path.parent, allow_external_data, budget, inline_limit
+    )
+    return model, streamed
 
 
 def _read_model_bytes(path: Path, max_bytes: int | None) -> bytes:
@@ -66,6 +73,10 @@ def _parse_model(data: bytes) -> ModelProto:
 
 def _all_tensors(graph: GraphProto) -> Iterator[TensorProto]:
     yield from graph.initializer
+    yield from _graph_tensors_but_initializers(graph)
+
+
+def _graph_tensors_but_initializers(graph: GraphProto) -> Iterator[TensorProto]:
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
@@ -85,18 +96,33 @@ def _attribute_tensors(attributes: Sequence[AttributeProto]) -> Iterator[TensorP
 
 
 def _model_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    yield from _all_tensors(model.graph)
+    yield from model.graph.initializer
+    yield from _tensors_but_initializers(model)
+
+
+def _tensors_but_initializers(model: ModelProto) -> Iterator[TensorProto]:
+    """Every tensor of the model other than the main graph's initializers."""
+    yield from _graph_tensors_but_initializers(model.graph)
     for function in model.functions:
         for node in function.node:
             yield from _attribute_tensors(node.attribute)
 
 
+STREAMED_MIN_BYTES = 64 << 10
+"""External initializers smaller than this are read into the graph even over the inline limit:
+scalars and shape targets that the graph analysis reads from the proto."""
+
+
 def _load_checked_external_data(
-    model: ModelProto, folder: Path, allowed: bool, budget: int | None
-) -> None:
+    model: ModelProto, folder: Path, allowed: bool, budget: int | None, inline_limit: int
+) -> bool:
+    """Check every external location and read the tensors into the graph; over ``inline_limit``
+    bytes in all, leave the main graph's large initializers of a torch type in their files and
+    return True. What is still read into the graph then must stay under the hard
+    :data:`INLINE_WEIGHT_LIMIT` (protobuf's cap), whatever the operator lowered the limit to."""
     external = [t for t in _model_tensors(model) if t.data_location == TensorProto.EXTERNAL]
     if not external:
-        return
+        return False
     if not allowed:
         raise UnsupportedModel(
             f"the model stores {len(external)} tensor(s) in external data files (first: "
@@ -106,17 +132,49 @@ def _load_checked_external_data(
         )
     base = folder.resolve()
     spans = [external_range(tensor, base) for tensor in external]
-    check_weight_total(sum(span.length for span in spans))
-    for tensor, span in zip(external, spans, strict=True):
-        if budget is not None:
-            budget -= span.length
-            if budget < 0:
-                raise InvalidModel("the model and its external data are over the size limit")
-        with span.file.open("rb") as handle:
-            handle.seek(span.offset)
-            tensor.raw_data = handle.read(span.length)
-        del tensor.external_data[:]
-        tensor.data_location = TensorProto.DEFAULT
+    total = sum(span.length for span in spans)
+    if budget is not None and total > budget:
+        raise InvalidModel("the model and its external data are over the size limit")
+    if total <= inline_limit:
+        for tensor, span in zip(external, spans, strict=True):
+            _inline(tensor, span)
+        return False
+    initializers = sum(
+        1 for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL
+    )
+    inlined, streamed = 0, False
+    for index, (tensor, span) in enumerate(zip(external, spans, strict=True)):
+        if (
+            index < initializers
+            and tensor.data_type in _TORCH_DTYPES
+            and span.length >= STREAMED_MIN_BYTES
+        ):
+            streamed = True
+            continue
+        inlined += span.length
+        if inlined > INLINE_WEIGHT_LIMIT:
+            raise UnsupportedModel(
+                f"the model keeps over {INLINE_WEIGHT_LIMIT} bytes of external data in tensors that"
+                " are not initializers of a numeric type, or are under"
+                f" {STREAMED_MIN_BYTES} bytes each; only large initializers are read from their"
+                " files (docs/model-bundles.md)"
+            )
+        _inline(tensor, span)
+    return streamed
+
+
+def _inline(tensor: TensorProto, span: ExternalRange) -> None:
+    with span.file.open("rb") as handle:
+        handle.seek(span.offset)
+        data = handle.read(span.length)
+    if len(data) != span.length:
+        raise InvalidModel(
+            f"external data of tensor '{tensor.name}' is truncated: its file ends"
+            f" {span.length - len(data)} bytes before the tensor does"
+        )
+    tensor.raw_data = data
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.DEFAULT
 
 
 def _default_opset(model: ModelProto) -> int:
@@ -126,7 +184,10 @@ def _default_opset(model: ModelProto) -> int:
     return max(versions)
 
 
-def _validate_model(model: ModelProto) -> None:
+def _validate_model(model: ModelProto, model_path: Path | None = None) -> None:
+    """``model_path``: where the model was read from, when some of its initializers are still
+    in their external data files there (over the inline limit); it is then checked by that path,
+    so that the checker finds them (checked in memory, it would look in the working folder)."""
     opset = _default_opset(model)
     if opset < MIN_OPSET:
         raise UnsupportedModel(
@@ -171,13 +232,19 @@ def _validate_model(model: ModelProto) -> None:
             "(training_mode=1 or running-statistics outputs); export the model after calling "
             "model.eval()"
         )
-    if any(t.data_location == TensorProto.EXTERNAL for t in _model_tensors(model)):
+    if model_path is None and any(
+        t.data_location == TensorProto.EXTERNAL for t in _model_tensors(model)
+    ):
         raise UnsupportedModel(
             "the model references external data; load it with "
             "load_onnx_classifier(..., allow_external_data=True)"
         )
+    if model_path is not None and any(
+        t.data_location == TensorProto.EXTERNAL for t in _tensors_but_initializers(model)
+    ):
+        raise UnsupportedModel("only initializers of the main graph may stay in external data")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if model_path is None else str(model_path))
     except Exception as exc:
         raise InvalidModel(f"the ONNX model is invalid: {exc}") from exc
 

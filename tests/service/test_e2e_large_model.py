@@ -1,0 +1,166 @@
+"""A model over the inline weight limit end to end on the single-machine stack (`python -m
+service`: the gRPC server on port 0 and a real Celery worker), with TEMPERING_INLINE_WEIGHT_LIMIT
+lowered to 2M so that a 4 MB dynamo export stands for one over 2 GB: ``temper harden mlp.onnx
+--server`` sends it as a bundle, the worker reads its weights straight from the bundle's files,
+and the hardened model comes back as the bundle ``hardened.onnx.tar``, unpacked by the client
+into a folder of its own and loaded there by onnxruntime, its report in its metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from e2e_support import Stack, running_stack
+from tempering.v1 import hardening_pb2 as pb
+
+from client.cli import main
+from tests.shared_support import base_env, digits_arrays, npz_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LIMIT = "2M"
+HIDDEN = 16384
+"""64 x 16384 float weights: 4 MiB in the first layer, over the lowered limit."""
+EVAL_SAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Hardened:
+    code: int
+    out: str
+    err: str
+    output: Path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("large-model-stack")
+    env = base_env(
+        {
+            "TEMPERING_GRPC_ADDRESS": "127.0.0.1:0",
+            "TEMPERING_INLINE_WEIGHT_LIMIT": LIMIT,
+            "OMP_NUM_THREADS": "1",
+        }
+    )
+    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("wide-export")
+    x, y = digits_arrays()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10)
+    ).eval()
+    torch.onnx.export(
+        model,
+        (torch.from_numpy(x[:2]),),
+        str(folder / "mlp.onnx"),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        external_data=True,
+        verbose=False,
+    )
+    (folder / "train.npz").write_bytes(npz_bytes(x[:300], y[:300]))
+    return folder / "mlp.onnx", folder / "train.npz"
+
+
+@pytest.fixture(scope="module")
+def hardened(
+    stack: Stack, export: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Hardened:
+    model, data = export
+    output = tmp_path_factory.mktemp("out") / "hardened.onnx"
+    args = [
+        "harden", model, "--data", data, "--eps", "0.1", "--method", "fgsm", "--epochs", "1",
+        "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
+        "--server", stack.address, "--timeout", "300", "-o", output,
+    ]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Hardened(code, out.getvalue(), err.getvalue(), output)
+
+
+def test_the_export_is_over_the_lowered_limit(export: tuple[Path, Path]) -> None:
+    model, _ = export
+
+    assert model.with_name("mlp.onnx.data").stat().st_size > 2 * 1024 * 1024
+
+
+def test_temper_hardens_a_model_over_the_limit_on_a_server(
+    hardened: Hardened, stack: Stack
+) -> None:
+    assert hardened.code == 0, hardened.err + stack.logs()
+    report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
+    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+
+
+def test_the_hardened_model_is_unpacked_into_a_folder_of_its_own(hardened: Hardened) -> None:
+    folder = hardened.output.with_suffix("")
+
+    assert sorted(p.name for p in folder.iterdir()) == ["hardened.onnx", "hardened.onnx.data"]
+    assert f"hardened model: {folder / 'hardened.onnx'}" in hardened.out
+
+
+def test_onnxruntime_runs_the_unpacked_model_with_its_report_inside(hardened: Hardened) -> None:
+    path = hardened.output.with_suffix("") / "hardened.onnx"
+    external = [
+        t.name
+        for t in onnx.load(path, load_external_data=False).graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, _ = digits_arrays()
+
+    (scores,) = session.run(None, {session.get_inputs()[0].name: x[:8]})
+
+    assert external
+    assert scores.shape == (8, 10)
+    assert np.isfinite(scores).all()
+    report = json.loads(session.get_modelmeta().custom_metadata_map["tempering.report"])
+    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+
+
+def test_the_download_header_names_the_bundle(hardened: Hardened, stack: Stack) -> None:
+    (job,) = stack.stub.ListJobs(pb.ListJobsRequest()).jobs
+    stream = stack.stub.DownloadArtifact(
+        pb.DownloadArtifactRequest(job_id=job.id, kind=pb.ARTIFACT_KIND_HARDENED_MODEL)
+    )
+
+    header = next(stream).header
+    stream.cancel()
+
+    assert (header.filename, header.media_type, header.bundle) == (
+        "hardened.onnx.tar",
+        "application/x-tar",
+        True,
+    )
+    (model,) = [o for o in job.outputs if o.kind == pb.ARTIFACT_KIND_HARDENED_MODEL]
+    assert model.bundle
+
+
+def test_temper_download_unpacks_the_bundle_and_prints_where_its_onnx_is(
+    hardened: Hardened, stack: Stack, tmp_path: Path
+) -> None:
+    (job,) = stack.stub.ListJobs(pb.ListJobsRequest()).jobs
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["download", job.id, "--server", stack.address, "-o", str(tmp_path / "m.onnx")])
+
+    assert code == 0
+    assert out.getvalue().strip() == str(tmp_path / "m" / "hardened.onnx")
+    assert (tmp_path / "m" / "hardened.onnx.data").is_file()
