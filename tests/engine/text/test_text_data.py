@@ -132,6 +132,19 @@ def test_an_empty_text_is_refused(tmp_path: Path) -> None:
         load_text_dataset(jsonl_with(tmp_path, '{"text": "  \\t ", "label": 0}'))
 
 
+def test_a_text_with_an_unpaired_surrogate_escape_is_refused_by_line(tmp_path: Path) -> None:
+    """JSON may escape half a surrogate pair; the tokenizer cannot encode it, so a worker would
+    fail on it after the submit-time check (which encodes the first texts only) let it by."""
+    with pytest.raises(InvalidData, match=r"line 3: 'text' holds an unpaired surrogate \(U\+D800"):
+        load_text_dataset(jsonl_with(tmp_path, '{"text": "the \\ud800 cat", "label": 0}'))
+
+
+def test_a_surrogate_pair_escape_is_one_character_of_text(tmp_path: Path) -> None:
+    dataset = load_text_dataset(jsonl_with(tmp_path, '{"text": "a \\ud83d\\ude00", "label": 0}'))
+
+    assert dataset.texts[2] == "a \U0001f600"
+
+
 @pytest.mark.parametrize(
     ("label", "kind"), [("1.5", "a number"), ('"1"', "a string"), ("true", "a boolean")]
 )

@@ -36,6 +36,9 @@ _SUFFIXES: dict[str, TextFormat] = {
     ".csv": "csv",
 }
 _INTEGER = re.compile(r"[+-]?\d+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A code point of a surrogate half: JSON can escape one alone (``\\ud800``), which no UTF-8
+text holds and the tokenizer cannot encode."""
 _MAX_LABEL_CHARS = 40
 
 
@@ -206,6 +209,12 @@ def _text(value: object, number: int, limits: Limits) -> str:
         raise InvalidData(
             f"line {number}: the text has {len(value):,} characters, the limit is"
             f" {limits.max_text_chars:,}"
+        )
+    if not value.isascii() and (found := _SURROGATE.search(value)):
+        raise InvalidData(
+            f"line {number}: 'text' holds an unpaired surrogate (U+{ord(found.group()):04X} at"
+            f" character {found.start() + 1}), which is not text; a \\u escape of U+D800 to"
+            " U+DFFF must be half of a pair (write the character itself, as UTF-8)"
         )
     return value
 
