@@ -169,9 +169,17 @@ class FeatureSchema:
         """The columns recomputed from linear equalities, in the order they are solved."""
         return tuple(c.dependent for c in self.constraints if c.dependent is not None)
 
-    def check_against(self, x: np.ndarray) -> None:
+    def check_against(self, x: np.ndarray, *, scaled_from_uint8: bool = False) -> None:
         """Refuse data the schema does not describe: a column count that differs, values out of
-        range, fractional integers, binary values other than 0/1, a group that is not one-hot."""
+        range, fractional integers, binary values other than 0/1, a group that is not one-hot.
+        ``scaled_from_uint8``: ``x`` was uint8, read as 8-bit images (divided by 255), which
+        the features' own units are not."""
+        if scaled_from_uint8:
+            raise InvalidData(
+                "x is uint8, which is read as 8-bit image data and scaled to [0, 1]; under a"
+                " feature schema, save x as float32 in the features' own units"
+                " (x.astype(numpy.float32))"
+            )
         if x.ndim != 2:
             raise InvalidData(f"a feature schema describes rows of features; x has shape {x.shape}")
         if x.shape[1] != len(self.columns):
