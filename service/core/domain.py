@@ -33,6 +33,7 @@ from workers.engine.spec import (
     TextThreatModel,
     ThreatModel,
     TrainingConfig,
+    check_text_method,
 )
 
 
@@ -183,6 +184,7 @@ class JobSpec:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
         if self.text_threat is not None:
             self.text_threat.validate()
+            check_text_method(self.training.method)
         else:
             self.threat.validate()
         self.training.validate()
