@@ -116,7 +116,9 @@ def test_a_constraint_name_with_a_nul_is_refused(tmp_path: Path) -> None:
     ],
     ids=["kind", "key", "budget", "bound"],
 )
-def test_a_megabyte_value_is_quoted_cut(tmp_path: Path, entry: dict[str, Any], expected: str) -> None:
+def test_a_megabyte_value_is_quoted_cut(
+    tmp_path: Path, entry: dict[str, Any], expected: str
+) -> None:
     message = refusal(written(tmp_path, json.dumps({"features": [entry]})))
 
     assert expected in message
