@@ -1,9 +1,12 @@
 """The hostile-input corpus: every case is a bad or malicious request and the status it must get.
 
-A case builds an :class:`Upload` (one upload stream that the server must refuse) or a
-:class:`Submit` (uploads that the server accepts, then a SubmitJob that it must refuse). Bytes
-come from generator functions in :mod:`builders`, or from the tiny committed files in
-``static/``. ``test_hostile_corpus.py`` walks the whole list against a real gRPC server.
+A case builds an :class:`Upload` (one upload stream that the server must refuse: a model, a
+dataset, a tokenizer or a feature schema) or a :class:`Submit` (uploads that the server
+accepts, then a SubmitJob that it must refuse), for an image-like, a text or a tabular model.
+Bytes come from generator functions in :mod:`builders`, or from the tiny committed files in
+``static/``. ``test_hostile_corpus.py`` walks the whole list against a real gRPC server (the
+checks are in :mod:`runner`), and ``bench/hostile_rss.py`` walks it while it watches the
+server's memory.
 
 Conventions: ``fragment`` is a piece of the status message that makes it actionable (names the
 field, the limit or the fix); ``trusted`` picks the server with TorchScript / torch.export
@@ -18,16 +21,15 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import numpy as np
 from tempering.v1 import hardening_pb2 as pb
 
 from . import builders as b
+from .servers import CHUNK, UPLOAD_LIMIT
 
-CHUNK = 1024 * 1024
-UPLOAD_LIMIT = 4 * CHUNK
-"""The servers of the corpus accept at most this many bytes per upload."""
 OVERSIZED_STREAM_CHUNKS = 64
 """An oversized stream offers this many 1 MiB chunks; the server must stop long before."""
 
@@ -42,6 +44,12 @@ SAFETENSORS = pb.MODEL_FORMAT_SAFETENSORS
 TORCHSCRIPT = pb.MODEL_FORMAT_TORCHSCRIPT
 TORCH_EXPORT = pb.MODEL_FORMAT_TORCH_EXPORT
 BUNDLE = pb.MODEL_FORMAT_ONNX_BUNDLE
+NPZ = pb.DATASET_FORMAT_NPZ
+JSONL = pb.DATASET_FORMAT_JSONL
+CSV = pb.DATASET_FORMAT_CSV
+
+UploadKind = Literal["model", "dataset", "tokenizer", "schema"]
+Modality = Literal["image", "text", "tabular"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Upload:
-    """One upload stream: a header (declared size and hash default to the data's), then
-    ``data`` in 1 MiB chunks, or ``chunks()``, or the raw ``messages()`` instead of both."""
+    """One upload stream of ``kind``: a header (declared size and hash default to the data's),
+    then ``data`` in 1 MiB chunks, or ``chunks()``, or the raw ``messages()`` instead of both.
+    ``fmt`` is a model's or a dataset's format (tokenizers and schemas have one each)."""
 
     data: bytes
-    dataset: bool = False
+    kind: UploadKind = "model"
     fmt: int = ONNX
     declared_size: int | None = None
     declared_sha256: str | None = None
@@ -75,13 +84,18 @@ class Upload:
 
 @dataclass(frozen=True)
 class Submit:
-    """Upload ``model`` and the datasets (all must be accepted), then submit a valid FGSM job on
-    them, changed by ``edit``."""
+    """Upload ``model``, the data and the tokenizer or schema (all must be accepted; one left
+    out is the modality's good one), then submit the modality's valid job on them (FGSM on the
+    image-like model, PGD on the text model, FGSM under the schema), changed by ``edit``."""
 
     model: bytes | None = None
     model_fmt: int = ONNX
     train: bytes | None = None
     eval: bytes | None = None
+    modality: Modality = "image"
+    train_fmt: int = NPZ
+    tokenizer: bytes | None = None
+    schema: bytes | None = None
     edit: Callable[[pb.SubmitJobRequest], None] | None = None
     check: Callable[[pb.Job], None] | None = None
     """For cases expected to succeed: what the returned job must look like."""
@@ -648,8 +662,8 @@ CASES: list[Case] = [
         "dataset-streams-past-the-limit",
         lambda ctx: Upload(
             b"",
-            dataset=True,
-            fmt=pb.DATASET_FORMAT_NPZ,
+            kind="dataset",
+            fmt=NPZ,
             declared_size=UPLOAD_LIMIT,
             declared_sha256="b" * 64,
             chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
@@ -711,7 +725,7 @@ CASES: list[Case] = [
     ),
     upload_case(
         "upload-unspecified-dataset-format",
-        lambda ctx: Upload(good_data(), dataset=True, fmt=pb.DATASET_FORMAT_UNSPECIFIED),
+        lambda ctx: Upload(good_data(), kind="dataset", fmt=pb.DATASET_FORMAT_UNSPECIFIED),
         INVALID,
         "header.format",
         rpc="UploadDataset",
@@ -919,7 +933,7 @@ CASES: list[Case] = [
     ),
     upload_case(
         "nul-in-upload-name",
-        lambda ctx: Upload(good_data(), dataset=True, name="train\x00.npz"),
+        lambda ctx: Upload(good_data(), kind="dataset", fmt=NPZ, name="train\x00.npz"),
         INVALID,
         "U+0000",
         rpc="UploadDataset",
