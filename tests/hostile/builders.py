@@ -464,8 +464,13 @@ def schema_with_feature(index: int, **change: object) -> bytes:
     return schema_bytes({"features": features})
 
 
-def schema_with_constraints(*constraints: object) -> bytes:
-    return schema_bytes({**TABULAR_SCHEMA, "constraints": list(constraints)})
+def schema_with_constraints(*constraints: object, unbudgeted: int | None = None) -> bytes:
+    """The schema with ``constraints``; ``unbudgeted``: a feature whose budget is dropped (a
+    dependent takes none)."""
+    features = [dict(f) for f in TABULAR_SCHEMA["features"]]  # type: ignore[attr-defined]
+    if unbudgeted is not None:
+        del features[unbudgeted]["budget"]
+    return schema_bytes({"features": features, "constraints": list(constraints)})
 
 
 def tabular_onnx(seed: int = 0) -> bytes:
