@@ -233,6 +233,29 @@ def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
         load_text_dataset(path, limits=Limits(max_file_bytes=100))
 
 
+def test_a_line_over_the_line_limit_is_refused_by_number_without_reading_it_all(
+    tmp_path: Path,
+) -> None:
+    path = jsonl_with(tmp_path, json.dumps({"text": "cat " * 2000, "label": 0}))
+    with pytest.raises(InvalidData, match=r"line 3 is longer than 1,000 bytes; a text may have"):
+        load_text_dataset(path, limits=Limits(max_line_bytes=1000))
+
+
+def test_a_csv_line_over_the_line_limit_is_refused_by_number(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nfine,1\n" + "cat " * 2000 + ",0\n", encoding="utf-8")
+    with pytest.raises(InvalidData, match=r"line 3 is longer than 1,000 bytes"):
+        load_text_dataset(path, limits=Limits(max_line_bytes=1000))
+
+
+def test_a_line_at_the_line_limit_is_read(tmp_path: Path) -> None:
+    line = json.dumps({"text": "the cat", "label": 1, "id": ""})
+    padded = line.replace('"id": ""', '"id": "' + "x" * (1000 - len(line) - 1) + '"')
+    path = jsonl_with(tmp_path, padded)
+
+    assert len(load_text_dataset(path, limits=Limits(max_line_bytes=1000))) == 4
+
+
 def test_more_examples_than_the_limit_are_refused(tmp_path: Path) -> None:
     path = support.write_jsonl(tmp_path / "d.jsonl", support.labelled(20))
     with pytest.raises(InvalidData, match=r"more than 10 examples \(line 11\)"):
