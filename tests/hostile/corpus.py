@@ -1087,7 +1087,12 @@ CASES: list[Case] = [
     text_line_case(
         "text-one-line-of-4-mb",
         b'{"text": "' + b"cat " * 1_000_000 + b'", "label": 0}',
-        "line 3: the text has 4,000,000 characters, the limit is 100,000",
+        "line 3 is longer than 2,097,152 bytes; a text may have at most 100,000 characters",
+    ),
+    text_line_case(
+        "text-of-a-million-characters",
+        b'{"text": "' + b"cat " * 250_000 + b'", "label": 0}',
+        "line 3: the text has 1,000,000 characters, the limit is 100,000",
     ),
     upload_case(
         "text-100-mb-line-streamed",

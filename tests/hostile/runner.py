@@ -328,9 +328,11 @@ def check_case(server: HostileServer, case: Case, server_reads: list[int] | None
         assert job_ids(server) == jobs_before, "a refused request left a job behind"
     for marker in case.markers:
         assert not server.context.marker(marker).exists(), "the payload's code ran"
-    assert list(server.context.marker_dir.iterdir()) == []
+    assert list(server.context.marker_dir.iterdir()) == [], "a marker appeared"
     assert_still_serving(server)
-    assert snapshot_outside_store(server.root) == outside_before
+    assert snapshot_outside_store(server.root) == outside_before, (
+        "a file outside the stores changed"
+    )
     assert_store_holds_only_whole_blobs(server.artifact_dir)
 
 
