@@ -184,7 +184,8 @@ class JobSpec:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
         if self.text_threat is not None:
             self.text_threat.validate()
-            check_text_method(self.training.method)
+            if self.feature_schema_id is None:  # with one, the input check says what is wrong
+                check_text_method(self.training.method)
         else:
             self.threat.validate()
         self.training.validate()
