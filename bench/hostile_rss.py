@@ -197,6 +197,10 @@ def start_server(
     return Served(name, process, server, Watch(process.pid, interval), log)
 
 
+def corpus_check(case: Case) -> Callable[[HostileServer], None]:
+    return lambda server: check_case(server, case)
+
+
 def costly_check(case: costly.CostlyCase) -> Callable[[HostileServer], None]:
     def run(server: HostileServer) -> None:
         code, details, _ = run_submit(server, costly.Submit(model=case.model()))
@@ -223,7 +227,7 @@ def main() -> int:
     args = parser.parse_args()
 
     runs: list[tuple[str, bool, Callable[[HostileServer], None]]] = [
-        (case.name, case.trusted, lambda s, c=case: check_case(s, c)) for case in CASES
+        (case.name, case.trusted, corpus_check(case)) for case in CASES
     ]
     runs += [(case.name, False, costly_check(case)) for case in costly.CASES]
     failures: list[str] = []

@@ -16,6 +16,7 @@ import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -334,7 +335,8 @@ def npz_with_object_array(marker: Path) -> bytes:
 
 def npz_bytes(x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y, **extra)
+    arrays: dict[str, Any] = {"x": x, "y": y, **extra}
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -390,7 +392,7 @@ def word_level_tokenizer_json(words: Sequence[str] = TEXT_WORDS) -> bytes:
 
     vocab = {"[PAD]": 0, "[UNK]": 1, **{word: i + 2 for i, word in enumerate(words)}}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # type: ignore[assignment]
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     return tokenizer.to_str().encode()
 
 

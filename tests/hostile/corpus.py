@@ -311,7 +311,10 @@ def _zero_chunks(count: int) -> Callable[[], Iterator[bytes]]:
 def _header_message(data: bytes, fmt: int = ONNX) -> pb.UploadModelRequest:
     return pb.UploadModelRequest(
         header=pb.ModelUploadHeader(
-            name="m.onnx", format=fmt, size_bytes=len(data), sha256=b.sha256(data)
+            name="m.onnx",
+            format=fmt,  # type: ignore[arg-type]
+            size_bytes=len(data),
+            sha256=b.sha256(data),
         )
     )
 
@@ -435,7 +438,7 @@ def _text_threat(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
     return edit
 
 
-def _set_column(column: int, value: float, row: int = 4, dtype: type = np.float32):  # type: ignore[no-untyped-def]
+def _set_column(column: int, value: float, row: int = 4, dtype: type = np.float32):
     def change(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = x.astype(dtype)
         x[row, column] = value

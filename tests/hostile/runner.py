@@ -86,16 +86,16 @@ class _Key(
     def _with_key(self, details: Any) -> Any:
         return details._replace(metadata=(*(details.metadata or ()), *self._metadata))
 
-    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._with_key(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._with_key(details), request)
 
-    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+    def intercept_stream_unary(self, continuation, details, requests):
         return continuation(self._with_key(details), requests)
 
-    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+    def intercept_stream_stream(self, continuation, details, requests):
         return continuation(self._with_key(details), requests)
 
 
@@ -151,16 +151,26 @@ def base_request(model_id: str, train_id: str, eval_id: str = "") -> pb.SubmitJo
 
 def _header(kind: str, data: bytes, fmt: int, name: str, size: int, sha256: str) -> object:
     if kind == "model":
-        header: object = pb.ModelUploadHeader(name=name, format=fmt, size_bytes=size, sha256=sha256)
+        header: object = pb.ModelUploadHeader(
+            name=name,
+            format=fmt,  # type: ignore[arg-type]
+            size_bytes=size,
+            sha256=sha256,
+        )
         return pb.UploadModelRequest(header=header)  # type: ignore[arg-type]
     if kind == "dataset":
-        header = pb.DatasetUploadHeader(name=name, format=fmt, size_bytes=size, sha256=sha256)
-        return pb.UploadDatasetRequest(header=header)  # type: ignore[arg-type]
+        header = pb.DatasetUploadHeader(
+            name=name,
+            format=fmt,  # type: ignore[arg-type]
+            size_bytes=size,
+            sha256=sha256,
+        )
+        return pb.UploadDatasetRequest(header=header)
     if kind == "tokenizer":
         header = pb.TokenizerUploadHeader(name=name, size_bytes=size, sha256=sha256)
-        return pb.UploadTokenizerRequest(header=header)  # type: ignore[arg-type]
+        return pb.UploadTokenizerRequest(header=header)
     header = pb.SchemaUploadHeader(name=name, size_bytes=size, sha256=sha256)
-    return pb.UploadSchemaRequest(header=header)  # type: ignore[arg-type]
+    return pb.UploadSchemaRequest(header=header)
 
 
 def _chunk(kind: str, data: bytes) -> object:
@@ -174,7 +184,7 @@ def _chunk(kind: str, data: bytes) -> object:
 
 
 def upload_rpc(stub: pb_grpc.HardeningServiceStub, kind: str) -> Callable[..., Any]:
-    return getattr(stub, RPC_OF_KIND[kind])  # type: ignore[no-any-return]
+    return getattr(stub, RPC_OF_KIND[kind])
 
 
 def upload(stub: pb_grpc.HardeningServiceStub, data: bytes, kind: str, fmt: int = 0) -> str:
@@ -298,7 +308,7 @@ def call(invoke: Callable[[], object]) -> tuple[grpc.StatusCode, str, object]:
     try:
         return grpc.StatusCode.OK, "", invoke()
     except grpc.RpcError as error:
-        return error.code(), error.details() or "", None  # type: ignore[attr-defined]
+        return error.code(), error.details() or "", None
 
 
 # --- the whole check of one case --------------------------------------------------------------
@@ -318,7 +328,7 @@ def check_case(server: HostileServer, case: Case, server_reads: list[int] | None
         assert case.rpc == "SubmitJob"
         code, details, job = run_submit(server, action)
         if code is OK and action.check is not None:
-            action.check(job)  # type: ignore[arg-type]
+            action.check(job)
 
     assert code is case.code, f"{case.name}: got {code.name}: {details}"
     if case.code is not OK:
