@@ -34,6 +34,7 @@ from workers.engine.spec import (
     TextThreatModel,
     ThreatModel,
     TrainingConfig,
+    check_text_method,
 )
 
 
@@ -184,6 +185,8 @@ class JobSpec:
         """Raise InvalidParameter naming the first field out of range (the engine's checks)."""
         if self.text_threat is not None:
             self.text_threat.validate()
+            if self.feature_schema_id is None:  # with one, the input check says what is wrong
+                check_text_method(self.training.method)
         else:
             self.threat.validate()
         self.training.validate()

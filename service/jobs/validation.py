@@ -403,7 +403,7 @@ def _check_with_model(
             if classifier is not None:
                 _check_fits_model(dataset, classifier, limits)
             if feature_schema is not None:
-                feature_schema.check_against(dataset.x)
+                feature_schema.check_against(dataset.x, scaled_from_uint8=dataset.scaled_from_uint8)
             else:
                 check_bounds(dataset, threat.lower, threat.upper)
 

@@ -342,11 +342,14 @@ class _Refusals:
             raise copy.copy(error).with_traceback(None)
 
     def remember(self, request: CheckRequest, error: BaseException) -> None:
+        """Keep a copy of ``error``: the error itself is raised next, and its traceback would
+        then hold every frame of the refused call (its request, its gRPC state), tens of KiB a
+        refusal, for as long as the refusal is remembered."""
         key = _identity(request)
         if key is None:
             return
         with self._lock:
-            self._errors[key] = error
+            self._errors[key] = copy.copy(error).with_traceback(None)
             self._errors.move_to_end(key)
             while len(self._errors) > self._size:
                 self._errors.popitem(last=False)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from workers.engine.data import load_npz
 from workers.engine.errors import InvalidData
 from workers.engine.tabular.constraints import build_constraints, violations
 from workers.engine.tabular.schema import FeatureSchema, Kind, parse_schema
@@ -120,6 +122,17 @@ def test_a_value_outside_its_range_is_refused() -> None:
 
 def test_data_the_schema_describes_passes() -> None:
     parse_schema(FRAUD).check_against(_rows())
+
+
+def test_uint8_data_is_refused_as_image_data_rather_than_checked_scaled(tmp_path: Path) -> None:
+    """uint8 arrays are read as 8-bit images and divided by 255: a count of 3 would be checked
+    (and attacked) as 0.0118, and refused as a fractional integer, with no word of why."""
+    rows = np.array([[120, 40, 3, 0, 1, 0, 0]], dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", x=rows, y=np.zeros(1, np.int64))
+    dataset = load_npz(tmp_path / "data.npz")
+
+    with pytest.raises(InvalidData, match=r"x is uint8, .* save x as float32 in the features. own"):
+        parse_schema(FRAUD).check_against(dataset.x, scaled_from_uint8=dataset.scaled_from_uint8)
 
 
 def _constraints(schema: FeatureSchema, eps: float = 0.5) -> Any:

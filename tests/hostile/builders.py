@@ -16,6 +16,7 @@ import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -334,7 +335,8 @@ def npz_with_object_array(marker: Path) -> bytes:
 
 def npz_bytes(x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y, **extra)
+    arrays: dict[str, Any] = {"x": x, "y": y, **extra}
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -376,3 +378,125 @@ def bundled_external_onnx(location: str) -> bytes:
 def bundle_linking_to(target: str) -> bytes:
     """A bundle whose model reads its weights from ``w.bin``, a symbolic link to ``target``."""
     return bundle_bytes({"m.onnx": external_initializer_onnx("w.bin")}, {"w.bin": target})
+
+
+# --- text: a tiny token classifier, its tokenizer, labelled texts ----------------------------
+
+TEXT_WORDS = ("the", "cat", "dog", "likes", "hates", "prize", "money", "today", "again", "gift")
+TEXT_CLASSES = 2
+
+
+def word_level_tokenizer_json(words: Sequence[str] = TEXT_WORDS) -> bytes:
+    """A word-level ``tokenizer.json`` with ``[PAD]`` = 0 and ``[UNK]`` = 1, then ``words``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{word: i + 2 for i, word in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str().encode()
+
+
+def text_onnx(vocab_size: int = len(TEXT_WORDS) + 2, seed: int = 0) -> bytes:
+    """An embedding-bag classifier of token ids (N, T) int64 -> (N, 2): a Gather on a float
+    table (what makes it a text model), the mean over tokens, a linear layer. No torch."""
+    rng = np.random.default_rng(seed)
+    table = numpy_helper.from_array(rng.normal(0, 0.1, (vocab_size, 8)).astype(np.float32), "E")
+    weight = numpy_helper.from_array(rng.normal(0, 0.1, (8, TEXT_CLASSES)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(np.zeros(TEXT_CLASSES, np.float32), "B")
+    model = _model(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["embedded"], axis=0),
+            helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+            helper.make_node("Gemm", ["pooled", "W", "B"], ["logits"]),
+        ],
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"])],
+        [_logits(classes=TEXT_CLASSES)],
+        [table, weight, bias],
+    )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def text_rows(count: int = 12) -> list[dict[str, object]]:
+    """``count`` labelled texts over the tokenizer's words."""
+    rng = np.random.default_rng(5)
+    return [
+        {"text": " ".join(rng.choice(TEXT_WORDS, 5)), "label": int(i % TEXT_CLASSES)}
+        for i in range(count)
+    ]
+
+
+def jsonl_bytes(rows: Sequence[object]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def good_jsonl() -> bytes:
+    return jsonl_bytes(text_rows())
+
+
+def jsonl_with(line: bytes, at: int = 3) -> bytes:
+    """Good JSON Lines with raw ``line`` (no newline) put in as line ``at``."""
+    lines = good_jsonl().splitlines(keepends=True)
+    return b"".join([*lines[: at - 1], line + b"\n", *lines[at - 1 :]])
+
+
+# --- tabular: a feature schema, a linear model of its columns, data it describes -------------
+
+TABULAR_SCHEMA: dict[str, object] = {
+    "features": [
+        {"name": "amount", "lower": 0, "upper": 1000, "budget": {"range_share": 0.05}},
+        {"name": "tx_24h", "kind": "integer", "lower": 0, "upper": 50, "budget": {"absolute": 2}},
+        {"name": "foreign", "kind": "binary"},
+        {"name": "merchant", "kind": "categorical", "columns": ["food", "travel", "online"]},
+    ]
+}
+TABULAR_COLUMNS = 6
+TABULAR_CLASSES = 2
+
+
+def schema_bytes(document: object = TABULAR_SCHEMA) -> bytes:
+    return json.dumps(document).encode()
+
+
+def schema_with_feature(index: int, **change: object) -> bytes:
+    """The schema with feature ``index`` changed (a value of None drops the key)."""
+    features = [dict(f) for f in TABULAR_SCHEMA["features"]]  # type: ignore[attr-defined]
+    features[index].update(change)
+    features[index] = {k: v for k, v in features[index].items() if v is not None}
+    return schema_bytes({"features": features})
+
+
+def schema_with_constraints(*constraints: object, unbudgeted: int | None = None) -> bytes:
+    """The schema with ``constraints``; ``unbudgeted``: a feature whose budget is dropped (a
+    dependent takes none)."""
+    features = [dict(f) for f in TABULAR_SCHEMA["features"]]  # type: ignore[attr-defined]
+    if unbudgeted is not None:
+        del features[unbudgeted]["budget"]
+    return schema_bytes({"features": features, "constraints": list(constraints)})
+
+
+def tabular_onnx(seed: int = 0) -> bytes:
+    """A linear classifier of the schema's 6 columns into 2 classes."""
+    model = _model(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["logits"])],
+        [_x(features=TABULAR_COLUMNS)],
+        [_logits(classes=TABULAR_CLASSES)],
+        _weights(seed, TABULAR_COLUMNS, TABULAR_CLASSES),
+    )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def tabular_arrays(samples: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Rows the schema describes: amount in [0, 1000], integer counts, 0/1, one-hot groups."""
+    rng = np.random.default_rng(3)
+    amount = rng.uniform(0, 1000, samples)
+    tx = rng.integers(0, 51, samples)
+    foreign = rng.integers(0, 2, samples)
+    merchant = np.eye(3)[rng.integers(0, 3, samples)]
+    x = np.column_stack([amount, tx, foreign, merchant]).astype(np.float32)
+    return x, rng.integers(0, TABULAR_CLASSES, samples)
+
+
+def tabular_npz() -> bytes:
+    return npz_bytes(*tabular_arrays())

@@ -1,9 +1,12 @@
 """The hostile-input corpus: every case is a bad or malicious request and the status it must get.
 
-A case builds an :class:`Upload` (one upload stream that the server must refuse) or a
-:class:`Submit` (uploads that the server accepts, then a SubmitJob that it must refuse). Bytes
-come from generator functions in :mod:`builders`, or from the tiny committed files in
-``static/``. ``test_hostile_corpus.py`` walks the whole list against a real gRPC server.
+A case builds an :class:`Upload` (one upload stream that the server must refuse: a model, a
+dataset, a tokenizer or a feature schema) or a :class:`Submit` (uploads that the server
+accepts, then a SubmitJob that it must refuse), for an image-like, a text or a tabular model.
+Bytes come from generator functions in :mod:`builders`, or from the tiny committed files in
+``static/``. ``test_hostile_corpus.py`` walks the whole list against a real gRPC server (the
+checks are in :mod:`runner`), and ``bench/hostile_rss.py`` walks it while it watches the
+server's memory.
 
 Conventions: ``fragment`` is a piece of the status message that makes it actionable (names the
 field, the limit or the fix); ``trusted`` picks the server with TorchScript / torch.export
@@ -14,20 +17,20 @@ are harmless by contract (an upload name is never a path; an unset field means "
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import numpy as np
 from tempering.v1 import hardening_pb2 as pb
 
 from . import builders as b
+from .servers import CHUNK, UPLOAD_LIMIT
 
-CHUNK = 1024 * 1024
-UPLOAD_LIMIT = 4 * CHUNK
-"""The servers of the corpus accept at most this many bytes per upload."""
 OVERSIZED_STREAM_CHUNKS = 64
 """An oversized stream offers this many 1 MiB chunks; the server must stop long before."""
 
@@ -42,6 +45,12 @@ SAFETENSORS = pb.MODEL_FORMAT_SAFETENSORS
 TORCHSCRIPT = pb.MODEL_FORMAT_TORCHSCRIPT
 TORCH_EXPORT = pb.MODEL_FORMAT_TORCH_EXPORT
 BUNDLE = pb.MODEL_FORMAT_ONNX_BUNDLE
+NPZ = pb.DATASET_FORMAT_NPZ
+JSONL = pb.DATASET_FORMAT_JSONL
+CSV = pb.DATASET_FORMAT_CSV
+
+UploadKind = Literal["model", "dataset", "tokenizer", "schema"]
+Modality = Literal["image", "text", "tabular"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +67,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Upload:
-    """One upload stream: a header (declared size and hash default to the data's), then
-    ``data`` in 1 MiB chunks, or ``chunks()``, or the raw ``messages()`` instead of both."""
+    """One upload stream of ``kind``: a header (declared size and hash default to the data's),
+    then ``data`` in 1 MiB chunks, or ``chunks()``, or the raw ``messages()`` instead of both.
+    ``fmt`` is a model's or a dataset's format (tokenizers and schemas have one each)."""
 
     data: bytes
-    dataset: bool = False
+    kind: UploadKind = "model"
     fmt: int = ONNX
     declared_size: int | None = None
     declared_sha256: str | None = None
@@ -75,13 +85,18 @@ class Upload:
 
 @dataclass(frozen=True)
 class Submit:
-    """Upload ``model`` and the datasets (all must be accepted), then submit a valid FGSM job on
-    them, changed by ``edit``."""
+    """Upload ``model``, the data and the tokenizer or schema (all must be accepted; one left
+    out is the modality's good one), then submit the modality's valid job on them (FGSM on the
+    image-like model, PGD on the text model, FGSM under the schema), changed by ``edit``."""
 
     model: bytes | None = None
     model_fmt: int = ONNX
     train: bytes | None = None
     eval: bytes | None = None
+    modality: Modality = "image"
+    train_fmt: int = NPZ
+    tokenizer: bytes | None = None
+    schema: bytes | None = None
     edit: Callable[[pb.SubmitJobRequest], None] | None = None
     check: Callable[[pb.Job], None] | None = None
     """For cases expected to succeed: what the returned job must look like."""
@@ -296,7 +311,10 @@ def _zero_chunks(count: int) -> Callable[[], Iterator[bytes]]:
 def _header_message(data: bytes, fmt: int = ONNX) -> pb.UploadModelRequest:
     return pb.UploadModelRequest(
         header=pb.ModelUploadHeader(
-            name="m.onnx", format=fmt, size_bytes=len(data), sha256=b.sha256(data)
+            name="m.onnx",
+            format=fmt,  # type: ignore[arg-type]
+            size_bytes=len(data),
+            sha256=b.sha256(data),
         )
     )
 
@@ -316,6 +334,127 @@ def _two_headers() -> Iterator[object]:
 
 def _nothing() -> Iterator[object]:
     yield from ()
+
+
+def tokenizer_upload_case(
+    name: str, data: Callable[[], bytes], fragment: str, code: grpc.StatusCode = INVALID
+) -> Case:
+    """A tokenizer refused at UploadTokenizer (read in a checker process before it is kept)."""
+    return Case(
+        name, "UploadTokenizer", lambda ctx: Upload(data(), kind="tokenizer"), code, fragment
+    )
+
+
+def schema_upload_case(
+    name: str, data: Callable[[], bytes], fragment: str, code: grpc.StatusCode = INVALID
+) -> Case:
+    """A feature schema refused at UploadSchema (read in a checker process before it is kept)."""
+    return Case(name, "UploadSchema", lambda ctx: Upload(data(), kind="schema"), code, fragment)
+
+
+def text_case(
+    name: str,
+    fragment: str,
+    *,
+    train: Callable[[], bytes] | None = None,
+    train_fmt: int = JSONL,
+    tokenizer: Callable[[], bytes] | None = None,
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None,
+    code: grpc.StatusCode = INVALID,
+) -> Case:
+    """A text job whose texts, tokenizer or parameters SubmitJob must refuse."""
+
+    def build(ctx: Context) -> Submit:
+        return Submit(
+            modality="text",
+            train=None if train is None else train(),
+            train_fmt=train_fmt,
+            tokenizer=None if tokenizer is None else tokenizer(),
+            edit=edit,
+        )
+
+    return Case(name, "SubmitJob", build, code, fragment)
+
+
+def text_line_case(name: str, line: bytes, fragment: str, *, at: int = 3) -> Case:
+    """Good JSON Lines with ``line`` as line ``at``."""
+    return text_case(name, fragment, train=lambda: b.jsonl_with(line, at))
+
+
+def tabular_case(
+    name: str,
+    fragment: str,
+    *,
+    data: Callable[[Context], bytes] | None = None,
+    schema: Callable[[], bytes] | None = None,
+    edit: Callable[[pb.SubmitJobRequest], None] | None = None,
+    code: grpc.StatusCode = INVALID,
+    markers: tuple[str, ...] = (),
+) -> Case:
+    """A tabular job (a linear model of the schema's columns) SubmitJob must refuse."""
+
+    def build(ctx: Context) -> Submit:
+        return Submit(
+            modality="tabular",
+            train=None if data is None else data(ctx),
+            schema=None if schema is None else schema(),
+            edit=edit,
+        )
+
+    return Case(name, "SubmitJob", build, code, fragment, markers=markers)
+
+
+def tabular_arrays_case(
+    name: str,
+    change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    fragment: str,
+) -> Case:
+    return tabular_case(name, fragment, data=lambda ctx: b.npz_bytes(*change(*b.tabular_arrays())))
+
+
+def _tokenizer_with(old: bytes, new: bytes) -> Callable[[], bytes]:
+    def data() -> bytes:
+        good = b.word_level_tokenizer_json()
+        assert old in good
+        return good.replace(old, new)
+
+    return data
+
+
+def _schema_replacing(old: bytes, new: bytes) -> Callable[[], bytes]:
+    def data() -> bytes:
+        good = b.schema_bytes()
+        assert old in good
+        return good.replace(old, new, 1)
+
+    return data
+
+
+def _text_threat(**fields: object) -> Callable[[pb.SubmitJobRequest], None]:
+    def edit(request: pb.SubmitJobRequest) -> None:
+        for name, value in fields.items():
+            setattr(request.spec.text_threat_model, name, value)
+
+    return edit
+
+
+def _set_column(column: int, value: float, row: int = 4, dtype: type = np.float32):
+    def change(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = x.astype(dtype)
+        x[row, column] = value
+        return x, y
+
+    return change
+
+
+def _one_hot_broken(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = x.copy()
+    x[0, 3:6] = 1.0
+    return x, y
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
 
 
 # --- the corpus -------------------------------------------------------------------------------
@@ -648,8 +787,8 @@ CASES: list[Case] = [
         "dataset-streams-past-the-limit",
         lambda ctx: Upload(
             b"",
-            dataset=True,
-            fmt=pb.DATASET_FORMAT_NPZ,
+            kind="dataset",
+            fmt=NPZ,
             declared_size=UPLOAD_LIMIT,
             declared_sha256="b" * 64,
             chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
@@ -711,7 +850,7 @@ CASES: list[Case] = [
     ),
     upload_case(
         "upload-unspecified-dataset-format",
-        lambda ctx: Upload(good_data(), dataset=True, fmt=pb.DATASET_FORMAT_UNSPECIFIED),
+        lambda ctx: Upload(good_data(), kind="dataset", fmt=pb.DATASET_FORMAT_UNSPECIFIED),
         INVALID,
         "header.format",
         rpc="UploadDataset",
@@ -919,10 +1058,332 @@ CASES: list[Case] = [
     ),
     upload_case(
         "nul-in-upload-name",
-        lambda ctx: Upload(good_data(), dataset=True, name="train\x00.npz"),
+        lambda ctx: Upload(good_data(), kind="dataset", fmt=NPZ, name="train\x00.npz"),
         INVALID,
         "U+0000",
         rpc="UploadDataset",
+    ),
+    # Text models (docs/text.md): labelled texts, JSON Lines or CSV.
+    text_line_case("text-line-nested-too-deeply", _nested(100_000), "line 3: not JSON (nested"),
+    text_line_case(
+        "text-unpaired-surrogate-in-a-sampled-text",
+        b'{"text": "the cat \\ud800 likes", "label": 0}',
+        "line 1: 'text' holds an unpaired surrogate (U+D800",
+        at=1,
+    ),
+    text_line_case(
+        "text-unpaired-surrogate-past-the-sampled-texts",
+        b'{"text": "the cat \\udfff likes", "label": 0}',
+        "line 9: 'text' holds an unpaired surrogate (U+DFFF",
+        at=9,
+    ),
+    text_line_case(
+        "text-invalid-utf8",
+        b'{"text": "the \xff\xfe cat", "label": 0}',
+        "line 3: not UTF-8 text (byte 0xff",
+    ),
+    text_line_case(
+        "text-raw-nul-byte",
+        b'{"text": "the \x00 cat", "label": 0}',
+        "line 3: not JSON (Invalid control character",
+    ),
+    text_line_case(
+        "text-one-line-of-4-mb",
+        b'{"text": "' + b"cat " * 1_000_000 + b'", "label": 0}',
+        "line 3 is longer than 2,097,152 bytes; a text may have at most 100,000 characters",
+    ),
+    text_line_case(
+        "text-of-a-million-characters",
+        b'{"text": "' + b"cat " * 250_000 + b'", "label": 0}',
+        "line 3: the text has 1,000,000 characters, the limit is 100,000",
+    ),
+    upload_case(
+        "text-100-mb-line-streamed",
+        lambda ctx: Upload(
+            b"",
+            kind="dataset",
+            fmt=JSONL,
+            declared_size=UPLOAD_LIMIT,
+            declared_sha256="c" * 64,
+            chunks=lambda: (b'{"text": "' + b"a" * (CHUNK - 10) for _ in range(100)),
+            max_chunks_read=UPLOAD_LIMIT // CHUNK + 1,
+        ),
+        EXHAUSTED,
+        "TEMPERING_MAX_UPLOAD_BYTES",
+        rpc="UploadDataset",
+    ),
+    text_line_case(
+        "text-label-beyond-the-classes",
+        b'{"text": "the cat", "label": 7}',
+        "line 3: label 7 is out of range for a model with 2 classes",
+    ),
+    text_line_case(
+        "text-label-negative", b'{"text": "the cat", "label": -1}', "line 3: label -1 is negative"
+    ),
+    text_line_case(
+        "text-label-of-30-digits",
+        b'{"text": "the cat", "label": ' + b"9" * 30 + b"}",
+        "is too large",
+    ),
+    text_line_case(
+        "text-label-beyond-float64",
+        b'{"text": "the cat", "label": 1e400}',
+        "'label' must be an integer class index",
+    ),
+    text_line_case(
+        "text-label-nan", b'{"text": "the cat", "label": NaN}', "'label' must be an integer"
+    ),
+    text_case("text-only-blank-lines", "holds no examples", train=lambda: b"\n\n   \n"),
+    text_case("text-binary-junk", "line 1: not JSON", train=lambda: bytes(range(256)) * 40),
+    text_case(
+        "text-one-json-array",
+        "send JSON Lines instead",
+        train=lambda: json.dumps(b.text_rows()).encode(),
+    ),
+    text_case(
+        "text-csv-field-past-the-readers-limit",
+        "longer than the CSV reader's limit",
+        train=lambda: b"text,label\n" + b"cat " * 50_000 + b",1\nthe dog,0\n",
+        train_fmt=CSV,
+    ),
+    text_case(
+        "text-fgsm",
+        "fgsm is not offered for text models",
+        edit=lambda r: r.spec.training.fgsm.SetInParent(),
+    ),
+    text_case(
+        "text-max-length-2-32",
+        "max_length must be between 1 and 8192",
+        edit=_text_threat(max_length=2**32 - 1),
+    ),
+    text_case(
+        "text-word-share-nan",
+        "word_share must lie in (0, 1]",
+        edit=_text_threat(word_share=math.nan),
+    ),
+    text_case(
+        "text-embedding-eps-1e300",
+        "embedding_eps must lie in (0, 10]",
+        edit=_text_threat(embedding_eps=1e300),
+    ),
+    text_case(
+        "text-tokenizer-id-names-a-model",
+        "UploadTokenizer",
+        edit=lambda r: setattr(r.spec, "tokenizer_id", r.spec.model_id),
+        code=NOT_FOUND,
+    ),
+    text_case(
+        "text-tokenizer-id-of-4294967295",
+        "it produces ids up to 4294967295",
+        tokenizer=_tokenizer_with(b'"cat":3', b'"cat":4294967295'),
+    ),
+    # Tokenizers, refused at upload.
+    tokenizer_upload_case(
+        "tokenizer-binary-junk", lambda: bytes(range(256)) * 40, "is not JSON (not UTF-8 text"
+    ),
+    tokenizer_upload_case(
+        "tokenizer-nested-too-deeply", lambda: _nested(200_000), "nested too deeply"
+    ),
+    tokenizer_upload_case(
+        "tokenizer-number-of-5000-digits",
+        lambda: b'{"model": {"x": ' + b"9" * 5000 + b"}}",
+        "a number with too many digits",
+    ),
+    tokenizer_upload_case(
+        "tokenizer-invalid-utf8-in-a-token",
+        _tokenizer_with(b'"cat"', b'"c\xffat"'),
+        "not UTF-8 text",
+    ),
+    tokenizer_upload_case(
+        "tokenizer-unpaired-surrogate-in-a-token",
+        _tokenizer_with(b'"cat"', b'"c\\ud800at"'),
+        "not a tokenizer the Hugging Face tokenizers library can read",
+    ),
+    tokenizer_upload_case(
+        "tokenizer-id-beyond-u32",
+        _tokenizer_with(b'"cat":3', b'"cat":99999999999999999999'),
+        "library can read",
+    ),
+    tokenizer_upload_case(
+        "tokenizer-negative-id", _tokenizer_with(b'"cat":3', b'"cat":-3'), "library can read"
+    ),
+    tokenizer_upload_case(
+        "tokenizer-empty-vocabulary",
+        lambda: b'{"version":"1.0","model":{"type":"WordLevel","vocab":{},"unk_token":"[UNK]"}}',
+        "empty vocabulary",
+    ),
+    tokenizer_upload_case(
+        "tokenizer-regex-of-50000-groups",
+        lambda: json.dumps(
+            {
+                **json.loads(b.word_level_tokenizer_json()),
+                "pre_tokenizer": {
+                    "type": "Split",
+                    "pattern": {"Regex": "(a+)+" * 50_000},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+            }
+        ).encode(),
+        "library can read",
+    ),
+    upload_case(
+        "tokenizer-streams-past-the-upload-limit",
+        lambda ctx: Upload(
+            b"",
+            kind="tokenizer",
+            declared_size=UPLOAD_LIMIT,
+            declared_sha256="d" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=UPLOAD_LIMIT // CHUNK + 1,
+        ),
+        EXHAUSTED,
+        "TEMPERING_MAX_UPLOAD_BYTES",
+        rpc="UploadTokenizer",
+    ),
+    # Feature schemas (docs/tabular.md), refused at upload.
+    schema_upload_case(
+        "schema-nested-too-deeply",
+        lambda: b'{"features": ' + _nested(400_000) + b"}",
+        "nested too deeply",
+    ),
+    schema_upload_case(
+        "schema-integer-of-5000-digits",
+        _schema_replacing(b'"upper": 1000', b'"upper": ' + b"9" * 5000),
+        "beyond the range of a 64-bit float",
+    ),
+    schema_upload_case(
+        "schema-coefficient-of-400-digits",
+        lambda: b.schema_with_constraints({"terms": {"amount": 10**400}, "op": "<=", "value": 1}),
+        "beyond the range of a 64-bit float",
+    ),
+    schema_upload_case(
+        "schema-bound-1e400", _schema_replacing(b'"upper": 1000', b'"upper": 1e400'), "1e400"
+    ),
+    schema_upload_case(
+        "schema-nan-bound", _schema_replacing(b'"lower": 0', b'"lower": NaN'), "got NaN"
+    ),
+    schema_upload_case(
+        "schema-infinite-budget",
+        _schema_replacing(b'"absolute": 2', b'"absolute": Infinity'),
+        "a budget must be finite and non-negative",
+    ),
+    schema_upload_case(
+        "schema-feature-named-twice",
+        lambda: b.schema_bytes({"features": [b.TABULAR_SCHEMA["features"][0]] * 2}),  # type: ignore[index]
+        "names 'amount' twice",
+    ),
+    schema_upload_case(
+        "schema-constraint-names-a-categorical-group",
+        lambda: b.schema_with_constraints({"terms": {"merchant": 1}, "op": "<=", "value": 1}),
+        "a categorical feature: name its columns",
+    ),
+    schema_upload_case(
+        "schema-two-equalities-recompute-one-column",
+        lambda: b.schema_with_constraints(
+            *[{"terms": {"amount": 1, "tx_24h": -1}, "op": "==", "dependent": "amount"}] * 2,
+            unbudgeted=0,
+        ),
+        "both recompute 'amount'",
+    ),
+    schema_upload_case(
+        "schema-nul-in-a-feature-name",
+        lambda: b.schema_with_feature(0, name="amo\x00unt"),
+        "holds U+0000",
+    ),
+    schema_upload_case(
+        "schema-unpaired-surrogate-in-a-name",
+        _schema_replacing(b'"amount"', b'"am\\ud800ount"'),
+        "holds U+D800",
+    ),
+    schema_upload_case(
+        "schema-900-kb-kind", lambda: b.schema_with_feature(0, kind="k" * 900_000), "kind must be"
+    ),
+    schema_upload_case(
+        "schema-20000-features",
+        lambda: b.schema_bytes({"features": [{"name": f"f{i}"} for i in range(20_000)]}),
+        "between 1 and 10000 features",
+    ),
+    schema_upload_case(
+        "schema-1001-constraints",
+        lambda: b.schema_with_constraints(
+            *[{"terms": {"amount": 1}, "op": "<=", "value": 1000}] * 1001
+        ),
+        "at most 1000 linear constraints",
+    ),
+    schema_upload_case(
+        "schema-yaml", lambda: b"features:\n  - name: amount\n", "is not valid JSON"
+    ),
+    schema_upload_case("schema-binary-junk", lambda: bytes(range(256)) * 40, "not valid JSON"),
+    upload_case(
+        "schema-streams-past-a-megabyte",
+        lambda ctx: Upload(
+            b"",
+            kind="schema",
+            declared_size=1_000_000,
+            declared_sha256="e" * 64,
+            chunks=_zero_chunks(OVERSIZED_STREAM_CHUNKS),
+            max_chunks_read=1,
+        ),
+        INVALID,
+        "a schema may have at most 1000000",
+        rpc="UploadSchema",
+    ),
+    # Tabular data (.npz) checked against the schema at SubmitJob.
+    tabular_arrays_case("tabular-nan-feature", _set_column(0, math.nan), "NaN or infinite"),
+    tabular_case(
+        "tabular-infinite-value-of-an-unbounded-feature",
+        "NaN or infinite",
+        schema=lambda: b.schema_with_feature(0, upper=None, budget={"absolute": 5}),
+        data=lambda ctx: b.npz_bytes(*_set_column(0, math.inf)(*b.tabular_arrays())),
+    ),
+    tabular_arrays_case(
+        "tabular-float64-beyond-float32", _set_column(0, 1e300, dtype=np.float64), "NaN or infinite"
+    ),
+    tabular_arrays_case("tabular-uint8-data", lambda x, y: (x.astype(np.uint8), y), "x is uint8"),
+    tabular_case(
+        "tabular-object-array-pickle",
+        "object array",
+        data=lambda ctx: b.npz_with_object_array(ctx.marker("tabular-object-array-pickle")),
+        markers=("tabular-object-array-pickle",),
+    ),
+    tabular_arrays_case(
+        "tabular-strings", lambda x, y: (x.astype("U8"), y), "x must be float32 or uint8"
+    ),
+    tabular_arrays_case(
+        "tabular-complex", lambda x, y: (x.astype(np.complex64), y), "got dtype complex64"
+    ),
+    tabular_arrays_case(
+        "tabular-structured-dtype",
+        lambda x, y: (np.zeros(len(x), dtype=[("a", "<f4"), ("b", "<i4")]).reshape(-1, 1), y),
+        "x must be float32 or uint8",
+    ),
+    tabular_arrays_case(
+        "tabular-lengths-differ",
+        lambda x, y: (x, y[:-3]),
+        "x holds 32 samples but y holds 29 labels",
+    ),
+    tabular_arrays_case(
+        "tabular-group-not-one-hot", _one_hot_broken, "'merchant' is not one-hot in row 0"
+    ),
+    tabular_arrays_case(
+        "tabular-binary-feature-is-2", _set_column(2, 2.0), "'foreign' is 2 in row 4"
+    ),
+    tabular_case(
+        "tabular-data-breaks-a-constraint",
+        "does not hold in row 0",
+        schema=lambda: b.schema_with_constraints({"terms": {"amount": 1}, "op": "<=", "value": -5}),
+    ),
+    tabular_case(
+        "tabular-eps-1e300",
+        "float32",
+        edit=_set(**{"spec.threat_model.epsilon": 1e300}),
+    ),
+    tabular_case(
+        "tabular-schema-id-names-a-model",
+        "UploadSchema",
+        edit=lambda r: setattr(r.spec, "feature_schema_id", r.spec.model_id),
+        code=NOT_FOUND,
     ),
 ]
 

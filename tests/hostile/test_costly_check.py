@@ -16,9 +16,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from . import builders as b
-from .conftest import HostileServer
 from .corpus import EXHAUSTED, INVALID, Submit
-from .test_hostile_corpus import assert_actionable, assert_still_serving, job_ids, run_submit
+from .runner import HostileServer, assert_actionable, assert_still_serving, job_ids, run_submit
 
 QUICKLY = 5.0
 """Seconds a refusal may take: far below the check's deadline (30 s by default)."""

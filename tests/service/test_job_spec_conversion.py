@@ -227,3 +227,23 @@ def test_an_unset_time_limit_takes_the_servers_and_a_set_one_is_kept() -> None:
     assert convert.job_spec(spec).time_limit_seconds == 0
     spec.time_limit_seconds = 60.0
     assert convert.job_spec(spec).time_limit_seconds == 60.0
+
+
+def test_fgsm_for_a_text_job_is_refused_at_submit_not_when_a_worker_starts_it() -> None:
+    message = spec_with(pb.Training(fgsm=pb.Fgsm()))
+    message.tokenizer_id = "tokenizer-1"
+    spec = convert.job_spec(message)
+
+    with pytest.raises(InvalidParameter, match="fgsm is not offered for text models: use pgd"):
+        spec.validate()
+
+
+def test_every_other_method_is_a_text_method() -> None:
+    for training in (
+        pb.Training(pgd=pb.Pgd()),
+        pb.Training(trades=pb.Trades()),
+        pb.Training(distillation=pb.Distillation()),
+    ):
+        message = spec_with(training)
+        message.tokenizer_id = "tokenizer-1"
+        convert.job_spec(message).validate()

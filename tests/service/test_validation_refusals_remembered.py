@@ -3,14 +3,18 @@ the same costly model in a loop costs the server one check, not one a submission
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 from svc_helpers import digits_like, linear_onnx
 from test_validation_pool_lifecycle import slow_model
 
 from service.core.errors import ResourceExhausted
 from service.jobs.validation_pool import ValidationPool
+from workers.engine.errors import InvalidData
 from workers.engine.spec import ModelFormat, ThreatModel
 
 GiB = 2**30
@@ -59,3 +63,34 @@ def test_an_accepted_model_is_checked_each_time(
         pool.close()
 
     assert len(runs) == 2
+
+
+def test_a_remembered_refusal_keeps_nothing_of_the_call_it_refused(
+    pool: ValidationPool, tmp_path: Path
+) -> None:
+    """A refusal is remembered for later calls, not with the frames of the first: the server
+    would otherwise keep every refused call's request and gRPC state, 1,024 refusals deep."""
+    model, data = tmp_path / "linear.onnx", tmp_path / "train.npz"
+    model.write_bytes(linear_onnx())
+    data.write_bytes(digits_like())
+    x, y = np.load(data)["x"], np.load(data)["y"]
+    np.savez(data, x=x, y=y + 100)  # labels the model has no output for
+
+    class CallState:
+        """Stands for what the refused call's frame holds."""
+
+    def refused_call() -> weakref.ref[CallState]:
+        state = CallState()
+        with pytest.raises(InvalidData):
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(eps=0.1), tenant="alice")
+        return weakref.ref(state)
+
+    try:
+        state = refused_call()
+        gc.collect()
+        with pytest.raises(InvalidData):  # remembered: refused again without a checker
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(eps=0.1), tenant="alice")
+    finally:
+        pool.close()
+
+    assert state() is None

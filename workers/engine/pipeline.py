@@ -267,7 +267,9 @@ def _check_domain(request: HardeningRequest, dataset: datasets.Dataset) -> None:
     """The data lies in the threat model's box, or, with a feature schema, fits the schema
     (checked there with row numbers of the file as uploaded)."""
     if request.feature_schema is not None:
-        load_schema(request.feature_schema).check_against(dataset.x)
+        load_schema(request.feature_schema).check_against(
+            dataset.x, scaled_from_uint8=dataset.scaled_from_uint8
+        )
         return
     datasets.check_bounds(dataset, request.threat.lower, request.threat.upper)
 

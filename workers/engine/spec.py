@@ -248,6 +248,16 @@ class TextThreatModel:
         )
 
 
+def check_text_method(method: Method) -> None:
+    """Refuse a training method a text model cannot take (the server at SubmitJob, the text
+    pipeline before it loads anything)."""
+    _require(
+        method is not Method.FGSM,
+        "fgsm is not offered for text models: use pgd (embedding-space adversarial training,"
+        " the default), trades or distillation",
+    )
+
+
 @dataclass(frozen=True)
 class ModelSource:
     path: Path

@@ -132,6 +132,19 @@ def test_an_empty_text_is_refused(tmp_path: Path) -> None:
         load_text_dataset(jsonl_with(tmp_path, '{"text": "  \\t ", "label": 0}'))
 
 
+def test_a_text_with_an_unpaired_surrogate_escape_is_refused_by_line(tmp_path: Path) -> None:
+    """JSON may escape half a surrogate pair; the tokenizer cannot encode it, so a worker would
+    fail on it after the submit-time check (which encodes the first texts only) let it by."""
+    with pytest.raises(InvalidData, match=r"line 3: 'text' holds an unpaired surrogate \(U\+D800"):
+        load_text_dataset(jsonl_with(tmp_path, '{"text": "the \\ud800 cat", "label": 0}'))
+
+
+def test_a_surrogate_pair_escape_is_one_character_of_text(tmp_path: Path) -> None:
+    dataset = load_text_dataset(jsonl_with(tmp_path, '{"text": "a \\ud83d\\ude00", "label": 0}'))
+
+    assert dataset.texts[2] == "a \U0001f600"
+
+
 @pytest.mark.parametrize(
     ("label", "kind"), [("1.5", "a number"), ('"1"', "a string"), ("true", "a boolean")]
 )
@@ -218,6 +231,29 @@ def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     path = support.write_jsonl(tmp_path / "d.jsonl", support.labelled(20))
     with pytest.raises(InvalidData, match=r"too large: .* the limit is 100"):
         load_text_dataset(path, limits=Limits(max_file_bytes=100))
+
+
+def test_a_line_over_the_line_limit_is_refused_by_number_without_reading_it_all(
+    tmp_path: Path,
+) -> None:
+    path = jsonl_with(tmp_path, json.dumps({"text": "cat " * 2000, "label": 0}))
+    with pytest.raises(InvalidData, match=r"line 3 is longer than 1,000 bytes; a text may have"):
+        load_text_dataset(path, limits=Limits(max_line_bytes=1000))
+
+
+def test_a_csv_line_over_the_line_limit_is_refused_by_number(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nfine,1\n" + "cat " * 2000 + ",0\n", encoding="utf-8")
+    with pytest.raises(InvalidData, match=r"line 3 is longer than 1,000 bytes"):
+        load_text_dataset(path, limits=Limits(max_line_bytes=1000))
+
+
+def test_a_line_at_the_line_limit_is_read(tmp_path: Path) -> None:
+    line = json.dumps({"text": "the cat", "label": 1, "id": ""})
+    padded = line.replace('"id": ""', '"id": "' + "x" * (1000 - len(line) - 1) + '"')
+    path = jsonl_with(tmp_path, padded)
+
+    assert len(load_text_dataset(path, limits=Limits(max_line_bytes=1000))) == 4
 
 
 def test_more_examples_than_the_limit_are_refused(tmp_path: Path) -> None:

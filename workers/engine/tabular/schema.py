@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +70,9 @@ from workers.engine.errors import InvalidData
 MAX_SCHEMA_BYTES = 1_000_000
 MAX_FEATURES = 10_000
 MAX_CONSTRAINTS = 1_000
+MAX_NAME_CHARS = 256
+MAX_QUOTED_CHARS = 80
+"""Longest piece of the file a message quotes back (a value may be most of a megabyte)."""
 LINEAR_TOLERANCE = 1e-5
 """A linear constraint holds when its residual is within this share of the magnitude of its
 terms (``sum |coefficient * value| + |value|``): float32 data round totals."""
@@ -165,9 +169,17 @@ class FeatureSchema:
         """The columns recomputed from linear equalities, in the order they are solved."""
         return tuple(c.dependent for c in self.constraints if c.dependent is not None)
 
-    def check_against(self, x: np.ndarray) -> None:
+    def check_against(self, x: np.ndarray, *, scaled_from_uint8: bool = False) -> None:
         """Refuse data the schema does not describe: a column count that differs, values out of
-        range, fractional integers, binary values other than 0/1, a group that is not one-hot."""
+        range, fractional integers, binary values other than 0/1, a group that is not one-hot.
+        ``scaled_from_uint8``: ``x`` was uint8, read as 8-bit images (divided by 255), which
+        the features' own units are not."""
+        if scaled_from_uint8:
+            raise InvalidData(
+                "x is uint8, which is read as 8-bit image data and scaled to [0, 1]; under a"
+                " feature schema, save x as float32 in the features' own units"
+                " (x.astype(numpy.float32))"
+            )
         if x.ndim != 2:
             raise InvalidData(f"a feature schema describes rows of features; x has shape {x.shape}")
         if x.shape[1] != len(self.columns):
@@ -197,10 +209,80 @@ def load_schema(path: Path) -> FeatureSchema:
     if path.stat().st_size > MAX_SCHEMA_BYTES:
         raise InvalidData(f"the feature schema is larger than {MAX_SCHEMA_BYTES} bytes")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(
+            path.read_text(encoding="utf-8"), parse_float=_float, parse_int=_integer
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidData(f"the feature schema is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidData(
+            "the feature schema is nested too deeply to read: a schema is a list of flat"
+            " feature entries"
+        ) from None
     return parse_schema(document)
+
+
+_FLOAT64_DIGITS = 309
+"""An integer of more digits is beyond float64's range (about 1.8e308)."""
+
+
+def _float(literal: str) -> float:
+    """A JSON number with a fraction or exponent; one beyond float64 is refused rather than
+    read as infinity (an ``upper`` of 1e400 would silently become "no bound")."""
+    value = float(literal)
+    if math.isinf(value):
+        raise _beyond_float64(literal)
+    return value
+
+
+def _integer(literal: str) -> int:
+    """A JSON integer; one beyond float64 (every number is used as a float) is refused before
+    Python converts its digits (past 4,300 digits that conversion raises)."""
+    if len(literal.lstrip("-")) > _FLOAT64_DIGITS:
+        raise _beyond_float64(literal)
+    value = int(literal)
+    try:
+        float(value)
+    except OverflowError:
+        raise _beyond_float64(literal) from None
+    return value
+
+
+def _beyond_float64(literal: str) -> InvalidData:
+    return InvalidData(
+        f"the feature schema holds the number {_cut(literal)}, beyond the range of a 64-bit"
+        " float (about 1.8e308); leave a bound out for no bound"
+    )
+
+
+def _cut(text: str) -> str:
+    """``text`` as a message shows it: at most :data:`MAX_QUOTED_CHARS` characters of it."""
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return f"{text[:MAX_QUOTED_CHARS]}... ({len(text):,} characters)"
+
+
+def _shown(value: Any) -> str:
+    """``value`` quoted for a message, cut to :data:`MAX_QUOTED_CHARS` characters."""
+    return _cut(repr(value))
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters and unpaired surrogates (a JSON escape such as \\ud800 without its
+pair): a name is written into the report, the model card and the HTML page, as UTF-8."""
+
+
+def _name(value: Any, what: str) -> str:
+    """A feature, column or constraint name: 1 to :data:`MAX_NAME_CHARS` printable characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        raise InvalidData(f"{what} needs a name (1 to {MAX_NAME_CHARS} characters)")
+    if found := _UNPRINTABLE.search(value):
+        raise InvalidData(
+            f"{what}: the name {_shown(value)} holds U+{ord(found.group()):04X} at position"
+            f" {found.start()}; names must be printable text (no control characters, no"
+            " unpaired surrogate escapes)"
+        )
+    return value
 
 
 def parse_schema(document: Any) -> FeatureSchema:
@@ -209,7 +291,8 @@ def parse_schema(document: Any) -> FeatureSchema:
     unknown = sorted(set(document) - {"features", "constraints"})
     if unknown:
         raise InvalidData(
-            f"the feature schema has unknown keys {unknown}; known: ['constraints', 'features']"
+            f"the feature schema has unknown keys {_shown(unknown)}; known: ['constraints',"
+            " 'features']"
         )
     entries = document["features"]
     if not entries or len(entries) > MAX_FEATURES:
@@ -239,18 +322,18 @@ _KEYS = {"name", "kind", "columns", "mutable", "lower", "upper", "budget"}
 def _feature(entry: Any, index: int) -> Feature:
     if not isinstance(entry, dict):
         raise InvalidData(f"feature {index + 1} of the schema is not a JSON object")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name or len(name) > 256:
-        raise InvalidData(f"feature {index + 1} of the schema needs a name (1 to 256 characters)")
+    name = _name(entry.get("name"), f"feature {index + 1} of the schema")
     unknown = sorted(set(entry) - _KEYS)
     if unknown:
-        raise InvalidData(f"feature {name!r}: unknown keys {unknown}; known: {sorted(_KEYS)}")
+        raise InvalidData(
+            f"feature {name!r}: unknown keys {_shown(unknown)}; known: {sorted(_KEYS)}"
+        )
     try:
         kind = Kind(entry.get("kind", "continuous"))
     except ValueError:
         raise InvalidData(
             f"feature {name!r}: kind must be one of {[k.value for k in Kind]},"
-            f" got {entry.get('kind')!r}"
+            f" got {_shown(entry.get('kind'))}"
         ) from None
     mutable = entry.get("mutable", True)
     if not isinstance(mutable, bool):
@@ -275,6 +358,8 @@ def _columns(entry: dict[str, Any], name: str, kind: Kind) -> tuple[str, ...]:
         raise InvalidData(
             f"categorical feature {name!r} lists its one-hot columns: at least two names"
         )
+    for column in columns:
+        _name(column, f"categorical feature {name!r}: a column")
     if len(set(columns)) != len(columns):
         raise InvalidData(f"categorical feature {name!r} lists a column twice")
     return tuple(columns)
@@ -303,6 +388,8 @@ def _budget(value: Any, name: str, kind: Kind, lower: float, upper: float) -> Bu
             " {'std_share': f}"
         )
     ((key, amount),) = value.items()
+    if key not in ("absolute", "range_share", "std_share"):
+        raise InvalidData(f"feature {name!r}: unknown budget {_shown(key)}")
     amount = _number(amount, f"feature {name!r}: budget")
     if not math.isfinite(amount) or amount < 0:
         raise InvalidData(f"feature {name!r}: a budget must be finite and non-negative")
@@ -312,14 +399,12 @@ def _budget(value: Any, name: str, kind: Kind, lower: float, upper: float) -> Bu
         if not math.isfinite(upper - lower):
             raise InvalidData(f"feature {name!r}: range_share needs both lower and upper")
         return Budget(range_share=amount)
-    if key == "std_share":
-        return Budget(std_share=amount)
-    raise InvalidData(f"feature {name!r}: unknown budget {key!r}")
+    return Budget(std_share=amount)
 
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidData(f"{what} must be a number, got {value!r}")
+        raise InvalidData(f"{what} must be a number, got {_shown(value)}")
     number = float(value)
     if math.isnan(number):
         raise InvalidData(f"{what} must be a number, got NaN")
@@ -379,10 +464,10 @@ def _linear_constraint(
         raise InvalidData(f"{where} is not a JSON object")
     unknown = sorted(set(entry) - _CONSTRAINT_KEYS)
     if unknown:
-        raise InvalidData(f"{where}: unknown keys {unknown}; known: {sorted(_CONSTRAINT_KEYS)}")
-    name = entry.get("name", where)
-    if not isinstance(name, str) or not name or len(name) > 256:
-        raise InvalidData(f"{where}: a name is 1 to 256 characters")
+        raise InvalidData(
+            f"{where}: unknown keys {_shown(unknown)}; known: {sorted(_CONSTRAINT_KEYS)}"
+        )
+    name = _name(entry.get("name", where), where)
     where = f"linear constraint {number} ({name!r})"
     terms = entry.get("terms")
     if not isinstance(terms, dict) or not terms:
@@ -395,7 +480,7 @@ def _linear_constraint(
                 if column in group_names
                 else ""
             )
-            raise InvalidData(f"{where} names unknown feature {column!r}{hint}")
+            raise InvalidData(f"{where} names unknown feature {_shown(column)}{hint}")
         number_ = _number(coefficient, f"{where}: the coefficient of {column!r}")
         if not math.isfinite(number_) or number_ == 0:
             raise InvalidData(f"{where}: the coefficient of {column!r} must be finite and not 0")
@@ -404,7 +489,7 @@ def _linear_constraint(
         op = Op(str(entry.get("op")))
     except ValueError:
         raise InvalidData(
-            f"{where}: op must be one of {[o.value for o in Op]}, got {entry.get('op')!r}"
+            f"{where}: op must be one of {[o.value for o in Op]}, got {_shown(entry.get('op'))}"
         ) from None
     value = _number(entry.get("value", 0), f"{where}: value")
     if not math.isfinite(value):
@@ -440,7 +525,9 @@ def _dependent(
     mutable = [c for c, _ in constraint.terms if by_column[c].mutable]
     if named is not None:
         if not isinstance(named, str) or named not in dict(constraint.terms):
-            raise InvalidData(f"{where}: the dependent must be one of its terms, got {named!r}")
+            raise InvalidData(
+                f"{where}: the dependent must be one of its terms, got {_shown(named)}"
+            )
         reason = _cannot_depend(constraint, named, by_column)
         if reason:
             raise InvalidData(f"{where}: {named!r} cannot be its dependent: {reason}")

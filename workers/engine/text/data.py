@@ -27,6 +27,11 @@ MAX_EXAMPLES = 2_000_000
 MAX_TEXT_CHARS = 100_000
 """Longest text accepted, in characters; texts longer than the model's maximum number of
 tokens are still accepted and truncated when encoded (the report says how many)."""
+MAX_LINE_BYTES = 2 * 2**20
+"""Longest line of a file read (2 MiB): a text of :data:`MAX_TEXT_CHARS` characters takes at
+most 1.2 MB even with every character escaped in JSON, which leaves room for other keys. A
+longer line is refused after reading this much of it, so that a file of one 100 MB line costs
+the reader 2 MiB, not the several copies of it that decoding and parsing would make."""
 
 TextFormat = Literal["jsonl", "csv"]
 _SUFFIXES: dict[str, TextFormat] = {
@@ -36,6 +41,9 @@ _SUFFIXES: dict[str, TextFormat] = {
     ".csv": "csv",
 }
 _INTEGER = re.compile(r"[+-]?\d+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A code point of a surrogate half: JSON can escape one alone (``\\ud800``), which no UTF-8
+text holds and the tokenizer cannot encode."""
 _MAX_LABEL_CHARS = 40
 
 
@@ -44,6 +52,7 @@ class Limits:
     max_file_bytes: int = MAX_FILE_BYTES
     max_examples: int = MAX_EXAMPLES
     max_text_chars: int = MAX_TEXT_CHARS
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -116,10 +125,18 @@ def check_labels(dataset: TextDataset, num_classes: int) -> None:
         )
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """The file's lines as text, numbered from 1; a line that is not UTF-8 is refused."""
+def _decoded_lines(path: Path, limits: Limits) -> Iterator[tuple[int, str]]:
+    """The file's lines as text, numbered from 1; a line that is not UTF-8, or longer than
+    ``limits.max_line_bytes`` (read no further than that), is refused."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(limits.max_line_bytes + 1):
+            number += 1
+            if len(raw) > limits.max_line_bytes:
+                raise InvalidData(
+                    f"line {number} is longer than {limits.max_line_bytes:,} bytes; a text may"
+                    f" have at most {limits.max_text_chars:,} characters"
+                )
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -132,7 +149,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
     first = True
-    for number, line in _decoded_lines(path):
+    for number, line in _decoded_lines(path, limits):
         if not line.strip():
             continue
         if first and line.lstrip().startswith("["):
@@ -161,7 +178,7 @@ def _read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
 
 
 def _read_csv(path: Path, limits: Limits) -> Iterator[tuple[int, str, int]]:
-    lines = (line for _, line in _decoded_lines(path))
+    lines = (line for _, line in _decoded_lines(path, limits))
     reader = csv.reader(lines)
     try:
         header = next(reader, None)
@@ -206,6 +223,12 @@ def _text(value: object, number: int, limits: Limits) -> str:
         raise InvalidData(
             f"line {number}: the text has {len(value):,} characters, the limit is"
             f" {limits.max_text_chars:,}"
+        )
+    if not value.isascii() and (found := _SURROGATE.search(value)):
+        raise InvalidData(
+            f"line {number}: 'text' holds an unpaired surrogate (U+{ord(found.group()):04X} at"
+            f" character {found.start() + 1}), which is not text; a \\u escape of U+D800 to"
+            " U+DFFF must be half of a pair (write the character itself, as UTF-8)"
         )
     return value
 

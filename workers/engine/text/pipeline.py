@@ -37,7 +37,7 @@ from workers.engine.outputs import (
 )
 from workers.engine.progress import ProgressEvent, Reporter
 from workers.engine.report import KIND, SCHEMA_VERSION
-from workers.engine.spec import TEXT_EVAL_SAMPLES, HardeningRequest, Method
+from workers.engine.spec import TEXT_EVAL_SAMPLES, HardeningRequest, Method, check_text_method
 from workers.engine.text.attacks.budget import WordBudget
 from workers.engine.text.attacks.char import CharAttack
 from workers.engine.text.attacks.run import TextEvaluation, run_attacks
@@ -103,11 +103,7 @@ def harden_text(
             f"the model reads token ids (input '{token.ids_name}'): send its tokenizer.json"
             " (--tokenizer) so that texts can be encoded and attacked as texts"
         )
-    if request.training.method is Method.FGSM:
-        raise InvalidParameter(
-            "fgsm is not offered for text models: use pgd (embedding-space adversarial"
-            " training, the default), trades or distillation"
-        )
+    check_text_method(request.training.method)
     tokenizer = load_tokenizer(request.tokenizer)
     check_vocabulary(tokenizer, token.vocab_size)
     texts = _read_texts(request, model.num_classes)
