@@ -120,6 +120,10 @@ class _LocalBlobWriter(HashingWriter):
         self._file.close()
         final = self._store.blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if _holds(final, digest):
+            self._temp_path.unlink(missing_ok=True)
+            self.committed = StoredBlob(digest, self._size)
+            return self.committed
         try:
             os.chmod(self._temp_path, 0o444)
             os.replace(self._temp_path, final)
@@ -231,6 +235,17 @@ def read_chunks(file: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[byte
     with file:
         while chunk := file.read(chunk_bytes):
             yield chunk
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    """Whether the blob is there with its bytes intact. The same bytes uploaded again then leave
+    the file as it is: its identity is what the submit-time check remembers refusals by
+    (service/jobs/validation_pool.py), so replacing it would let a tenant re-upload a model the
+    check refused and have it checked again. A damaged blob is replaced, which heals it."""
+    try:
+        return sha256_file(path) == sha256
+    except FileNotFoundError:
+        return False
 
 
 def check_sha256(path: Path, expected: str) -> None:

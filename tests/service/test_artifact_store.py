@@ -75,6 +75,34 @@ def test_same_bytes_twice_are_stored_once(tmp_path: Path) -> None:
     assert len(visible_files(tmp_path / "blobs")) == 1
 
 
+def test_the_same_bytes_uploaded_again_leave_the_stored_file_as_it_is(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"model" * 1000)
+    stored = store.put_file(source)
+    before = store.blob_path(stored.sha256).stat()
+
+    store.put_file(source)
+
+    after = store.blob_path(stored.sha256).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_damaged_blob_is_replaced_by_the_same_bytes_uploaded_again(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"model" * 1000)
+    stored = store.put_file(source)
+    blob = store.blob_path(stored.sha256)
+    blob.chmod(0o644)
+    blob.write_bytes(b"rotten" * 1000)
+
+    store.put_file(source)
+
+    assert blob.read_bytes() == source.read_bytes()
+
+
 def test_unknown_blob_is_not_found(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
 

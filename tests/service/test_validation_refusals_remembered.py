@@ -14,6 +14,7 @@ from test_validation_pool_lifecycle import slow_model
 
 from service.core.errors import ResourceExhausted
 from service.jobs.validation_pool import ValidationPool
+from service.store.artifacts import LocalArtifactStore
 from workers.engine.errors import InvalidData
 from workers.engine.spec import ModelFormat, ThreatModel
 
@@ -45,6 +46,28 @@ def test_a_refused_model_is_refused_again_in_the_same_words_without_a_checker(
 
     assert "GFLOPs" in str(first.value)
     assert str(again.value) == str(first.value)
+
+
+def test_uploading_a_refused_model_again_does_not_buy_another_check(
+    pool: ValidationPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    source, data = slow_model(tmp_path / "costly.onnx"), tmp_path / "train.npz"
+    data.write_bytes(digits_like())
+    model = store.blob_path(store.put_file(source).sha256)
+    try:
+        with pytest.raises(ResourceExhausted):
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(), tenant="mallory")
+        store.put_file(source)
+
+        def no_checker(*_: object) -> None:
+            raise AssertionError("a checker ran for a model uploaded again after its refusal")
+
+        monkeypatch.setattr(pool, "_run", no_checker)
+        with pytest.raises(ResourceExhausted):
+            pool.check(ModelFormat.ONNX, model, [data], ThreatModel(), tenant="mallory")
+    finally:
+        pool.close()
 
 
 def test_an_accepted_model_is_checked_each_time(
