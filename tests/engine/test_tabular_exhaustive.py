@@ -16,11 +16,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from workers.engine.errors import Cancelled
 from workers.engine.evaluation.suite import EvaluationTarget
 from workers.engine.progress import Reporter
 from workers.engine.spec import EvaluationSuite
 from workers.engine.tabular.evaluation import evaluate_tabular
-from workers.engine.tabular.exhaustive import ExhaustiveSearch, Neighbourhood
+from workers.engine.tabular.exhaustive import CHUNK_POINTS, ExhaustiveSearch, Neighbourhood
 from workers.engine.tabular.schema import parse_schema
 from workers.engine.tabular.threat import TabularThreat, build_threat
 
@@ -186,6 +187,24 @@ def test_the_step_stops_when_the_point_budget_is_spent_and_says_so() -> None:
     assert (tally.exact, tally.skipped["point_budget"], tally.points) == (2, 2, 2 * 7**5)
     assert search.tally.to_dict()["budget_exhausted"] is True
     assert "skipped 2 (2 point budget spent)" in tally.summary()
+
+
+def test_a_cancelled_job_stops_the_enumeration_between_chunks() -> None:
+    threat = _threat(SPREAD, SPREAD_ROWS[:1])  # 7**5 points: two chunks
+    checks: list[int] = []
+
+    def cancel_on_the_second_check() -> None:
+        checks.append(1)
+        if len(checks) == 2:
+            raise Cancelled("the job was cancelled")
+
+    search = ExhaustiveSearch(
+        threat.schema, threat.constraints, point_budget=10**6, check=cancel_on_the_second_check
+    )
+
+    with pytest.raises(Cancelled):
+        _run(search, SPREAD_ROWS[:1], threat)
+    assert search.tally.points == CHUNK_POINTS
 
 
 LINEAR: dict[str, Any] = {

@@ -78,7 +78,11 @@ class TabularAttack:
     every clean-correct one; its per-attack figure is then the worst case after it."""
 
 
-def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[TabularAttack]:
+def tabular_attacks(
+    suite: EvaluationSuite, threat: TabularThreat, check: Callable[[], None] = lambda: None
+) -> list[TabularAttack]:
+    """The suite; ``check`` raises to stop it (a cancelled job) between the enumeration's
+    chunks, which can run long on one batch."""
     full = suite is EvaluationSuite.STANDARD
     steps, targets, queries = (100, 9, 1000) if full else (20, 3, 200)
     relaxed = (
@@ -120,7 +124,7 @@ def tabular_attacks(suite: EvaluationSuite, threat: TabularThreat) -> list[Tabul
         ),
         TabularAttack(
             "exhaustive",
-            exhaustive_search(suite, threat.schema, threat.constraints),
+            exhaustive_search(suite, threat.schema, threat.constraints, check),
             "every valid point of the attacker's finite set, tried on the samples the attacks"
             " left robust (its figure is the worst case after it)",
             False,
@@ -234,7 +238,7 @@ def evaluate_tabular(
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
     started = time.monotonic()
-    suite = tabular_attacks(target.suite, threat)
+    suite = tabular_attacks(target.suite, threat, reporter.check)
     clean_correct = _correct(model, target, device)
     standing = clean_correct.clone()
     adversarial = target.x.clone()
@@ -254,6 +258,7 @@ def evaluate_tabular(
             audit,
             adversarial,
             standing,
+            reporter.check,
         )
         standing &= survived
         audits.append(audit)
@@ -333,6 +338,7 @@ def _judge(
     audit: AttackAudit | None,
     adversarial: Tensor | None,
     first_broken: Tensor | None,
+    check: Callable[[], None] = lambda: None,
 ) -> Tensor:
     """Run ``attack`` on the samples ``run_on``; returns which of them survived (others False).
     Records the audit's counts and, for samples ``first_broken`` still marks, the example."""
@@ -340,6 +346,7 @@ def _judge(
     survived = torch.zeros_like(run_on)
     candidates = torch.nonzero(run_on).flatten()
     for start in range(0, len(candidates), target.batch_size):
+        check()
         index = candidates[start : start + target.batch_size]
         x = target.x[index].to(device)
         y = target.y[index].to(device)

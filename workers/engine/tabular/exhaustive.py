@@ -26,6 +26,7 @@ as for every attack) is still valid and misclassified: that point is its adversa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,9 +249,12 @@ class ExhaustiveSearch:
         constraints: FeatureConstraints,
         point_budget: int,
         max_points_per_sample: int = MAX_POINTS_PER_SAMPLE,
+        check: Callable[[], None] = lambda: None,
     ) -> None:
         reason = not_finite(schema, constraints)
         self.schema = schema
+        self.check = check
+        """Raises to stop the enumeration between chunks (a cancelled job, its time limit)."""
         self.tally = ExhaustiveTally(point_budget, max_points_per_sample, reason)
         self.neighbourhood = None if reason else Neighbourhood(schema, constraints)
 
@@ -297,6 +301,7 @@ class ExhaustiveSearch:
         tally = self.tally
         disagreed = False
         for start in range(0, size, CHUNK_POINTS):
+            self.check()
             points = self.neighbourhood.points(x, start, min(size, start + CHUNK_POINTS))
             tally.points += len(points)
             valid = self.neighbourhood.valid(points, x)
@@ -324,7 +329,10 @@ class ExhaustiveSearch:
 
 
 def exhaustive_search(
-    suite: EvaluationSuite, schema: FeatureSchema, constraints: FeatureConstraints
+    suite: EvaluationSuite,
+    schema: FeatureSchema,
+    constraints: FeatureConstraints,
+    check: Callable[[], None] = lambda: None,
 ) -> ExhaustiveSearch:
     """The enumeration with ``suite``'s point budget."""
-    return ExhaustiveSearch(schema, constraints, POINT_BUDGET[suite])
+    return ExhaustiveSearch(schema, constraints, POINT_BUDGET[suite], check=check)
