@@ -110,7 +110,7 @@ def test_the_constrained_attacks_scored_both_models(hardened: Hardened) -> None:
 
     for label in ("original", "hardened"):
         audits = {a["name"] for a in report["tabular"][label]["attacks"]}
-        assert audits == {"capgd-ce", "capgd-t", "evolution"}
+        assert audits == {"capgd-ce", "capgd-t", "evolution", "exhaustive"}
         assert report["tabular"][label]["unconstrained"]["at_most_constrained"] is True
 
 
