@@ -4,6 +4,7 @@ with the raw generated stubs."""
 from __future__ import annotations
 
 import contextlib
+import io
 import subprocess
 import sys
 import threading
@@ -17,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
-from tests.shared_support import ROOT
+from client.cli import main
+from tests.shared_support import ROOT, base_env
 
 JOB_TIMEOUT = 240.0
 
@@ -106,6 +108,30 @@ def running_stack(
     finally:
         for process in [server, *workers]:
             process.stop()
+
+
+@contextlib.contextmanager
+def single_machine_stack(folder: Path, **settings: str) -> Iterator[Stack]:
+    """``python -m service`` with its own worker (the single-machine default) on port 0, one
+    thread each; ``settings`` are more TEMPERING_ variables."""
+    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0", "OMP_NUM_THREADS": "1", **settings})
+    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: object) -> CliRun:
+    """``temper ARGS`` run in this process, its exit code and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliRun(code, out.getvalue(), err.getvalue())
 
 
 # --- watching ---------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ bundle, a worker hardens the model, and a self-contained ONNX model comes back."
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +14,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, running_stack
+from e2e_support import Stack, run_cli, single_machine_stack
 
 from client import HardeningClient
-from client.cli import main
-from tests.shared_support import base_env, digits_arrays, export_digits_mlp, npz_bytes
+from tests.shared_support import digits_arrays, export_digits_mlp, npz_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,9 +33,7 @@ class Hardened:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp("bundle-stack")
-    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0", "OMP_NUM_THREADS": "1"})
-    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+    with single_machine_stack(tmp_path_factory.mktemp("bundle-stack")) as running:
         yield running
 
 
@@ -63,10 +58,8 @@ def hardened(
         "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
         "--server", stack.address, "--timeout", "300", "-o", output, "--json",
     ]  # fmt: skip
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return Hardened(code, err.getvalue(), output)
+    run = run_cli(*args)
+    return Hardened(run.code, run.err, output)
 
 
 def test_the_dynamo_exporter_writes_external_data(export: tuple[Path, Path]) -> None:

@@ -18,11 +18,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, running_stack
+from e2e_support import Stack, run_cli, single_machine_stack
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
-from tests.shared_support import base_env, digits_arrays, npz_bytes
+from tests.shared_support import digits_arrays, npz_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,14 +43,7 @@ class Hardened:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("large-model-stack")
-    env = base_env(
-        {
-            "TEMPERING_GRPC_ADDRESS": "127.0.0.1:0",
-            "TEMPERING_INLINE_WEIGHT_LIMIT": LIMIT,
-            "OMP_NUM_THREADS": "1",
-        }
-    )
-    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+    with single_machine_stack(folder, TEMPERING_INLINE_WEIGHT_LIMIT=LIMIT) as running:
         yield running
 
 
@@ -89,10 +82,8 @@ def hardened(
         "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
         "--server", stack.address, "--timeout", "300", "-o", output,
     ]  # fmt: skip
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return Hardened(code, out.getvalue(), err.getvalue(), output)
+    run = run_cli(*args)
+    return Hardened(run.code, run.out, run.err, output)
 
 
 def test_the_export_is_over_the_lowered_limit(export: tuple[Path, Path]) -> None:

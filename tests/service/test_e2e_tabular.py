@@ -6,21 +6,18 @@ schema beside the model."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import Stack, running_stack
+from e2e_support import Stack, run_cli, single_machine_stack
 from svc_helpers import download
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
-from tests.shared_support import base_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,9 +35,7 @@ class Hardened:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp("tabular-stack")
-    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0", "OMP_NUM_THREADS": "1"})
-    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+    with single_machine_stack(tmp_path_factory.mktemp("tabular-stack")) as running:
         yield running
 
 
@@ -69,11 +64,9 @@ def hardened(
         "--method", "fgsm", "--epochs", "1", "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
         "--server", address, "--timeout", "300", "-o", output, "--json",
     ]  # fmt: skip
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    job_id = json.loads(out.getvalue())["job_id"] if code == 0 else ""
-    return Hardened(code, out.getvalue(), err.getvalue(), output, job_id)
+    run = run_cli(*args)
+    job_id = json.loads(run.out)["job_id"] if run.code == 0 else ""
+    return Hardened(run.code, run.out, run.err, output, job_id)
 
 
 def temper(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

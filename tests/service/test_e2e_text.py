@@ -5,8 +5,6 @@ the tokenizer come back; ``temper download`` fetches the tokenizer beside the mo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, running_stack
+from e2e_support import Stack, run_cli, single_machine_stack
 from svc_helpers import download
 from tempering.v1 import hardening_pb2 as pb
 from text_support import TextInputs, make_text_inputs
 
 from client.cli import main
 from tests.engine.text import support
-from tests.shared_support import base_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,9 +38,7 @@ class Hardened:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp("text-stack")
-    env = base_env({"TEMPERING_GRPC_ADDRESS": "127.0.0.1:0", "OMP_NUM_THREADS": "1"})
-    with running_stack(["--state-dir", str(folder / "state")], env, folder) as running:
+    with single_machine_stack(tmp_path_factory.mktemp("text-stack")) as running:
         yield running
 
 
@@ -78,11 +73,9 @@ def hardened(
         "--max-length", MAX_LENGTH, "--server", address, "--timeout", "240",
         "-o", output, "--json",
     ]  # fmt: skip
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    job_id = json.loads(out.getvalue())["job_id"] if code == 0 else ""
-    return Hardened(code, out.getvalue(), err.getvalue(), output, job_id)
+    run = run_cli(*args)
+    job_id = json.loads(run.out)["job_id"] if run.code == 0 else ""
+    return Hardened(run.code, run.out, run.err, output, job_id)
 
 
 def test_temper_hardens_a_text_model_on_a_server(hardened: Hardened, stack: Stack) -> None:
