@@ -324,10 +324,16 @@ class Jobs:
             dataset_paths = [
                 stack.enter_context(self._artifacts.local_path(d.sha256)) for d in datasets
             ]
+            contents = [model.sha256, *(d.sha256 for d in datasets)]
             if tokenizer is None and not text_data:
                 if schema is None:
                     self._check_job_inputs(
-                        model_format, model_path, dataset_paths, spec.threat, tenant=tenant
+                        model_format,
+                        model_path,
+                        dataset_paths,
+                        spec.threat,
+                        tenant=tenant,
+                        contents=contents,
                     )
                     return
                 schema_path = stack.enter_context(self._artifacts.local_path(schema.sha256))
@@ -338,6 +344,7 @@ class Jobs:
                     spec.threat,
                     tenant=tenant,
                     schema=schema_path,
+                    contents=[*contents, schema.sha256],
                 )
                 return
             text = TextInputs(
@@ -350,7 +357,13 @@ class Jobs:
                 max_length=spec.text_threat.max_length if spec.text_threat else None,
             )
             self._check_job_inputs(
-                model_format, model_path, dataset_paths, spec.threat, tenant=tenant, text=text
+                model_format,
+                model_path,
+                dataset_paths,
+                spec.threat,
+                tenant=tenant,
+                text=text,
+                contents=[*contents, *([tokenizer.sha256] if tokenizer is not None else [])],
             )
 
 

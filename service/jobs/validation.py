@@ -115,6 +115,7 @@ class InputCheck(Protocol):
         tenant: str,
         text: TextInputs | None = None,
         schema: Path | None = None,
+        contents: Sequence[str] = (),
     ) -> None: ...
 
 
@@ -348,6 +349,7 @@ def check_job_inputs(
     limits: CostLimits = DEFAULT_LIMITS,
     text: TextInputs | None = None,
     schema: Path | None = None,
+    contents: Sequence[str] = (),
 ) -> None:
     """Raise InvalidModel/InvalidData if the job could not run, ResourceExhausted if one pass of
     the model on one sample is estimated over ``limits``. ONNX models are loaded, estimated and
@@ -356,7 +358,9 @@ def check_job_inputs(
     submission it is: this check runs the same for everyone, a pool that shares checkers between
     tenants schedules by it. ``text`` is set when the job names a tokenizer or text data; a
     text model is checked as such whether it is set or not (and refused without a
-    tokenizer)."""
+    tokenizer). ``contents`` (the inputs' SHA-256s) is for a caller that remembers answers
+    (:class:`~service.jobs.validation_pool.ValidationPool`); the check itself reads the files."""
+    del contents
     check_declared_format(model_format, model_path)
     with _onnx_file(model_format, model_path) as onnx_path:
         classifier = (

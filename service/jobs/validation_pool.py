@@ -19,6 +19,7 @@ process nor the checkers import torch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -95,14 +96,18 @@ class ValidationPool:
         tenant: str = DEFAULT_TENANT,
         text: TextInputs | None = None,
         schema: Path | None = None,
+        contents: Sequence[str] = (),
     ) -> None:
         """Raise what :func:`check_job_inputs` raises, ResourceExhausted past a limit,
-        Unavailable if no checker came free in time for ``tenant``."""
+        Unavailable if no checker came free in time for ``tenant``. ``contents``, the SHA-256 of
+        each file in the order of :attr:`CheckRequest.paths`, lets a refusal be remembered by
+        the bytes checked rather than by the files holding them."""
         request = CheckRequest(
             model_format, model_path, tuple(dataset_paths), threat, self._limits, text, schema
         )
-        self._refusals.raise_if_refused(request)
-        self._run_in_turn(request, tenant)
+        key = _identity(request, contents)
+        self._refusals.raise_if_refused(key)
+        self._run_in_turn(request, tenant, remember_as=key)
 
     def check_tokenizer(self, path: Path, tenant: str = DEFAULT_TENANT) -> None:
         """Raise the engine's InvalidModel when the file at ``path`` is not a tokenizer the
@@ -115,13 +120,15 @@ class ValidationPool:
         feature schema the engine can read; as :meth:`check_tokenizer` otherwise."""
         self._run_in_turn(SchemaCheckRequest(path), tenant)
 
-    def _run_in_turn(self, request: AnyCheck, tenant: str) -> None:
+    def _run_in_turn(
+        self, request: AnyCheck, tenant: str, remember_as: tuple[object, ...] | None = None
+    ) -> None:
         """Wait fairly for a checker and run ``request`` on it, the call's admission slot given
         back meanwhile: a call waiting for a process costs the server's other callers nothing."""
         with stepped_aside():
             self._take_slot(tenant)
             try:
-                self._run(request, tenant)
+                self._run(request, tenant, remember_as)
             finally:
                 self._slots.release(tenant)
 
@@ -151,7 +158,9 @@ class ValidationPool:
         for checker in idle:
             checker.stop()
 
-    def _run(self, check: AnyCheck, tenant: str) -> None:
+    def _run(
+        self, check: AnyCheck, tenant: str, remember_as: tuple[object, ...] | None = None
+    ) -> None:
         checker = self._take(tenant)
         try:
             outcome = checker.run(check, self._time_limit)
@@ -184,8 +193,8 @@ class ValidationPool:
             )
         self._give_back(checker)
         if outcome.error is not None:
-            if isinstance(check, CheckRequest):
-                self._refusals.remember(check, outcome.error)
+            if remember_as is not None:
+                self._refusals.remember(remember_as, outcome.error)
             raise outcome.error
 
     def _take(self, tenant: str) -> _Checker:
@@ -317,21 +326,17 @@ REMEMBERED_REFUSALS = 1024
 
 
 class _Refusals:
-    """The last refusals of the check itself, by what was checked, given again without a
-    checker: a tenant who submits the same costly model in a loop costs one check, not one a
-    submission. A request is the same when its parameters are and its files are the same files,
-    unchanged since (inode, size and modification time; the server's inputs are
-    content-addressed blobs that never change), so the check would refuse it again, in the same
-    words. Time-outs are not remembered: they can come from a busy machine rather than from the
-    inputs."""
+    """The last refusals of the check itself, by what was checked (:func:`_identity`), given
+    again without a checker: a tenant who submits the same costly model in a loop costs one
+    check, not one a submission; the check would refuse it again, in the same words. Time-outs
+    are not remembered: they can come from a busy machine rather than from the inputs."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._errors: OrderedDict[tuple[object, ...], BaseException] = OrderedDict()
         self._lock = threading.Lock()
 
-    def raise_if_refused(self, request: CheckRequest) -> None:
-        key = _identity(request)
+    def raise_if_refused(self, key: tuple[object, ...] | None) -> None:
         if key is None:
             return
         with self._lock:
@@ -341,13 +346,10 @@ class _Refusals:
         if error is not None:
             raise copy.copy(error).with_traceback(None)
 
-    def remember(self, request: CheckRequest, error: BaseException) -> None:
+    def remember(self, key: tuple[object, ...], error: BaseException) -> None:
         """Keep a copy of ``error``: the error itself is raised next, and its traceback would
         then hold every frame of the refused call (its request, its gRPC state), tens of KiB a
         refusal, for as long as the refusal is remembered."""
-        key = _identity(request)
-        if key is None:
-            return
         with self._lock:
             self._errors[key] = copy.copy(error).with_traceback(None)
             self._errors.move_to_end(key)
@@ -355,8 +357,16 @@ class _Refusals:
                 self._errors.popitem(last=False)
 
 
-def _identity(request: CheckRequest) -> tuple[object, ...] | None:
-    """The request and the identity of each of its files; None when a file cannot be read."""
+def _identity(request: CheckRequest, contents: Sequence[str]) -> tuple[object, ...] | None:
+    """What makes the check's answer the same: the request's parameters and the bytes of its
+    files. By the files' SHA-256s where the caller gives them, so that two local copies of one
+    blob count as one (an S3 store downloads a fresh copy for every check); else by each file's
+    inode, size and modification time (the local store leaves a blob's file as it is when the
+    same bytes are uploaded again). None when a file cannot be read."""
+    if contents:
+        if len(contents) != len(request.paths):
+            raise ValueError(f"{len(contents)} digests for {len(request.paths)} files")
+        return (_placeholders(request), tuple(contents))
     try:
         files = tuple(
             (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -365,3 +375,19 @@ def _identity(request: CheckRequest) -> tuple[object, ...] | None:
     except OSError:
         return None
     return (request, files)
+
+
+def _placeholders(request: CheckRequest) -> CheckRequest:
+    """The request with each file's path replaced by its role."""
+    text = request.text
+    return dataclasses.replace(
+        request,
+        model_path=Path("model"),
+        dataset_paths=tuple(Path(f"dataset-{i}") for i in range(len(request.dataset_paths))),
+        text=(
+            dataclasses.replace(text, tokenizer=Path("tokenizer") if text.tokenizer else None)
+            if text is not None
+            else None
+        ),
+        schema=Path("schema") if request.schema is not None else None,
+    )

@@ -4,6 +4,7 @@ the same costly model in a loop costs the server one check, not one a submission
 from __future__ import annotations
 
 import gc
+import hashlib
 import weakref
 from pathlib import Path
 
@@ -66,6 +67,32 @@ def test_uploading_a_refused_model_again_does_not_buy_another_check(
         monkeypatch.setattr(pool, "_run", no_checker)
         with pytest.raises(ResourceExhausted):
             pool.check(ModelFormat.ONNX, model, [data], ThreatModel(), tenant="mallory")
+    finally:
+        pool.close()
+
+
+def test_a_refusal_given_the_inputs_digests_holds_for_a_fresh_copy_of_the_same_bytes(
+    pool: ValidationPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, data = slow_model(tmp_path / "costly.onnx"), tmp_path / "train.npz"
+    data.write_bytes(digits_like())
+    copy = tmp_path / "download-2.blob"  # as an S3 store's second download of the blob
+    copy.write_bytes(first.read_bytes())
+    contents = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, data)]
+    try:
+        with pytest.raises(ResourceExhausted):
+            pool.check(
+                ModelFormat.ONNX, first, [data], ThreatModel(), tenant="mallory", contents=contents
+            )
+
+        def no_checker(*_: object) -> None:
+            raise AssertionError("a checker ran for bytes already refused")
+
+        monkeypatch.setattr(pool, "_run", no_checker)
+        with pytest.raises(ResourceExhausted):
+            pool.check(
+                ModelFormat.ONNX, copy, [data], ThreatModel(), tenant="mallory", contents=contents
+            )
     finally:
         pool.close()
 
