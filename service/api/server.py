@@ -4,9 +4,10 @@ plaintext port as :mod:`service.api.transport` decides."""
 
 from __future__ import annotations
 
+import enum
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +20,7 @@ from service.api.auth_interceptor import AuthInterceptor
 from service.api.interceptor import ErrorInterceptor
 from service.api.metrics import ServerMetrics, metrics_address
 from service.api.servicer import HardeningServicer
+from service.api.shared_port import claim_address
 from service.api.transport import Exposure, plan_exposure
 from service.api.upload_limit import (
     UploadDeadlines,
@@ -51,10 +53,33 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HardeningService"].full_name
 
 
+class ServerRole(enum.Enum):
+    """Where this process stands among the processes serving one port
+    (:mod:`service.ops.server_processes`)."""
+
+    ALONE = "alone"
+    """The only process on its port: binds it exclusively."""
+    FIRST = "first"
+    """The first of several: claims the port, shares it, and runs the background duties (lost-job
+    reconciler, partial-upload sweeper, webhook notifier, Prometheus endpoint)."""
+    SIBLING = "sibling"
+    """A later one: joins the port the first claimed and answers calls, nothing more."""
+
+    @property
+    def shares_port(self) -> bool:
+        return self is not ServerRole.ALONE
+
+    @property
+    def runs_duties(self) -> bool:
+        return self is not ServerRole.SIBLING
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
     port: int
+    settings: Settings
+    """What it was started with, its address resolved when it claimed a shared port."""
     jobs: Jobs
     stores: Stores
     health: health.HealthServicer
@@ -90,11 +115,13 @@ class RunningServer:
         self.stores.close()
 
 
-def start_server(settings: Settings) -> RunningServer:
+def start_server(settings: Settings, role: ServerRole = ServerRole.ALONE) -> RunningServer:
     """Raises SettingsError (:class:`service.api.transport.InsecureSetup`) for an exposure the
-    server refuses, before opening anything."""
+    server refuses, before opening anything; OSError when it cannot listen."""
     exposure = plan_exposure(settings)
-    metrics_at = metrics_address(settings)
+    if role is ServerRole.FIRST:
+        settings = replace(settings, grpc_address=claim_address(settings.grpc_address))
+    metrics_at = metrics_address(settings) if role.runs_duties else None
     webhooks = WebhookConfig.from_settings(settings)
     quotas = QuotaPolicy.from_settings(
         settings.tenant_max_stored_bytes, settings.tenant_max_queued_jobs, settings.tenant_limits
@@ -151,7 +178,7 @@ def start_server(settings: Settings) -> RunningServer:
             upload_limit,
             AdmissionInterceptor(_admission(settings, exposure)),
         ],
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", int(role.shares_port))],
     )
     pb_grpc.add_HardeningServiceServicer_to_server(HardeningServicer(uploads, jobs), server)
     health_servicer = health.HealthServicer()
@@ -178,23 +205,37 @@ def start_server(settings: Settings) -> RunningServer:
     upload_limit.watchdog.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    for warning in exposure.warnings:
+    for warning in exposure.warnings if role.runs_duties else ():
         log.warning("%s", warning)
     log.info(
-        "serving %s on %s (port %d): %s",
+        "serving %s on %s (port %d%s): %s",
         SERVICE_NAME,
         settings.grpc_address,
         port,
+        "" if role is ServerRole.ALONE else f", shared, {role.value} process",
         exposure.describe(),
     )
     if endpoint is not None:
         log.info("serving Prometheus metrics at %s", endpoint.url)
+    if not role.runs_duties:
+        return RunningServer(
+            server,
+            port,
+            settings,
+            jobs,
+            stores,
+            health_servicer,
+            exposure,
+            validation=validation,
+            upload_limit=upload_limit,
+        )
     reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
     sweeper = _start_sweeper(stores.artifacts)
     notifier = start_notifier(settings, stores.database, stores.jobs.get, webhooks)
     return RunningServer(
         server,
         port,
+        settings,
         jobs,
         stores,
         health_servicer,

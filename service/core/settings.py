@@ -43,6 +43,10 @@ class Settings:
     grpc_threads: int = 128
     """Server threads; every open WatchJob stream holds one, and watches may take at most 3/4
     of them (:mod:`service.api.watch_limit`)."""
+    server_processes: int = 0
+    """Server processes answering on the one gRPC port (Linux's ``SO_REUSEPORT``); 0: one per
+    CPU, at most four, and one where the port cannot be shared or metrics are served
+    (:mod:`service.ops.server_processes`)."""
     grpc_active_calls: int = 0
     """Unary calls running at once, the rest waiting fairly between tenants; 0: two per CPU plus
     two (:mod:`service.core.admission`)."""
@@ -155,6 +159,10 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}MAX_ATTEMPTS must be at least 1")
         if self.grpc_threads < 2:
             raise SettingsError(f"{ENV_PREFIX}GRPC_THREADS must be at least 2")
+        if self.server_processes < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}SERVER_PROCESSES must be 0 (one per CPU, at most four) or more"
+            )
         if self.grpc_active_calls < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}GRPC_ACTIVE_CALLS must be 0 (two per CPU plus two) or more"
@@ -315,6 +323,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("broker_url", str, "Celery broker URL (redis://... or sqla+sqlite:///...)"),
     FieldSpec("grpc_address", str, "host:port the gRPC server listens on (port 0 picks one)"),
     FieldSpec("grpc_threads", int, "server threads; open WatchJob streams may use 3/4 of them"),
+    FieldSpec("server_processes", int, "server processes sharing the port (0: one per CPU, <= 4)"),
     FieldSpec("grpc_active_calls", int, "unary calls running at once (0: 2 per CPU + 2)"),
     FieldSpec("tenant_max_watches", int, "open WatchJob streams per tenant (0: half the server's)"),
     FieldSpec("tenant_max_uploads", int, "open upload streams per tenant (0: a quarter of slots)"),

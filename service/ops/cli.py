@@ -19,19 +19,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from service.api.server import start_server
+from service.api.server import ServerRole, start_server
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError
 from service.core.settings_flags import settings_parser
 from service.ops.local_worker import LocalWorker
 from service.ops.memory import tune_allocator_for_streaming
 from service.ops.parent_death import die_with_parent
+from service.ops.server_processes import SiblingServers, server_processes
 from service.webhooks import cli as webhook_cli
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 30.0
 """Time a server whose parent is gone gets to stop its calls and its worker before it exits."""
+SIBLING_START_SECONDS = 60.0
+"""Longest the port file waits for the other server processes to serve."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,29 +119,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid, signal.SIGTERM, force_exit_after=SHUTDOWN_SECONDS)
+    processes = server_processes(settings)
     try:
-        running = start_server(settings)
+        running = start_server(settings, ServerRole.FIRST if processes > 1 else ServerRole.ALONE)
     except (OSError, SettingsError) as exc:
         print(f"tempering: {exc}", file=sys.stderr)
         return 1
+    siblings = SiblingServers(running.settings, processes - 1)
     worker = None if args.no_worker else LocalWorker(settings)
     try:
+        if worker is not None and settings.uses_local_broker:
+            requeued = running.jobs.requeue_interrupted()
+            if requeued:
+                log.info("queued %d unfinished job(s) again", requeued)
+        _start_siblings(siblings, running.settings.grpc_address)
         if worker is not None:
-            if settings.uses_local_broker:
-                requeued = running.jobs.requeue_interrupted()
-                if requeued:
-                    log.info("queued %d unfinished job(s) again", requeued)
             worker.start()
         if args.port_file:
             _write_atomically(args.port_file, f"{running.port}\n")
         while not stop.wait(1.0):
+            siblings.keep_alive()
             if worker is not None:
                 worker.keep_alive()
     finally:
+        siblings.terminate()
         running.stop()
+        siblings.wait(SHUTDOWN_SECONDS)
         if worker is not None:
             worker.stop()
     return 0
+
+
+def _start_siblings(siblings: SiblingServers, address: str) -> None:
+    """Start them and wait until they serve, so that the port file means every process does."""
+    siblings.start()
+    serving = siblings.wait_ready(SIBLING_START_SECONDS)
+    if serving < siblings.count:
+        log.warning(
+            "%d of %d sibling server processes serve on %s", serving, siblings.count, address
+        )
 
 
 def _write_atomically(path: Path, text: str) -> None:

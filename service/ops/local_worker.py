@@ -15,11 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import service
 from service.core.broker import worker_command
 from service.core.settings import Settings
+from service.ops.child_env import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,9 @@ class LocalWorker:
         hostname = f"tempering-local-{os.getpid()}@%h"
         command = [sys.executable, "-m", "service.ops.local_worker_process", str(os.getpid())]
         command += worker_command(self._settings, hostname)
-        self._process = subprocess.Popen(command, env=self._environment(), start_new_session=True)
+        self._process = subprocess.Popen(
+            command, env=child_environment(self._settings), start_new_session=True
+        )
         log.info("started a local worker (pid %d)", self._process.pid)
 
     def keep_alive(self) -> None:
@@ -71,11 +72,6 @@ class LocalWorker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-    def _environment(self) -> dict[str, str]:
-        root = str(Path(service.__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        return {**os.environ, **self._settings.to_env(), "PYTHONPATH": path}
 
 
 def _waited(process: subprocess.Popen[bytes], seconds: float) -> bool:
