@@ -175,7 +175,9 @@ def start_server(
     root.mkdir(parents=True)
     context = prepare_root(root)
     write_key_file(root)
-    settings = hostile_settings(root, trusted=trusted)
+    # The corpus goes over one connection, which reaches one server process: run one, the one
+    # watched.
+    settings = dataclasses.replace(hostile_settings(root, trusted=trusted), server_processes=1)
     if upload_limit is not None:
         settings = dataclasses.replace(settings, max_upload_bytes=upload_limit)
     port_file, log = folder / "port", folder / "server.log"

@@ -10,9 +10,11 @@ for ``--duration`` seconds, each with one role:
 - ``upload``: UploadDataset of a small fresh .npz (every fifth one repeats bytes already sent);
 - ``submit``: SubmitJob of the long job, then a pause (``--submit-pause``).
 
-By default ``get`` and ``upload`` clients call back to back (a closed loop at saturation: each
-call's latency is then about the clients in flight over the server's rate, whatever the cost of
-one call); ``--think`` gives them a pause between calls, as a person or a polling CLI has.
+Each client has its own connection, as separate programs would (``--shared-channel`` puts them
+all on one). By default ``get`` and ``upload`` clients call back to back (a closed loop at
+saturation: each call's latency is then about the clients in flight over the server's rate,
+whatever the cost of one call); ``--think`` gives them a pause between calls, as a person or a
+polling CLI has.
 
 Prints calls per second, errors and latency percentiles per RPC (for WatchJob the time to its
 first event). Loopback only; stops by itself after ``--duration`` or ``--max-calls`` calls,
@@ -22,6 +24,7 @@ then cancels the jobs it submitted and stops the stack it started.
     python bench/load.py --clients 100 --duration 30 --server-threads 64
     python bench/load.py --idle                       # no worker: the server's own latency
     python bench/load.py --idle --think 0.1           # clients pausing 100 ms between calls
+    python bench/load.py --idle --server-processes 1  # one server process (default: per CPU)
     python bench/load.py --server 127.0.0.1:50051 --api-key "$KEY"
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import io
 import ipaddress
@@ -340,7 +344,9 @@ class OwnStack:
 
 
 @contextlib.contextmanager
-def own_stack(threads: int | None, log: Path, extra_args: Sequence[str] = ()) -> Iterator[OwnStack]:
+def own_stack(
+    threads: int | None, processes: int | None, log: Path, extra_args: Sequence[str] = ()
+) -> Iterator[OwnStack]:
     """``python -m service`` (server and local worker) on 127.0.0.1 port 0 in a temporary state
     directory, with ``extra_args`` (``--no-worker``, say); stopped with SIGTERM (SIGKILL for it
     and its children after 60 s)."""
@@ -351,6 +357,8 @@ def own_stack(threads: int | None, log: Path, extra_args: Sequence[str] = ()) ->
         env["TEMPERING_LOG_LEVEL"] = "WARNING"
         if threads is not None:
             env["TEMPERING_GRPC_THREADS"] = str(threads)
+        if processes is not None:
+            env["TEMPERING_SERVER_PROCESSES"] = str(processes)
         command = [sys.executable, "-m", "service", "--state-dir", state]
         command += ["--grpc-address", "127.0.0.1:0", "--port-file", str(port_file)]
         command += extra_args
@@ -388,6 +396,22 @@ def child_pids(pid: int) -> list[int]:
         for task in Path(f"/proc/{pid}/task").iterdir():
             found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def server_processes(pid: int) -> tuple[list[int], list[int]]:
+    """The server processes of the stack whose first process is ``pid`` (it and its siblings,
+    :mod:`service.ops.server_processes`), and every other process below them (checkers, the
+    local worker)."""
+    servers: list[int] = [pid]
+    others: list[int] = []
+    pending = child_pids(pid)
+    while pending:
+        child = pending.pop()
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            (servers if b"service.ops.sibling_server" in command else others).append(child)
+        pending += child_pids(child)
+    return servers, others
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -428,19 +452,28 @@ def run(address: str, args: argparse.Namespace) -> dict[str, object]:
             think=args.think,
             job_ids=[first.id],
         )
-        threads = [
-            threading.Thread(
-                target=ROLES[role], args=(shared, random.Random(i)), name=f"{role}-{i}", daemon=True
-            )
-            for i, role in enumerate(roles)
-        ]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max(shared.deadline - time.monotonic(), 0) + 15)
-        shared.stop.set()
-        elapsed = time.monotonic() - started
+        with contextlib.ExitStack() as channels:
+            threads = [
+                threading.Thread(
+                    target=ROLES[role],
+                    args=(
+                        shared
+                        if args.shared_channel
+                        else own_connection(shared, channels, address, options),
+                    ),
+                    kwargs={"rng": random.Random(i)},
+                    name=f"{role}-{i}",
+                    daemon=True,
+                )
+                for i, role in enumerate(roles)
+            ]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(max(shared.deadline - time.monotonic(), 0) + 15)
+            shared.stop.set()
+            elapsed = time.monotonic() - started
         final_state = pb.JobState.Name(
             stub.GetJob(pb.GetJobRequest(job_id=first.id), timeout=60, metadata=metadata).state
         )
@@ -457,6 +490,17 @@ def run(address: str, args: argparse.Namespace) -> dict[str, object]:
         "jobs_cancelled": cancelled,
         "stuck_threads": sum(t.is_alive() for t in threads),
     }
+
+
+def own_connection(
+    shared: Shared, channels: contextlib.ExitStack, address: str, options: list[tuple[str, int]]
+) -> Shared:
+    """``shared`` with a stub on a connection of its own (a local subchannel pool: gRPC would
+    otherwise reuse one connection for every channel to the same address)."""
+    channel = channels.enter_context(
+        grpc.insecure_channel(address, options=[*options, ("grpc.use_local_subchannel_pool", 1)])
+    )
+    return dataclasses.replace(shared, stub=pb_grpc.HardeningServiceStub(channel))
 
 
 def wait_running(
@@ -571,6 +615,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--server-threads", type=int, help="TEMPERING_GRPC_THREADS of the stack started here"
     )
     parser.add_argument(
+        "--server-processes",
+        type=int,
+        help="TEMPERING_SERVER_PROCESSES of the stack started here [the server's default]",
+    )
+    parser.add_argument(
+        "--shared-channel",
+        action="store_true",
+        help="every client on one connection (by default each has its own, as programs do)",
+    )
+    parser.add_argument(
         "--idle",
         action="store_true",
         help="own stack without a worker: jobs stay queued, nothing trains beside the server",
@@ -590,9 +644,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = "server started elsewhere"
     else:
         extra = ["--no-worker"] if args.idle else []
-        with own_stack(args.server_threads, args.log, extra) as stack:
+        with own_stack(args.server_threads, args.server_processes, args.log, extra) as stack:
             result = run(stack.address, args)
-        note = f"server threads {args.server_threads or 'default'}; log {args.log}"
+        note = (
+            f"server threads {args.server_threads or 'default'}, processes"
+            f" {args.server_processes or 'default'}; log {args.log}"
+        )
     print(report(result, note))
     if args.json:
         args.json.write_text(json.dumps(to_json(result), indent=2, default=str))

@@ -14,9 +14,9 @@ at its defaults) on 127.0.0.1 port 0 and, for ``--duration`` seconds:
 Mallory runs in a process of her own, so that her 700 client threads do not take the GIL from
 alice's: what alice measures is the server. Alice starts ``--warm-up`` seconds after mallory.
 Prints alice's GetJob and SubmitJob latency percentiles and errors, the status codes mallory's
-calls got, and the server's resident memory (start, peak, end; the server process alone, and
-with its checker processes). Exit status 1 when alice saw an error. Run it alone on the machine:
-on two cores, anything else running shows in alice's tail latency.
+calls got, and the server's resident memory (start, peak, end; its processes together, alone
+and with their checker processes). Exit status 1 when alice saw an error. Run it alone on the
+machine: on two cores, anything else running shows in alice's tail latency.
 
     python bench/tenant_isolation.py                       # 500 uploads, 200 watches, 60 s
     python bench/tenant_isolation.py --duration 120 --json /tmp/isolation.json
@@ -44,11 +44,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from load import (
     ROOT,
-    child_pids,
     mlp_onnx,
     npz_bytes,
     own_stack,
     percentile,
+    server_processes,
     upload_messages,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -243,9 +243,11 @@ def resident_kib(pid: int) -> int:
 
 
 def sample_memory(server_pid: int, run: Run, samples: list[tuple[int, int]]) -> None:
+    """Resident KiB of the server processes together, and of them with their checkers."""
     while not run.stop.is_set():
-        own = resident_kib(server_pid)
-        samples.append((own, own + sum(resident_kib(c) for c in child_pids(server_pid))))
+        servers, others = server_processes(server_pid)
+        own = sum(resident_kib(pid) for pid in servers)
+        samples.append((own, own + sum(resident_kib(pid) for pid in others)))
         run.stop.wait(0.5)
 
 
@@ -275,8 +277,8 @@ def attack(plan: Attack, results: multiprocessing.Queue[dict[str, object]]) -> N
     """Mallory, in her own process so that her 700 threads do not take the GIL from alice's
     client: the latencies measured are the server's, not this script's."""
     streams = plan.stalled_uploads + plan.watches
-    channels = [
-        grpc.insecure_channel(plan.address)
+    channels = [  # each a connection of its own, so that she reaches every server process
+        grpc.insecure_channel(plan.address, [("grpc.use_local_subchannel_pool", 1)])
         for _ in range(max(1, -(-streams // STREAMS_PER_CHANNEL)))
     ]
     stubs = [pb_grpc.HardeningServiceStub(c) for c in channels]
@@ -361,7 +363,7 @@ def measure(
     spawn = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[dict[str, object]] = spawn.Queue()
     mallory_process = spawn.Process(target=attack, args=(plan, results), daemon=True)
-    baseline = resident_kib(server_pid)
+    baseline = sum(resident_kib(pid) for pid in server_processes(server_pid)[0])
     mallory_process.start()
     time.sleep(args.warm_up)  # mallory's streams open before alice starts measuring
 
@@ -412,7 +414,8 @@ def measure(
             "start": baseline / 1024,
             "peak": max((own for own, _ in memory), default=0) / 1024,
             "peak_with_checkers": max((total for _, total in memory), default=0) / 1024,
-            "end": resident_kib(server_pid) / 1024,
+            "end": sum(resident_kib(pid) for pid in server_processes(server_pid)[0]) / 1024,
+            "server_processes": len(server_processes(server_pid)[0]),
         },
     }
 
@@ -444,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         extra = ["--no-worker", "--api-keys-file", str(keys)]
-        with own_stack(None, args.log, extra) as stack:
+        with own_stack(None, None, args.log, extra) as stack:
             result = measure(stack.address, stack.server_pid, alice, mallory, args)
     print(report(result))
     if args.json:
