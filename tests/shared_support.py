@@ -51,18 +51,28 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
 
 
-def export_digits_mlp(path: Path, *, dynamo: bool = True, external_data: bool = False) -> bytes:
-    """A small MLP for scikit-learn's digits, briefly trained, exported with torch.onnx: by the
-    dynamo exporter, or with ``dynamo=False`` by the TorchScript-based one at opset 17. With
-    ``external_data`` the dynamo exporter's default is kept: weights in ``<name>.data``."""
+def export_digits_mlp(
+    path: Path,
+    *,
+    dynamo: bool = True,
+    external_data: bool = False,
+    hidden: int = 32,
+    train_steps: int = 60,
+) -> bytes:
+    """An MLP 64-``hidden``-10 for scikit-learn's digits, trained for ``train_steps`` full-batch
+    steps, exported with torch.onnx: by the dynamo exporter, or with ``dynamo=False`` by the
+    TorchScript-based one at opset 17. With ``external_data`` the dynamo exporter's default is
+    kept: weights in ``<name>.data``."""
     import torch
 
     x, y = digits_arrays()
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(60):
+    for _ in range(train_steps):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(inputs), labels).backward()
         optimizer.step()

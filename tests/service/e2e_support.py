@@ -22,6 +22,8 @@ from client.cli import main
 from tests.shared_support import ROOT, base_env
 
 JOB_TIMEOUT = 240.0
+QUICK_EVAL_SAMPLES = 20
+"""Samples :func:`harden_quickly` scores."""
 
 
 @dataclass
@@ -132,6 +134,18 @@ def run_cli(*args: object) -> CliRun:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return CliRun(code, out.getvalue(), err.getvalue())
+
+
+def harden_quickly(
+    model: Path, data: Path, address: str, output: Path, *extra: object, eps: str = "0.1"
+) -> CliRun:
+    """``temper harden`` of the cheapest job there is (one epoch of FGSM, the fast suite on 20
+    samples) against the server at ``address``; ``extra`` are more arguments."""
+    return run_cli(
+        "harden", model, "--data", data, "--eps", eps, "--method", "fgsm", "--epochs", "1",
+        "--suite", "fast", "--eval-samples", QUICK_EVAL_SAMPLES,
+        "--server", address, "--timeout", "300", "-o", output, *extra,
+    )  # fmt: skip
 
 
 # --- watching ---------------------------------------------------------------------------------

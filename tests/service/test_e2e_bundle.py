@@ -14,14 +14,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, run_cli, single_machine_stack
+from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
 
 from client import HardeningClient
 from tests.shared_support import digits_arrays, export_digits_mlp, npz_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-EVAL_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,7 @@ def hardened(
 ) -> Hardened:
     model, data = export
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    args = [
-        "harden", model, "--data", data, "--eps", "0.1", "--method", "fgsm", "--epochs", "1",
-        "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
-        "--server", stack.address, "--timeout", "300", "-o", output, "--json",
-    ]  # fmt: skip
-    run = run_cli(*args)
+    run = harden_quickly(model, data, stack.address, output, "--json")
     return Hardened(run.code, run.err, output)
 
 
@@ -73,7 +66,7 @@ def test_temper_hardens_a_dynamo_export_with_external_data_on_a_server(
 ) -> None:
     assert hardened.code == 0, hardened.err + stack.logs()
     report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
-    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+    assert report["hardened"]["clean_accuracy"]["total"] == QUICK_EVAL_SAMPLES
 
 
 def test_the_hardened_model_comes_back_as_one_self_contained_file(hardened: Hardened) -> None:

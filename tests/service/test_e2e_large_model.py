@@ -18,18 +18,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, run_cli, single_machine_stack
+from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
-from tests.shared_support import digits_arrays, npz_bytes
+from tests.shared_support import digits_arrays, export_digits_mlp, npz_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LIMIT = "2M"
 HIDDEN = 16384
 """64 x 16384 float weights: 4 MiB in the first layer, over the lowered limit."""
-EVAL_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -49,24 +48,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     folder = tmp_path_factory.mktemp("wide-export")
+    export_digits_mlp(folder / "mlp.onnx", external_data=True, hidden=HIDDEN, train_steps=0)
     x, y = digits_arrays()
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10)
-    ).eval()
-    torch.onnx.export(
-        model,
-        (torch.from_numpy(x[:2]),),
-        str(folder / "mlp.onnx"),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        dynamo=True,
-        external_data=True,
-        verbose=False,
-    )
     (folder / "train.npz").write_bytes(npz_bytes(x[:300], y[:300]))
     return folder / "mlp.onnx", folder / "train.npz"
 
@@ -77,12 +62,7 @@ def hardened(
 ) -> Hardened:
     model, data = export
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    args = [
-        "harden", model, "--data", data, "--eps", "0.1", "--method", "fgsm", "--epochs", "1",
-        "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
-        "--server", stack.address, "--timeout", "300", "-o", output,
-    ]  # fmt: skip
-    run = run_cli(*args)
+    run = harden_quickly(model, data, stack.address, output)
     return Hardened(run.code, run.out, run.err, output)
 
 
@@ -97,7 +77,7 @@ def test_temper_hardens_a_model_over_the_limit_on_a_server(
 ) -> None:
     assert hardened.code == 0, hardened.err + stack.logs()
     report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
-    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+    assert report["hardened"]["clean_accuracy"]["total"] == QUICK_EVAL_SAMPLES
 
 
 def test_the_hardened_model_is_unpacked_into_a_folder_of_its_own(hardened: Hardened) -> None:
@@ -123,7 +103,7 @@ def test_onnxruntime_runs_the_unpacked_model_with_its_report_inside(hardened: Ha
     assert scores.shape == (8, 10)
     assert np.isfinite(scores).all()
     report = json.loads(session.get_modelmeta().custom_metadata_map["tempering.report"])
-    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+    assert report["hardened"]["clean_accuracy"]["total"] == QUICK_EVAL_SAMPLES
 
 
 def test_the_download_header_names_the_bundle(hardened: Hardened, stack: Stack) -> None:

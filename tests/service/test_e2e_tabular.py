@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import Stack, run_cli, single_machine_stack
+from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
 from svc_helpers import download
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-EVAL_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,7 @@ def hardened(
     """One tabular job through the CLI, shared by the tests that read what it left."""
     model, data, schema = case
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    args = [
-        "harden", model, "--data", data, "--schema", schema, "--eps", "0.5",
-        "--method", "fgsm", "--epochs", "1", "--suite", "fast", "--eval-samples", EVAL_SAMPLES,
-        "--server", address, "--timeout", "300", "-o", output, "--json",
-    ]  # fmt: skip
-    run = run_cli(*args)
+    run = harden_quickly(model, data, address, output, "--schema", schema, "--json", eps="0.5")
     job_id = json.loads(run.out)["job_id"] if run.code == 0 else ""
     return Hardened(run.code, run.out, run.err, output, job_id)
 
@@ -81,7 +74,7 @@ def test_temper_hardens_a_tabular_model_under_its_schema_on_a_server(
     assert hardened.code == 0, hardened.err + stack.logs()
     report = json.loads(hardened.output.with_name("hardened.report.json").read_text())
     assert report["modality"] == "tabular"
-    assert report["hardened"]["clean_accuracy"]["total"] == EVAL_SAMPLES
+    assert report["hardened"]["clean_accuracy"]["total"] == QUICK_EVAL_SAMPLES
     assert report["threat_model"]["upper"][:3] == [1000.0, 5000.0, 50.0]
     assert hardened.output.is_file()
 
