@@ -217,21 +217,11 @@ def start_server(settings: Settings, role: ServerRole = ServerRole.ALONE) -> Run
     )
     if endpoint is not None:
         log.info("serving Prometheus metrics at %s", endpoint.url)
-    if not role.runs_duties:
-        return RunningServer(
-            server,
-            port,
-            settings,
-            jobs,
-            stores,
-            health_servicer,
-            exposure,
-            validation=validation,
-            upload_limit=upload_limit,
-        )
-    reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
-    sweeper = _start_sweeper(stores.artifacts)
-    notifier = start_notifier(settings, stores.database, stores.jobs.get, webhooks)
+    reconciler = sweeper = notifier = None
+    if role.runs_duties:
+        reconciler = start_reconciler(settings, stores.jobs.leases, queue, stores.checkpoints)
+        sweeper = _start_sweeper(stores.artifacts)
+        notifier = start_notifier(settings, stores.database, stores.jobs.get, webhooks)
     return RunningServer(
         server,
         port,

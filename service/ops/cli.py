@@ -14,10 +14,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 
 from service.api.server import ServerRole, start_server
 from service.core.logs import configure_logging
@@ -27,12 +25,11 @@ from service.ops.local_worker import LocalWorker
 from service.ops.memory import tune_allocator_for_streaming
 from service.ops.parent_death import die_with_parent
 from service.ops.server_processes import SiblingServers, server_processes
+from service.ops.stop_signals import SHUTDOWN_SECONDS, stop_on_signals
 from service.webhooks import cli as webhook_cli
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_SECONDS = 30.0
-"""Time a server whose parent is gone gets to stop its calls and its worker before it exits."""
 SIBLING_START_SECONDS = 60.0
 """Longest the port file waits for the other server processes to serve."""
 
@@ -109,14 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     if not tune_allocator_for_streaming():
         log.info("not glibc: the allocator keeps its defaults")
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received signal %d; shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = stop_on_signals()
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid, signal.SIGTERM, force_exit_after=SHUTDOWN_SECONDS)
     processes = server_processes(settings)

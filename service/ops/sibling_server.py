@@ -10,23 +10,17 @@ once the first process is gone, even when that one was killed outright
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from service.api.server import ServerRole, start_server
 from service.core.logs import configure_logging
 from service.core.settings import Settings, SettingsError
 from service.ops.memory import tune_allocator_for_streaming
 from service.ops.parent_death import die_with_parent
-
-log = logging.getLogger(__name__)
-
-SHUTDOWN_SECONDS = 30.0
+from service.ops.stop_signals import SHUTDOWN_SECONDS, stop_on_signals
 
 
 def main(argv: Sequence[str]) -> int:
@@ -38,14 +32,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     configure_logging(settings)
     tune_allocator_for_streaming()
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received signal %d; shutting down", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = stop_on_signals()
     die_with_parent(parent_pid, signal.SIGTERM, force_exit_after=SHUTDOWN_SECONDS)
     try:
         running = start_server(settings, ServerRole.SIBLING)
