@@ -27,7 +27,7 @@ import sys
 import time
 
 from service.api.shared_port import can_share_ports
-from service.core.settings import Settings
+from service.core.settings import ENV_PREFIX, Settings
 from service.ops.child_env import child_environment
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ def server_processes(settings: Settings) -> int:
     Prometheus metrics are served: each process counts only its own calls, and the endpoint
     belongs to the first."""
     if not can_share_ports():
+        if settings.server_processes > 1:
+            log.warning(
+                "%sSERVER_PROCESSES=%d: processes cannot share a port on this system; serving"
+                " with one",
+                ENV_PREFIX,
+                settings.server_processes,
+            )
         return 1
     if settings.server_processes > 0:
         return settings.server_processes

@@ -61,12 +61,13 @@ def test_serving_metrics_keeps_one_process_unless_more_are_asked_for(
     assert server_processes(asked) == 3
 
 
-def test_where_a_port_cannot_be_shared_there_is_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_where_a_port_cannot_be_shared_there_is_one_process_and_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
 
     assert server_processes(load_settings(tmp_path, server_processes="4")) == 1
+    assert "TEMPERING_SERVER_PROCESSES=4: processes cannot share a port" in caplog.text
 
 
 def test_a_negative_number_of_processes_is_refused(tmp_path: Path) -> None:
