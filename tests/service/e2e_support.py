@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from tempering.v1 import hardening_pb2 as pb
 from tempering.v1 import hardening_pb2_grpc as pb_grpc
 
 from client.cli import main
-from tests.shared_support import ROOT, base_env
+from tests.shared_support import ROOT, base_env, digits_arrays, export_digits_mlp, npz_bytes
 
 JOB_TIMEOUT = 240.0
 QUICK_EVAL_SAMPLES = 20
@@ -136,16 +137,49 @@ def run_cli(*args: object) -> CliRun:
     return CliRun(code, out.getvalue(), err.getvalue())
 
 
+@dataclass(frozen=True)
+class Hardened:
+    """What one ``temper harden`` left: its exit code, what it printed, where it wrote."""
+
+    code: int
+    out: str
+    err: str
+    output: Path
+
+    @property
+    def job_id(self) -> str:
+        """The job's id from ``--json`` output; empty when the run failed."""
+        return str(json.loads(self.out)["job_id"]) if self.code == 0 else ""
+
+
+def run_harden(output: Path, *args: object) -> Hardened:
+    """``temper harden ARGS -o OUTPUT`` run in this process."""
+    run = run_cli("harden", *args, "-o", output)
+    return Hardened(run.code, run.out, run.err, output)
+
+
 def harden_quickly(
     model: Path, data: Path, address: str, output: Path, *extra: object, eps: str = "0.1"
-) -> CliRun:
+) -> Hardened:
     """``temper harden`` of the cheapest job there is (one epoch of FGSM, the fast suite on 20
     samples) against the server at ``address``; ``extra`` are more arguments."""
-    return run_cli(
-        "harden", model, "--data", data, "--eps", eps, "--method", "fgsm", "--epochs", "1",
+    return run_harden(
+        output, model, "--data", data, "--eps", eps, "--method", "fgsm", "--epochs", "1",
         "--suite", "fast", "--eval-samples", QUICK_EVAL_SAMPLES,
-        "--server", address, "--timeout", "300", "-o", output, *extra,
+        "--server", address, "--timeout", "300", *extra,
     )  # fmt: skip
+
+
+def write_digits_inputs(
+    folder: Path, *, hidden: int = 32, train_steps: int = 60
+) -> tuple[Path, Path]:
+    """The digits MLP exported by dynamo with its weights in an external file, and 300 training
+    samples: ``(folder/mlp.onnx, folder/train.npz)``."""
+    model, data = folder / "mlp.onnx", folder / "train.npz"
+    export_digits_mlp(model, external_data=True, hidden=hidden, train_steps=train_steps)
+    x, y = digits_arrays()
+    data.write_bytes(npz_bytes(x[:300], y[:300]))
+    return model, data
 
 
 # --- watching ---------------------------------------------------------------------------------

@@ -7,26 +7,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
+from e2e_support import (
+    QUICK_EVAL_SAMPLES,
+    Hardened,
+    Stack,
+    harden_quickly,
+    single_machine_stack,
+    write_digits_inputs,
+)
 
 from client import HardeningClient
-from tests.shared_support import digits_arrays, export_digits_mlp, npz_bytes
+from tests.shared_support import digits_arrays
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@dataclass(frozen=True)
-class Hardened:
-    code: int
-    err: str
-    output: Path
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pytest.importorskip("torch")
-    folder = tmp_path_factory.mktemp("dynamo-export")
-    export_digits_mlp(folder / "mlp.onnx", external_data=True)
-    x, y = digits_arrays()
-    (folder / "train.npz").write_bytes(npz_bytes(x[:300], y[:300]))
-    return folder / "mlp.onnx", folder / "train.npz"
+    return write_digits_inputs(tmp_path_factory.mktemp("dynamo-export"))
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +46,7 @@ def hardened(
 ) -> Hardened:
     model, data = export
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    run = harden_quickly(model, data, stack.address, output, "--json")
-    return Hardened(run.code, run.err, output)
+    return harden_quickly(model, data, stack.address, output, "--json")
 
 
 def test_the_dynamo_exporter_writes_external_data(export: tuple[Path, Path]) -> None:

@@ -11,32 +11,30 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
+from e2e_support import (
+    QUICK_EVAL_SAMPLES,
+    Hardened,
+    Stack,
+    harden_quickly,
+    single_machine_stack,
+    write_digits_inputs,
+)
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
-from tests.shared_support import digits_arrays, export_digits_mlp, npz_bytes
+from tests.shared_support import digits_arrays
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LIMIT = "2M"
 HIDDEN = 16384
 """64 x 16384 float weights: 4 MiB in the first layer, over the lowered limit."""
-
-
-@dataclass(frozen=True)
-class Hardened:
-    code: int
-    out: str
-    err: str
-    output: Path
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pytest.importorskip("torch")
-    folder = tmp_path_factory.mktemp("wide-export")
-    export_digits_mlp(folder / "mlp.onnx", external_data=True, hidden=HIDDEN, train_steps=0)
-    x, y = digits_arrays()
-    (folder / "train.npz").write_bytes(npz_bytes(x[:300], y[:300]))
-    return folder / "mlp.onnx", folder / "train.npz"
+    return write_digits_inputs(tmp_path_factory.mktemp("wide-export"), hidden=HIDDEN, train_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +56,7 @@ def hardened(
 ) -> Hardened:
     model, data = export
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    run = harden_quickly(model, data, stack.address, output)
-    return Hardened(run.code, run.out, run.err, output)
+    return harden_quickly(model, data, stack.address, output)
 
 
 def test_the_export_is_over_the_lowered_limit(export: tuple[Path, Path]) -> None:

@@ -9,26 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import QUICK_EVAL_SAMPLES, Stack, harden_quickly, single_machine_stack
+from e2e_support import QUICK_EVAL_SAMPLES, Hardened, Stack, harden_quickly, single_machine_stack
 from svc_helpers import download
 from tempering.v1 import hardening_pb2 as pb
 
 from client.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@dataclass(frozen=True)
-class Hardened:
-    code: int
-    out: str
-    err: str
-    output: Path
-    job_id: str
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +47,7 @@ def hardened(
     """One tabular job through the CLI, shared by the tests that read what it left."""
     model, data, schema = case
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    run = harden_quickly(model, data, address, output, "--schema", schema, "--json", eps="0.5")
-    job_id = json.loads(run.out)["job_id"] if run.code == 0 else ""
-    return Hardened(run.code, run.out, run.err, output, job_id)
+    return harden_quickly(model, data, address, output, "--schema", schema, "--json", eps="0.5")
 
 
 def temper(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_support import Stack, run_cli, single_machine_stack
+from e2e_support import Hardened, Stack, run_harden, single_machine_stack
 from svc_helpers import download
 from tempering.v1 import hardening_pb2 as pb
 from text_support import TextInputs, make_text_inputs
@@ -25,15 +24,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_LENGTH = 7
 """Shorter than most generated texts with their [CLS] and [SEP], so that some are cut."""
-
-
-@dataclass(frozen=True)
-class Hardened:
-    code: int
-    out: str
-    err: str
-    output: Path
-    job_id: str
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +56,12 @@ def hardened(
     """One text job through the CLI, shared by the tests that read what it left (a module
     fixture has no capsys: the output is captured here)."""
     output = tmp_path_factory.mktemp("out") / "hardened.onnx"
-    args = [
-        "harden", inputs.model, "--tokenizer", inputs.tokenizer,
+    return run_harden(
+        output, inputs.model, "--tokenizer", inputs.tokenizer,
         "--data", inputs.train, "--eval-data", inputs.test,
         "--method", "pgd", "--epochs", "1", "--eval-samples", "12",
-        "--max-length", MAX_LENGTH, "--server", address, "--timeout", "240",
-        "-o", output, "--json",
-    ]  # fmt: skip
-    run = run_cli(*args)
-    job_id = json.loads(run.out)["job_id"] if run.code == 0 else ""
-    return Hardened(run.code, run.out, run.err, output, job_id)
+        "--max-length", MAX_LENGTH, "--server", address, "--timeout", "240", "--json",
+    )  # fmt: skip
 
 
 def test_temper_hardens_a_text_model_on_a_server(hardened: Hardened, stack: Stack) -> None:
