@@ -14,37 +14,35 @@ from __future__ import annotations
 import socket
 import sys
 
+from service.api.transport import UNIX_SOCKET_SCHEMES
+from service.core.metrics_endpoint import split_address
+from service.core.settings import ENV_PREFIX
 
-def can_share_ports() -> bool:
-    """Linux balances connections between the sockets of one port; other systems either lack
-    ``SO_REUSEPORT`` or give every connection to the last socket bound."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+def can_share_ports(address: str) -> bool:
+    """Linux balances connections between the TCP sockets of one port; other systems either
+    lack ``SO_REUSEPORT`` or give every connection to the last socket bound, and a Unix domain
+    socket has no port to share."""
+    return (
+        sys.platform.startswith("linux")
+        and hasattr(socket, "SO_REUSEPORT")
+        and not address.startswith(UNIX_SOCKET_SCHEMES)
+    )
 
 
 def claim_address(address: str) -> str:
     """``address`` with its port resolved (port 0 becomes a free one), once a plain bind there
-    succeeded; raises OSError naming the address when something listens on it."""
-    host, port = split_host_port(address)
-    family, kind, proto, _, where = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    succeeded; raises OSError naming the address when something listens on it, and
+    SettingsError when it is no ``host:port``."""
+    host, port = split_address(address, f"{ENV_PREFIX}GRPC_ADDRESS")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(where)
-        except OSError as exc:
-            raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-        bound_port = probe.getsockname()[1]
-    return join_host_port(host, bound_port)
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port``; the host comes back without brackets."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise OSError(f"cannot listen on {address}: expected host:port")
-    return host.strip("[]"), int(port)
-
-
-def join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            bound_port = probe.getsockname()[1]
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"

@@ -31,6 +31,10 @@ from service.core.tenancy import DEFAULT_TENANT
 log = logging.getLogger(__name__)
 
 
+UNIX_SOCKET_SCHEMES = ("unix:", "unix-abstract:")
+"""gRPC addresses of Unix domain sockets, which only this machine reaches."""
+
+
 class InsecureSetup(SettingsError):
     """The settings would expose the server in a way it refuses to be exposed."""
 
@@ -100,7 +104,7 @@ def plan_exposure(settings: Settings) -> Exposure:
 def is_loopback(address: str) -> bool:
     """True for ``127.x.x.x:port``, ``[::1]:port``, ``localhost:port`` and unix sockets;
     False for wildcards (``0.0.0.0``, ``[::]``, ``:port``) and any other host name."""
-    if address.startswith(("unix:", "unix-abstract:")):
+    if address.startswith(UNIX_SOCKET_SCHEMES):
         return True
     host = address.rsplit(":", 1)[0] if ":" in address else address
     host = host.strip().removeprefix("[").removesuffix("]")

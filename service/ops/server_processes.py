@@ -40,16 +40,16 @@ MAX_RESTARTS = 5
 
 def server_processes(settings: Settings) -> int:
     """The processes to run: the setting, or by default one per CPU this process may use, at
-    most :data:`MAX_AUTO_PROCESSES`. One where the port cannot be shared, and by default when
-    Prometheus metrics are served: each process counts only its own calls, and the endpoint
-    belongs to the first."""
-    if not can_share_ports():
+    most :data:`MAX_AUTO_PROCESSES`. One where the address cannot be shared (not Linux, a Unix
+    domain socket), and by default when Prometheus metrics are served: each process counts only
+    its own calls, and the endpoint belongs to the first."""
+    if not can_share_ports(settings.grpc_address):
         if settings.server_processes > 1:
             log.warning(
-                "%sSERVER_PROCESSES=%d: processes cannot share a port on this system; serving"
-                " with one",
+                "%sSERVER_PROCESSES=%d: processes cannot share %s on this system; serving with one",
                 ENV_PREFIX,
                 settings.server_processes,
+                settings.grpc_address,
             )
         return 1
     if settings.server_processes > 0:

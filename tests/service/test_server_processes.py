@@ -67,7 +67,16 @@ def test_where_a_port_cannot_be_shared_there_is_one_process_and_a_warning(
     monkeypatch.setattr(sys, "platform", "darwin")
 
     assert server_processes(load_settings(tmp_path, server_processes="4")) == 1
-    assert "TEMPERING_SERVER_PROCESSES=4: processes cannot share a port" in caplog.text
+    assert "TEMPERING_SERVER_PROCESSES=4: processes cannot share 127.0.0.1:50051" in caplog.text
+
+
+def test_a_unix_domain_socket_is_served_by_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processes_module, "usable_cpus", lambda: 4)
+    unix = load_settings(tmp_path, grpc_address=f"unix:{tmp_path / 'tempering.sock'}")
+
+    assert server_processes(unix) == 1
 
 
 def test_a_negative_number_of_processes_is_refused(tmp_path: Path) -> None:
@@ -76,6 +85,11 @@ def test_a_negative_number_of_processes_is_refused(tmp_path: Path) -> None:
 
 
 # --- the port ---------------------------------------------------------------------------------
+
+
+def test_an_address_without_a_port_cannot_be_claimed() -> None:
+    with pytest.raises(SettingsError, match="TEMPERING_GRPC_ADDRESS must be host:port"):
+        claim_address("127.0.0.1")
 
 
 def test_claiming_port_zero_names_a_free_port() -> None:
