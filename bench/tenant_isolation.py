@@ -402,6 +402,7 @@ def measure(
     mallory_figures = results.get(timeout=120)
     mallory_process.join(30)
     channel.close()
+    servers_at_end, _ = server_processes(server_pid)
     return {
         "duration_s": args.duration,
         "mallory": {
@@ -414,8 +415,8 @@ def measure(
             "start": baseline / 1024,
             "peak": max((own for own, _ in memory), default=0) / 1024,
             "peak_with_checkers": max((total for _, total in memory), default=0) / 1024,
-            "end": sum(resident_kib(pid) for pid in server_processes(server_pid)[0]) / 1024,
-            "server_processes": len(server_processes(server_pid)[0]),
+            "end": sum(resident_kib(pid) for pid in servers_at_end) / 1024,
+            "server_processes": len(servers_at_end),
         },
     }
 

@@ -74,7 +74,7 @@ class SiblingServers:
         self._settings = settings
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * count
         self._restarts = [0] * count
-        self._readiness: dict[int, int] = {}
+        self._readiness: set[int] = set()
         """Read ends of the pipes the siblings not yet known to serve write one byte to."""
 
     @property
@@ -92,7 +92,7 @@ class SiblingServers:
         serving = 0
         while self._readiness:
             left = max(deadline - time.monotonic(), 0.0)
-            readable, _, _ = select.select(list(self._readiness.values()), [], [], left)
+            readable, _, _ = select.select(list(self._readiness), [], [], left)
             if not readable:
                 break
             for fd in readable:
@@ -119,7 +119,7 @@ class SiblingServers:
             self._start(index)
 
     def _forget_readiness(self, fd: int) -> None:
-        self._readiness = {pid: f for pid, f in self._readiness.items() if f != fd}
+        self._readiness.discard(fd)
         os.close(fd)
 
     def terminate(self) -> None:
@@ -131,7 +131,7 @@ class SiblingServers:
 
     def wait(self, timeout: float) -> None:
         """Wait for the terminated siblings; kill those still running after ``timeout``."""
-        for fd in list(self._readiness.values()):
+        for fd in list(self._readiness):
             self._forget_readiness(fd)
         deadline = time.monotonic() + timeout
         for process in self._processes:
@@ -159,5 +159,5 @@ class SiblingServers:
         finally:
             os.close(ready_write)
         self._processes[index] = process
-        self._readiness[process.pid] = ready_read
+        self._readiness.add(ready_read)
         log.info("started server process %d on %s", process.pid, self._settings.grpc_address)
