@@ -45,7 +45,7 @@ class Settings:
     of them (:mod:`service.api.watch_limit`)."""
     server_processes: int = 0
     """Server processes answering on the one gRPC port (Linux's ``SO_REUSEPORT``); 0: one per
-    CPU, at most four, and one where the port cannot be shared or metrics are served
+    CPU, at most four, and one where the address cannot be shared or metrics are served
     (:mod:`service.ops.server_processes`)."""
     grpc_active_calls: int = 0
     """Unary calls running at once, the rest waiting fairly between tenants; 0: two per CPU plus
