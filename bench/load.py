@@ -25,6 +25,7 @@ then cancels the jobs it submitted and stops the stack it started.
     python bench/load.py --idle                       # no worker: the server's own latency
     python bench/load.py --idle --think 0.1           # clients pausing 100 ms between calls
     python bench/load.py --idle --server-processes 1  # one server process (default: per CPU)
+    python bench/load.py --idle --reference-processes 1  # then the same load on one process
     python bench/load.py --server 127.0.0.1:50051 --api-key "$KEY"
 """
 
@@ -597,6 +598,31 @@ def to_json(result: dict[str, object]) -> dict[str, object]:
     }
 
 
+def run_own_stack(args: argparse.Namespace, processes: int | None) -> tuple[dict[str, object], str]:
+    extra = ["--no-worker"] if args.idle else []
+    with own_stack(args.server_threads, processes, args.log, extra) as stack:
+        result = run(stack.address, args)
+    note = (
+        f"server threads {args.server_threads or 'default'}, processes"
+        f" {processes or 'default'}; log {args.log}"
+    )
+    return result, note
+
+
+def compare(result: dict[str, object], reference: dict[str, object]) -> str:
+    """GetJob's calls a second and p99 of the run and of its reference, one line each."""
+    lines = ["GetJob, run against reference (same clients, same duration, one after the other):"]
+    for name, each in (("run", result), ("reference", reference)):
+        recorder = each["recorder"]
+        assert isinstance(recorder, Recorder)
+        values = recorder.latencies.get("GetJob", [])
+        rate = len(values) / float(each["elapsed"])  # type: ignore[arg-type]
+        lines.append(
+            f"  {name:<10} {rate:>8.1f} calls/s   p99 {percentile(values, 99) * 1e3:>6.1f} ms"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", help="host:port of a running service (loopback only)")
@@ -620,6 +646,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="TEMPERING_SERVER_PROCESSES of the stack started here [the server's default]",
     )
     parser.add_argument(
+        "--reference-processes",
+        type=int,
+        help="after the run, the same load on a stack with this many server processes, and"
+        " GetJob's p99 of both side by side",
+    )
+    parser.add_argument(
         "--shared-channel",
         action="store_true",
         help="every client on one connection (by default each has its own, as programs do)",
@@ -638,24 +670,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--duration must be in (0, {MAX_DURATION:.0f}] seconds")
     if args.max_calls < 1:
         parser.error("--max-calls must be positive")
+    if args.server and args.reference_processes:
+        parser.error("--reference-processes needs the stack started here (no --server)")
     if args.server:
         check_loopback(args.server)
         result = run(args.server, args)
         note = "server started elsewhere"
     else:
-        extra = ["--no-worker"] if args.idle else []
-        with own_stack(args.server_threads, args.server_processes, args.log, extra) as stack:
-            result = run(stack.address, args)
-        note = (
-            f"server threads {args.server_threads or 'default'}, processes"
-            f" {args.server_processes or 'default'}; log {args.log}"
-        )
+        result, note = run_own_stack(args, args.server_processes)
     print(report(result, note))
+    runs = [result]
+    if args.reference_processes:
+        reference, reference_note = run_own_stack(args, args.reference_processes)
+        print("\nreference:\n" + report(reference, reference_note))
+        print("\n" + compare(result, reference))
+        result["reference"] = to_json(reference)
+        runs.append(reference)
     if args.json:
         args.json.write_text(json.dumps(to_json(result), indent=2, default=str))
-    recorder = result["recorder"]
-    assert isinstance(recorder, Recorder)
-    return 1 if any(recorder.errors.values()) else 0
+    recorders = [each["recorder"] for each in runs]
+    return 1 if any(isinstance(r, Recorder) and any(r.errors.values()) for r in recorders) else 0
 
 
 if __name__ == "__main__":
